@@ -1,0 +1,168 @@
+/**
+ * Kademlia routing table (spec: dht-rpc.md §9.1), deterministic and free of
+ * timers or events: 256 fixed rows (one per id bit), at most k nodes per row,
+ * each row sorted by raw id bytes starting at the row's byte offset.
+ *
+ * `closest` reproduces the reference order, which is NOT a true XOR sort:
+ * rows d, d-1, ..., 0 and then d+1, ..., 255 (d = row of the target), and
+ * inside a row the stored (byte) order.
+ */
+
+export interface RoutingNode {
+  readonly id: Uint8Array
+}
+
+export type AddResult = "added" | "updated" | "full"
+
+export interface RoutingTableOptions {
+  /** Bucket size; 20 by default. */
+  readonly k?: number
+}
+
+export const DEFAULT_K = 20
+
+export class RoutingTable<N extends RoutingNode = RoutingNode> {
+  readonly id: Uint8Array
+  readonly k: number
+  /** Number of nodes in the table. */
+  size = 0
+  private readonly rows: Array<Array<N> | undefined>
+
+  constructor(id: Uint8Array, options?: RoutingTableOptions) {
+    this.id = id
+    const k = options?.k
+    this.k = k !== undefined && Number.isInteger(k) && k > 0 ? k : DEFAULT_K
+    this.rows = new Array<Array<N> | undefined>(id.length * 8)
+  }
+
+  /** Number of rows (8 per id byte: 256 for 32-byte ids). */
+  get rowCount(): number {
+    return this.rows.length
+  }
+
+  /**
+   * Index of the first bit (from the most significant bit of byte 0) where
+   * `id` differs from the table's own id; the last row when they are equal.
+   */
+  row(id: Uint8Array): number {
+    const own = this.id
+    const n = Math.min(id.length, own.length)
+    for (let i = 0; i < n; i++) {
+      const a = id[i]!
+      const b = own[i]!
+      if (a !== b) return i * 8 + Math.clz32(a ^ b) - 24
+    }
+    return this.rows.length - 1
+  }
+
+  /** Insert or replace a node. A full row leaves the table unchanged and returns "full". */
+  add(node: N): AddResult {
+    const r = this.row(node.id)
+    let nodes = this.rows[r]
+    if (nodes === undefined) nodes = this.rows[r] = []
+    const offset = r >> 3
+    const at = search(nodes, node.id, offset)
+    if (at >= 0) {
+      nodes[at] = node
+      return "updated"
+    }
+    if (nodes.length >= this.k) return "full"
+    nodes.splice(-at - 1, 0, node)
+    this.size++
+    return "added"
+  }
+
+  get(id: Uint8Array): N | null {
+    const r = this.row(id)
+    const nodes = this.rows[r]
+    if (nodes === undefined) return null
+    const at = search(nodes, id, r >> 3)
+    return at >= 0 ? nodes[at]! : null
+  }
+
+  has(id: Uint8Array): boolean {
+    return this.get(id) !== null
+  }
+
+  /** Remove the node with this id; false when it is not in the table. */
+  remove(id: Uint8Array): boolean {
+    const r = this.row(id)
+    const nodes = this.rows[r]
+    if (nodes === undefined) return false
+    const at = search(nodes, id, r >> 3)
+    if (at < 0) return false
+    nodes.splice(at, 1)
+    this.size--
+    return true
+  }
+
+  /** The nodes of one row, in stored order (used by full-row eviction). */
+  rowNodes(index: number): ReadonlyArray<N> {
+    return this.rows[index] ?? EMPTY
+  }
+
+  /** Up to `n` nodes in the reference's order (see the module comment). */
+  closest(target: Uint8Array, n: number = this.k): Array<N> {
+    const out: Array<N> = []
+    const d = this.row(target)
+    for (let i = d; i >= 0 && out.length < n; i--) this.pushRow(i, n, out)
+    for (let i = d + 1; i < this.rows.length && out.length < n; i++) this.pushRow(i, n, out)
+    return out
+  }
+
+  /** Every node (the reference's `toArray`: closest to our own id, unbounded). */
+  toArray(): Array<N> {
+    return this.closest(this.id, Infinity)
+  }
+
+  /** A uniformly chosen node, or null when empty. `rand` returns a float in [0, 1). */
+  random(rand: () => number): N | null {
+    if (this.size === 0) return null
+    let n = Math.floor(rand() * this.size)
+    if (!(n >= 0)) n = 0
+    if (n >= this.size) n = this.size - 1
+    for (const nodes of this.rows) {
+      if (nodes === undefined) continue
+      if (n < nodes.length) return nodes[n]!
+      n -= nodes.length
+    }
+    return null
+  }
+
+  private pushRow(i: number, n: number, out: Array<N>): void {
+    const nodes = this.rows[i]
+    if (nodes === undefined) return
+    const take = Math.min(n - out.length, nodes.length)
+    for (let j = 0; j < take; j++) out.push(nodes[j]!)
+  }
+}
+
+const EMPTY: ReadonlyArray<never> = Object.freeze([])
+
+/** Byte-wise comparison of two ids starting at `offset`. */
+const compareFrom = (a: Uint8Array, b: Uint8Array, offset: number): number => {
+  const n = Math.max(a.length, b.length)
+  for (let i = offset; i < n; i++) {
+    const x = a[i]
+    const y = b[i]
+    if (x === y) continue
+    if (x === undefined) return -1
+    if (y === undefined) return 1
+    return x < y ? -1 : 1
+  }
+  return 0
+}
+
+/** Binary search: index when found, otherwise -(insertion point) - 1. */
+const search = <N extends RoutingNode>(nodes: ReadonlyArray<N>, id: Uint8Array, offset: number): number => {
+  let l = 0
+  let r = nodes.length - 1
+  while (l <= r) {
+    const m = (l + r) >> 1
+    const c = compareFrom(id, nodes[m]!.id, offset)
+    if (c === 0) return m
+    if (c < 0) r = m - 1
+    else l = m + 1
+  }
+  return -l - 1
+}
