@@ -1,0 +1,45 @@
+/**
+ * Key pairs and hashing as the seed API exposes them (`Gateway.keyPair(seed)`,
+ * `Gateway.hash(data)`), with typed errors for misuse.
+ */
+import { Data, Effect, Result } from "effect"
+import { Crypto } from "../layers/Crypto.js"
+import { noble } from "../layers/crypto/noble.js"
+import type { CryptoImpl, KeyPair } from "../layers/crypto/types.js"
+
+export class InvalidSeed extends Data.TaggedError("InvalidSeed")<{ readonly detail: string }> {
+  override get message(): string {
+    return `invalid key pair seed: ${this.detail} (expected a 32-byte Uint8Array)`
+  }
+}
+
+export class InvalidInput extends Data.TaggedError("InvalidInput")<{ readonly argument: string; readonly detail: string }> {
+  override get message(): string {
+    return `invalid ${this.argument}: ${this.detail}`
+  }
+}
+
+const describe = (x: unknown): string =>
+  x instanceof Uint8Array ? `${x.length} bytes` : x === null ? "null" : typeof x
+
+/** Ed25519 key pair from a 32-byte seed (random without one); identical to hyperdht's keyPair(seed). */
+export const keyPairWith = (c: CryptoImpl, seed?: Uint8Array): Result.Result<KeyPair, InvalidSeed> => {
+  if (seed !== undefined && seed !== null && !(seed instanceof Uint8Array && seed.length === 32)) {
+    return Result.fail(new InvalidSeed({ detail: `got ${describe(seed)}` }))
+  }
+  const kp = c.keyPair(seed ?? undefined)
+  return kp === null ? Result.fail(new InvalidSeed({ detail: `got ${describe(seed)}` })) : Result.succeed(kp)
+}
+
+/** Effect form, using the Crypto service. */
+export const keyPair = (seed?: Uint8Array): Effect.Effect<KeyPair, InvalidSeed, Crypto> =>
+  Effect.flatMap(Crypto, (c) => Effect.fromResult(keyPairWith(c, seed)))
+
+/** BLAKE2b-256, hyperdht's `hash`. */
+export const hashWith = (c: CryptoImpl, data: Uint8Array): Result.Result<Uint8Array, InvalidInput> =>
+  data instanceof Uint8Array
+    ? Result.succeed(c.blake2b(data))
+    : Result.fail(new InvalidInput({ argument: "data", detail: `expected a Uint8Array, got ${describe(data)}` }))
+
+/** The implementation the synchronous facade helpers use. */
+export const facadeCrypto: CryptoImpl = noble

@@ -1,0 +1,11 @@
+// The reference stack (devDependencies, test oracles only) ships no typings.
+declare module "hyperdht"
+declare module "dht-rpc"
+declare module "sodium-native"
+declare module "sodium-secretstream"
+declare module "noise-handshake"
+declare module "noise-curve-ed"
+declare module "@hyperswarm/secret-stream"
+declare module "hypercore-crypto"
+declare module "compact-encoding"
+declare module "udx-native"
