@@ -3,6 +3,7 @@
  * hyperdht-records.md §2): namespaces, targets, and the secrets hyperdht
  * derives from a finished Noise handshake.
  */
+import * as Records from "../../protocol/records.js"
 import type { CryptoImpl } from "./types.js"
 
 const utf8 = new TextEncoder()
@@ -13,20 +14,10 @@ export const namespace = (c: CryptoImpl, name: string, ids: ReadonlyArray<number
   return ids.map((id) => c.blake2b([root, Uint8Array.of(id)]))
 }
 
-export interface DhtNamespaces {
-  readonly PEER_HANDSHAKE: Uint8Array
-  readonly PEER_HOLEPUNCH: Uint8Array
-  readonly ANNOUNCE: Uint8Array
-  readonly UNANNOUNCE: Uint8Array
-  readonly MUTABLE_PUT: Uint8Array
-  readonly PLUGIN: Uint8Array
-}
+export type DhtNamespaces = Records.Namespaces
 
-/** hyperswarm/dht namespaces, keyed by command name (ids are the command numbers). */
-export const dhtNamespaces = (c: CryptoImpl): DhtNamespaces => {
-  const [PEER_HANDSHAKE, PEER_HOLEPUNCH, ANNOUNCE, UNANNOUNCE, MUTABLE_PUT, PLUGIN] = namespace(c, "hyperswarm/dht", [0, 1, 4, 5, 6, 10])
-  return { PEER_HANDSHAKE: PEER_HANDSHAKE!, PEER_HOLEPUNCH: PEER_HOLEPUNCH!, ANNOUNCE: ANNOUNCE!, UNANNOUNCE: UNANNOUNCE!, MUTABLE_PUT: MUTABLE_PUT!, PLUGIN: PLUGIN! }
-}
+/** hyperswarm/dht namespaces, keyed by command name (ids are the command numbers); cached per implementation. */
+export const dhtNamespaces = (c: CryptoImpl): DhtNamespaces => Records.namespaces(c.blake2b)
 
 export interface SecretStreamNamespaces {
   readonly INITIATOR: Uint8Array
@@ -34,13 +25,20 @@ export interface SecretStreamNamespaces {
   readonly SEND: Uint8Array
 }
 
+const ssCache = new WeakMap<CryptoImpl["blake2b"], SecretStreamNamespaces>()
+
+/** hyperswarm/secret-stream namespaces; cached per implementation. */
 export const secretStreamNamespaces = (c: CryptoImpl): SecretStreamNamespaces => {
+  const cached = ssCache.get(c.blake2b)
+  if (cached !== undefined) return cached
   const [INITIATOR, RESPONDER, SEND] = namespace(c, "hyperswarm/secret-stream", [0, 1, 2])
-  return { INITIATOR: INITIATOR!, RESPONDER: RESPONDER!, SEND: SEND! }
+  const ns = Object.freeze({ INITIATOR: INITIATOR!, RESPONDER: RESPONDER!, SEND: SEND! })
+  ssCache.set(c.blake2b, ns)
+  return ns
 }
 
 /** DHT target of a public key (server identity, mutable records): BLAKE2b-256(publicKey). */
-export const target = (c: CryptoImpl, publicKey: Uint8Array): Uint8Array => c.blake2b(publicKey)
+export const target = (c: CryptoImpl, publicKey: Uint8Array): Uint8Array => Records.hash(c.blake2b, publicKey)
 
 /** holepunchSecret = BLAKE2b-256(NS.PEER_HOLEPUNCH; key = handshakeHash). */
 export const holepunchSecret = (c: CryptoImpl, handshakeHash: Uint8Array): Uint8Array =>
