@@ -7,9 +7,9 @@
 import { readFileSync } from "node:fs"
 import { Result } from "effect"
 import { describe, expect, it } from "vitest"
+import * as Records from "../src/protocol/records.js"
 import {
   type Codec,
-  codec,
   decode,
   encode,
   fromHex,
@@ -185,19 +185,7 @@ const noiseDecoded = (v: Json): NoisePayload => ({
   relayAddresses: v4List(v.relayAddresses)
 })
 
-/** A peer record codec built from primitives only (records.ts owns the real one). */
-interface PeerRecord {
-  readonly publicKey: Uint8Array
-  readonly relayAddresses: ReadonlyArray<IPv4Address>
-}
-const peerRecord: Codec<PeerRecord> = codec<PeerRecord>(
-  "peer",
-  (w, v) => {
-    w.fixed32(v.publicKey)
-    w.ipv4AddressArray(v.relayAddresses)
-  },
-  (r) => ({ publicKey: r.fixed32(), relayAddresses: r.ipv4AddressArray() })
-)
+const peerRecord = Records.peer
 
 const udxOk = (buf: Uint8Array): UdxPacket => {
   const r = decodeUdxPacket(buf)
@@ -249,7 +237,7 @@ describe("connect.json vectors", () => {
         expect(encodeHex(holepunch, m), name).toBe(e.hex)
         expect(expectReencodes(holepunch, e.hex), name).toEqual(m)
       } else if (name.startsWith("peer record")) {
-        const m: PeerRecord = { publicKey: hex(v.publicKey), relayAddresses: v.relayAddresses.map(v4) }
+        const m: Records.Peer = { publicKey: hex(v.publicKey), relayAddresses: v.relayAddresses.map(v4) }
         expect(encodeHex(peerRecord, m), name).toBe(e.hex)
         expect(expectReencodes(peerRecord, e.hex), name).toEqual(m)
       } else {
