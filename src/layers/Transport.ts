@@ -1,0 +1,74 @@
+/**
+ * The UDP transport port. The whole stack (dht-rpc, holepunching, UDX) sees
+ * only this service; two implementations sit behind it:
+ *
+ * - real UDP on Node (`./transport/udp.ts`),
+ * - a deterministic simulated network (`./transport/sim.ts`): virtual hosts,
+ *   latency, loss, reordering, duplication, partitions and NAT models, driven
+ *   by Effect's Clock and a seeded random source.
+ *
+ * A `Transport` is one host's network stack: it binds sockets. Sending is a
+ * plain synchronous call (fire-and-forget, UDP semantics, the hot path);
+ * receiving is an Effect that waits for at least one datagram and returns
+ * every datagram buffered so far (batching).
+ */
+import { Context, Data, type Effect, type Scope } from "effect"
+
+export interface Endpoint {
+  readonly host: string
+  readonly port: number
+}
+
+export interface Datagram {
+  /** Source address as seen by this socket (after any NAT on the way). */
+  readonly from: Endpoint
+  readonly data: Uint8Array
+}
+
+export interface SocketStats {
+  readonly sent: number
+  readonly received: number
+  /** Datagrams dropped locally: invalid destination, oversized, inbox overflow, socket closed. */
+  readonly dropped: number
+}
+
+export interface UdpSocket {
+  /** The bound local address (host may be 0.0.0.0 on a real machine). */
+  readonly local: Endpoint
+  /**
+   * Send a datagram. Never throws and never blocks: a datagram that cannot be
+   * sent is dropped and counted. `ttl` sets the IP TTL for this datagram
+   * (holepunch probes use 5); the default is 64.
+   */
+  send(to: Endpoint, data: Uint8Array, ttl?: number): void
+  /** Wait for at least one datagram; returns every buffered datagram (oldest first). */
+  readonly receive: Effect.Effect<ReadonlyArray<Datagram>>
+  stats(): SocketStats
+}
+
+export interface BindOptions {
+  /** Local address to bind; default 0.0.0.0 (real) or the host's address (sim). */
+  readonly host?: string
+  /** Port; 0 (default) picks a free one. */
+  readonly port?: number
+}
+
+export class BindError extends Data.TaggedError("BindError")<{
+  readonly host: string
+  readonly port: number
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `cannot bind UDP ${this.host}:${this.port}: ${this.detail}`
+  }
+}
+
+export class Transport extends Context.Service<
+  Transport,
+  {
+    /** Bind a socket; it is closed when the scope closes. */
+    readonly bind: (options?: BindOptions) => Effect.Effect<UdpSocket, BindError, Scope.Scope>
+    /** Non-internal IPv4 addresses of this host's interfaces. */
+    readonly localAddresses: () => ReadonlyArray<string>
+  }
+>()("omega/Transport") {}
