@@ -110,6 +110,50 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
     return out
   }
 
+  /**
+   * Up to `n` nodes in true XOR-distance order to `target`. Omega answers
+   * closer-node requests with this order (the reference's `closest` order is
+   * an approximation that makes lookups slower and less exact; peers accept
+   * either, see dht-rpc.md §14 item 4).
+   *
+   * Relative to our id, row d = row(target) holds the closest nodes, then
+   * every row above d (their top differing bit with the target is d), then
+   * rows d-1, d-2, ..., 0 in that order.
+   */
+  closestByDistance(target: Uint8Array, n: number = this.k): Array<N> {
+    const out: Array<N> = []
+    if (n <= 0) return out
+    const d = this.row(target)
+    const byDistance = (a: N, b: N): number => {
+      for (let i = 0; i < target.length; i++) {
+        const x = a.id[i]! ^ target[i]!
+        const y = b.id[i]! ^ target[i]!
+        if (x !== y) return x - y
+      }
+      return 0
+    }
+    const take = (group: Array<N>): boolean => {
+      group.sort(byDistance)
+      for (const node of group) {
+        if (out.length >= n) return true
+        out.push(node)
+      }
+      return out.length >= n
+    }
+    if (take([...(this.rows[d] ?? EMPTY)])) return out
+    const above: Array<N> = []
+    for (let i = d + 1; i < this.rows.length; i++) {
+      const nodes = this.rows[i]
+      if (nodes !== undefined) for (const node of nodes) above.push(node)
+    }
+    if (take(above)) return out
+    for (let i = d - 1; i >= 0; i--) {
+      const nodes = this.rows[i]
+      if (nodes !== undefined && nodes.length > 0 && take([...nodes])) return out
+    }
+    return out
+  }
+
   /** Every node (the reference's `toArray`: closest to our own id, unbounded). */
   toArray(): Array<N> {
     return this.closest(this.id, Infinity)

@@ -1,0 +1,927 @@
+/**
+ * The dht-rpc node core (dht-rpc.md §4, §5, §9–§12): routing-table upkeep
+ * (contacts, full-row eviction, liveness checks, down hints, the ping sweep
+ * and refresh), bootstrap, NAT sampling, firewall detection, the ephemeral →
+ * persistent transition, adaptive mode, health, suspend / wakeup.
+ *
+ * Deterministic and free of I/O: every input carries `now` (ms); datagrams
+ * leave through the injected `transmit`; randomness comes from the injected
+ * `random`. The driver (an Effect fiber, see ./driver.ts) feeds datagrams and
+ * timer expiries in and performs the outputs, so the same core runs on real
+ * UDP and on the simulated network, and is testable without either.
+ */
+import type { CryptoImpl } from "../../layers/crypto/types.js"
+import * as Rpc from "../../protocol/dht-rpc.js"
+import { equalBytes, type IPv4Address } from "../../protocol/encoding.js"
+import { NatSampler } from "./nat-sampler.js"
+import { Query, type QueryHost, type QueryNode, type QueryOptions } from "./query.js"
+import {
+  CLIENT,
+  type IncomingRequest,
+  type IncomingResponse,
+  type NodeAddress,
+  type OutRequest,
+  type ReplyOptions,
+  type RequestError,
+  RpcIo,
+  SERVER,
+  type SocketKind
+} from "./rpc.js"
+import { RoutingTable } from "./table.js"
+
+export const TICK_INTERVAL = 5000
+export const SLEEPING_INTERVAL = 3 * TICK_INTERVAL
+export const STABLE_TICKS = 240
+export const MORE_STABLE_TICKS = 3 * STABLE_TICKS
+export const REFRESH_TICKS = 60
+export const RECENT_NODE = 12
+export const OLD_NODE = 360
+
+const { PING, PING_NAT, FIND_NODE, DOWN_HINT, DELAYED_PING } = Rpc.InternalCommand
+
+export interface TableNode {
+  readonly id: Uint8Array
+  readonly host: string
+  readonly port: number
+  to: IPv4Address | null
+  added: number
+  pinged: number
+  seen: number
+  sampled: number
+  downHints: number
+}
+
+export type DhtEvent =
+  | { readonly _tag: "listening" }
+  | { readonly _tag: "ready" }
+  | { readonly _tag: "persistent" }
+  | { readonly _tag: "ephemeral" }
+  | { readonly _tag: "wakeup" }
+  | { readonly _tag: "nat-update"; readonly host: string | null; readonly port: number }
+  | { readonly _tag: "add-node"; readonly node: TableNode }
+  | { readonly _tag: "remove-node"; readonly node: TableNode }
+  | { readonly _tag: "network-update" }
+  | { readonly _tag: "suspend" }
+  | { readonly _tag: "resume" }
+  | { readonly _tag: "close" }
+
+export interface DhtNodeOptions {
+  readonly crypto: CryptoImpl
+  /** Uniform [0, 1) source (seeded in simulations). */
+  readonly random: () => number
+  readonly randomBytes?: (n: number) => Uint8Array
+  /** Resolved bootstrap nodes. */
+  readonly bootstrap?: ReadonlyArray<{ readonly host: string; readonly port: number }>
+  /** Nodes to add at start. */
+  readonly nodes?: ReadonlyArray<{ readonly host: string; readonly port: number }>
+  /** true / false force ephemeral / persistent; undefined = adaptive. */
+  readonly ephemeral?: boolean
+  readonly adaptive?: boolean
+  readonly firewalled?: boolean
+  readonly quickFirewall?: boolean
+  readonly concurrency?: number
+  readonly maxWindow?: number
+  readonly maxPingDelay?: number
+  readonly sendDownHints?: boolean
+  readonly downHintsRateLimit?: number
+  readonly k?: number
+  readonly filterNode?: (node: { readonly host: string; readonly port: number; readonly id: Uint8Array }) => boolean
+  /** Bootstrapper mode: a manual NAT sample of our public address (DHT.bootstrapper). */
+  readonly natSample?: { readonly host: string; readonly port: number }
+  /** Application (non-internal) request handler; return false when unhandled (→ UNKNOWN_COMMAND). */
+  readonly onRequest?: (req: IncomingRequest, node: DhtNode) => boolean
+  /** Datagrams out. */
+  readonly transmit: (socket: SocketKind, to: { readonly host: string; readonly port: number }, data: Uint8Array, ttl: number) => void
+  /** Local port of the server socket (PING_NAT value, firewall check). */
+  readonly serverPort: number
+}
+
+const noop = (): void => {}
+
+const defaultRandomBytes = (random: () => number) => (n: number): Uint8Array => {
+  const b = new Uint8Array(n)
+  for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256) & 0xff
+  return b
+}
+
+interface DelayedReply {
+  readonly at: number
+  readonly req: IncomingRequest
+}
+
+class Health {
+  private window: Array<{ responses: number; timeouts: number; offline?: boolean; degraded?: boolean }> = []
+  private head = -1
+  private offlineTicks = 0
+  private degradedTicks = 0
+  private healthyTicks = 0
+  online = true
+  degraded = false
+
+  private get tail(): number {
+    return (this.head + 1) % 4
+  }
+  private get newest() {
+    return this.window[this.head]
+  }
+  private get previous() {
+    return this.window[(this.head - 1 + 4) % 4]
+  }
+  get responses(): number {
+    const n = this.newest
+    const p = this.previous
+    return n === undefined || p === undefined ? 0 : n.responses - p.responses
+  }
+  get timeouts(): number {
+    const n = this.newest
+    const p = this.previous
+    return n === undefined || p === undefined ? 0 : n.timeouts - p.timeouts
+  }
+  get timeoutsRate(): number {
+    return this.timeouts === 0 ? 0 : this.timeouts / (this.responses + this.timeouts)
+  }
+
+  reset(): void {
+    this.window = []
+    this.head = -1
+    this.offlineTicks = this.degradedTicks = this.healthyTicks = 0
+    this.online = true
+    this.degraded = false
+  }
+
+  /** Returns "online" | "degraded" | "offline" when a state is asserted, null when idle/cold. */
+  update(responses: number, timeouts: number): "online" | "degraded" | "offline" | null {
+    const oldest = this.window[this.tail]
+    if (oldest?.degraded === true) this.degradedTicks--
+    else if (oldest?.degraded === false) this.healthyTicks--
+    this.head = this.tail
+    this.window[this.head] = { responses, timeouts }
+    if (this.window.length < 4 || this.responses + this.timeouts < 4) return null
+    const newest = this.newest!
+    newest.offline = this.responses === 0
+    newest.degraded = !newest.offline && this.timeoutsRate > 0.5
+    if (newest.offline) this.offlineTicks++
+    else {
+      this.offlineTicks = 0
+      if (newest.degraded) this.degradedTicks++
+      else this.healthyTicks++
+    }
+    if (!newest.offline) this.online = true
+    else if (this.offlineTicks >= 2) this.online = false
+    if (!this.online || this.healthyTicks === 4) this.degraded = false
+    else if (this.degradedTicks === 4) this.degraded = true
+    return this.online && !this.degraded ? "online" : this.degraded ? "degraded" : "offline"
+  }
+}
+
+export class DhtNode {
+  readonly crypto: CryptoImpl
+  readonly io: RpcIo
+  table: RoutingTable<TableNode>
+  /** Time-ordered set of table nodes, oldest first (Map keeps insertion order). */
+  readonly nodes = new Map<TableNode, true>()
+  readonly events: Array<DhtEvent> = []
+  readonly queries = new Set<Query>()
+
+  bootstrapped = false
+  ephemeral = true
+  adaptive: boolean
+  destroyed = false
+  suspended = false
+  online = true
+  degraded = false
+  readonly concurrency: number
+  readonly maxPingDelay: number
+  bootstrapNodes: Array<QueryNode>
+  serverPort: number
+
+  private readonly random: () => number
+  private nat = new NatSampler()
+  private readonly quickFirewall: boolean
+  private readonly forcePersistent: boolean
+  private repinging = 0
+  private checks = 0
+  tick: number
+  private refreshTicks: number
+  private stableTicks: number
+  private lastTick: number
+  nextTick: number
+  private lastHost: string | null = null
+  private readonly filter: ((node: { readonly host: string; readonly port: number; readonly id: Uint8Array }) => boolean) | null
+  private nonPersistentSamples: Array<string> = []
+  private readonly sendDownHints: boolean
+  private readonly downHintsRateLimit: number
+  private downHintsSentPerTick = 0
+  private delayed: Array<DelayedReply> = []
+  private readonly health = new Health()
+  private readonly onAppRequest: ((req: IncomingRequest, node: DhtNode) => boolean) | null
+  private readonly transmitFn: DhtNodeOptions["transmit"]
+  /** Source hosts seen on the server socket while a firewall probe runs. */
+  private probeHosts: Set<string> | null = null
+  private now: number
+  private started = false
+  readonly queryHost: QueryHost
+
+  constructor(options: DhtNodeOptions, now: number) {
+    this.crypto = options.crypto
+    this.random = options.random
+    const randomBytes = options.randomBytes ?? defaultRandomBytes(options.random)
+    this.now = now
+    this.transmitFn = options.transmit
+    this.serverPort = options.serverPort
+    this.table = new RoutingTable<TableNode>(randomBytes(32), options.k !== undefined ? { k: options.k } : undefined)
+    this.io = new RpcIo(
+      {
+        crypto: this.crypto,
+        tableId: () => this.table.id,
+        closest: (target) => this.table.closestByDistance(target),
+        transmit: (socket, to, data, ttl) => this.transmitFn(socket, to, data, ttl),
+        onRequest: (req, external) => this.onRequest(req, external),
+        onResponse: (res, external) => this.onResponse(res, external),
+        onTimeout: (req) => this.onTimeout(req)
+      },
+      {
+        random: this.random,
+        randomBytes,
+        ...(options.maxWindow !== undefined ? { maxWindow: options.maxWindow } : {}),
+        ...(options.firewalled !== undefined ? { firewalled: options.firewalled } : {})
+      },
+      now
+    )
+    this.concurrency = options.concurrency ?? 10
+    this.maxPingDelay = options.maxPingDelay ?? 10_000
+    this.adaptive = typeof options.ephemeral !== "boolean" && options.adaptive !== false
+    this.quickFirewall = options.quickFirewall !== false
+    this.forcePersistent = options.ephemeral === false
+    this.tick = this.randomOffset(100)
+    this.refreshTicks = this.randomOffset(REFRESH_TICKS)
+    this.stableTicks = this.adaptive ? STABLE_TICKS : 0
+    this.lastTick = now
+    this.nextTick = now + TICK_INTERVAL
+    this.filter = options.filterNode ?? null
+    this.sendDownHints = options.sendDownHints !== false
+    this.downHintsRateLimit = options.downHintsRateLimit ?? 50
+    this.onAppRequest = options.onRequest ?? null
+    this.bootstrapNodes = (options.bootstrap ?? []).map((n) => ({ id: this.nodeIdOf(n.host, n.port), host: n.host, port: n.port }))
+    if (options.natSample !== undefined) this.nat.add(options.natSample.host, options.natSample.port)
+    if (options.nodes !== undefined) {
+      for (let i = options.nodes.length - 1; i >= 0; i--) this.addNode(options.nodes[i]!)
+    }
+    this.queryHost = this.makeQueryHost()
+  }
+
+  // ---- accessors ------------------------------------------------------------
+
+  get firewalled(): boolean {
+    return this.io.firewalled
+  }
+  get id(): Uint8Array | null {
+    return this.ephemeral ? null : this.table.id
+  }
+  get host(): string | null {
+    return this.nat.host
+  }
+  get port(): number {
+    return this.nat.port
+  }
+  get randomized(): boolean {
+    return this.nat.host !== null && this.nat.port === 0
+  }
+
+  /** Our public address when reachable and stable (dht-rpc remoteAddress()). */
+  remoteAddress(): { host: string; port: number } | null {
+    if (this.nat.host === null || this.nat.port === 0 || this.firewalled) return null
+    if (this.serverPort !== this.nat.port) return null
+    return { host: this.nat.host, port: this.serverPort }
+  }
+
+  /** Table nodes, most recently seen first. */
+  toArray(limit?: number): Array<{ host: string; port: number }> {
+    const all = [...this.nodes.keys()].reverse()
+    return (limit === undefined ? all : all.slice(0, limit)).map((n) => ({ host: n.host, port: n.port }))
+  }
+
+  nodeIdOf(host: string, port: number): Uint8Array | null {
+    return Rpc.nodeId(this.crypto.blake2b, host, port)
+  }
+
+  private randomOffset(n: number): number {
+    return n - Math.floor(this.random() * 0.5 * n)
+  }
+
+  private emit(e: DhtEvent): void {
+    this.events.push(e)
+  }
+
+  // ---- lifecycle -------------------------------------------------------------
+
+  /** Start bootstrapping (the sockets are bound by the driver before this). */
+  start(now: number): void {
+    if (this.started) return
+    this.started = true
+    this.now = now
+    this.emit({ _tag: "listening" })
+    let first = this.firewalled && this.quickFirewall && !this.forcePersistent
+    let testNat = false
+    const onlyFirewall = !this.forcePersistent
+    const done = (): void => {
+      if (this.bootstrapped || this.destroyed) return
+      this.bootstrapped = true
+      this.emit({ _tag: "ready" })
+    }
+    const iteration = (i: number): void => {
+      const q = this.backgroundQuery(this.table.id)
+      const prev = q.onreply
+      q.onreply = (data) => {
+        prev(data)
+        if (!first) return
+        first = false
+        const value = new Uint8Array(2)
+        value[0] = this.serverPort & 0xff
+        value[1] = this.serverPort >>> 8
+        this.request(data.from, false, true, PING_NAT, null, value, null, () => {
+          testNat = true
+        }, noop)
+      }
+      q.onend = () => {
+        if (this.destroyed) return
+        if (this.bootstrapped || (!testNat && !this.forcePersistent)) return done()
+        this.updateNetworkState(onlyFirewall, (ok) => {
+          if (!ok || i >= 1) return done()
+          iteration(i + 1)
+        })
+      }
+      q.start()
+    }
+    iteration(0)
+  }
+
+  destroy(): void {
+    if (this.destroyed) return
+    this.destroyed = true
+    this.nextTick = Infinity
+    this.delayed = []
+    this.io.destroy()
+    for (const q of [...this.queries]) q.destroy()
+    this.emit({ _tag: "close" })
+  }
+
+  suspend(): void {
+    if (this.suspended || this.destroyed) return
+    this.suspended = true
+    this.nextTick = Infinity
+    this.io.suspend()
+    this.emit({ _tag: "suspend" })
+  }
+
+  resume(now: number): void {
+    if (!this.suspended || this.destroyed) return
+    this.now = now
+    this.suspended = false
+    this.lastTick = now
+    this.nextTick = now + TICK_INTERVAL
+    this.wakeup()
+    this.io.resume(now)
+    this.refresh()
+    this.emit({ _tag: "resume" })
+  }
+
+  /** The network interfaces changed (driver-detected). */
+  networkChange(): void {
+    this.emit({ _tag: "network-update" })
+  }
+
+  // ---- inputs ------------------------------------------------------------------
+
+  onDatagram(now: number, socket: SocketKind, from: { readonly host: string; readonly port: number }, data: Uint8Array): void {
+    this.now = now
+    if (this.probeHosts !== null && socket === SERVER) this.probeHosts.add(from.host)
+    // 1-byte datagrams are holepunch probes, never dht-rpc
+    if (data.length > 1) this.io.onDatagram(now, socket, from, data)
+  }
+
+  nextDeadline(): number {
+    let next = Math.min(this.nextTick, this.io.nextDeadline())
+    for (const d of this.delayed) if (d.at < next) next = d.at
+    return next
+  }
+
+  onTimers(now: number): void {
+    this.now = now
+    if (this.destroyed) return
+    this.io.onTimers(now)
+    if (this.delayed.length > 0) {
+      const due = this.delayed.filter((d) => d.at <= now)
+      if (due.length > 0) {
+        this.delayed = this.delayed.filter((d) => d.at > now)
+        for (const d of due) this.io.sendReply(d.req.tid, d.req.target, 0, null, false, false, d.req.from, d.req.socket)
+      }
+    }
+    while (this.nextTick <= now) {
+      this.nextTick += TICK_INTERVAL
+      this.onTick(now)
+    }
+  }
+
+  // ---- requests ----------------------------------------------------------------
+
+  request(
+    to: NodeAddress,
+    force: boolean,
+    internal: boolean,
+    command: number,
+    target: Uint8Array | null,
+    value: Uint8Array | null,
+    group: Set<OutRequest> | null,
+    onresponse: (res: IncomingResponse, req: OutRequest) => void,
+    onerror: (err: RequestError, req: OutRequest) => void,
+    setup?: (req: OutRequest) => void
+  ): OutRequest | null {
+    if (internal && !this.sendDownHints && command === DOWN_HINT) return null
+    const req = this.io.createRequest(to, null, internal, command, target, value)
+    if (req === null) return null
+    req.onresponse = onresponse
+    req.onerror = onerror
+    if (group !== null) {
+      req.group = group
+      group.add(req)
+    }
+    if (setup !== undefined) setup(req)
+    this.io.send(req, force)
+    return req
+  }
+
+  /** A direct request with default retries (dht.request / dht.ping). */
+  directRequest(
+    args: {
+      readonly token?: Uint8Array | null
+      readonly internal?: boolean
+      readonly command: number
+      readonly target?: Uint8Array | null
+      readonly value?: Uint8Array | null
+    },
+    to: { readonly host: string; readonly port: number },
+    opts: { readonly retry?: boolean; readonly socket?: SocketKind; readonly timeout?: number; readonly ttl?: number },
+    onresponse: (res: IncomingResponse) => void,
+    onerror: (err: RequestError) => void
+  ): OutRequest | null {
+    const req = this.io.createRequest(
+      { id: null, host: to.host, port: to.port },
+      args.token ?? null,
+      args.internal === true,
+      args.command,
+      args.target ?? null,
+      args.value ?? null,
+      opts.ttl ?? 0
+    )
+    if (req === null) return null
+    if (opts.socket !== undefined) req.socket = opts.socket
+    if (opts.retry === false) req.retries = 0
+    if (opts.timeout !== undefined) req.timeout = opts.timeout
+    req.onresponse = (res) => onresponse(res)
+    req.onerror = (err) => onerror(err)
+    this.io.send(req)
+    return req
+  }
+
+  ping(to: { readonly host: string; readonly port: number }, opts: { readonly size?: number; readonly retry?: boolean }, onresponse: (res: IncomingResponse) => void, onerror: (err: RequestError) => void): OutRequest | null {
+    const value = opts.size !== undefined && opts.size > 0 ? new Uint8Array(opts.size) : null
+    return this.directRequest({ internal: true, command: PING, value }, to, opts.retry === false ? { retry: false } : {}, onresponse, onerror)
+  }
+
+  /** Ask `to` to reply after `delayMs` (DELAYED_PING). Fails fast (null) when the delay exceeds maxPingDelay. */
+  delayedPing(to: { readonly host: string; readonly port: number }, delayMs: number, onresponse: (res: IncomingResponse) => void, onerror: (err: RequestError) => void): OutRequest | null {
+    if (!(delayMs >= 0) || delayMs > this.maxPingDelay) return null
+    const value = new Uint8Array(4)
+    new DataView(value.buffer).setUint32(0, delayMs, true)
+    return this.directRequest({ internal: true, command: DELAYED_PING, value }, to, { timeout: delayMs + 1000 }, onresponse, onerror)
+  }
+
+  // ---- replies for application handlers ----------------------------------------
+
+  reply(req: IncomingRequest, value: Uint8Array | null, opts?: ReplyOptions): void {
+    this.io.reply(req, 0, value, opts)
+  }
+
+  error(req: IncomingRequest, code: number, opts?: ReplyOptions): void {
+    this.io.reply(req, code, null, opts)
+  }
+
+  relay(req: IncomingRequest, value: Uint8Array | null, to: { readonly host: string; readonly port: number }, socket?: SocketKind): void {
+    this.io.relay(req, value, to, socket)
+  }
+
+  // ---- queries ----------------------------------------------------------------------
+
+  findNode(target: Uint8Array, opts?: QueryOptions): Query {
+    this.refreshTicks = REFRESH_TICKS
+    return this.newQuery(target, true, FIND_NODE, null, opts)
+  }
+
+  query(args: { readonly target: Uint8Array; readonly command: number; readonly value?: Uint8Array | null }, opts?: QueryOptions): Query {
+    this.refreshTicks = REFRESH_TICKS
+    return this.newQuery(args.target, false, args.command, args.value ?? null, opts)
+  }
+
+  private newQuery(target: Uint8Array, internal: boolean, command: number, value: Uint8Array | null, opts?: QueryOptions): Query {
+    const q = new Query(this.queryHost, target, internal, command, value, opts)
+    this.queries.add(q)
+    if (this.destroyed) q.destroy()
+    return q
+  }
+
+  refresh(): void {
+    const node = this.table.random(this.random)
+    this.backgroundQuery(node !== null ? node.id : this.table.id).start()
+  }
+
+  private backgroundQuery(target: Uint8Array): Query {
+    this.refreshTicks = REFRESH_TICKS
+    const bg = Math.min(this.concurrency, Math.max(2, Math.floor(this.concurrency / 8)))
+    const q = this.newQuery(target, true, FIND_NODE, null, { concurrency: bg })
+    q.onreply = () => {
+      q.concurrency = this.io.inflight.size < 3 ? this.concurrency : bg
+    }
+    return q
+  }
+
+  private makeQueryHost(): QueryHost {
+    const self = this
+    return {
+      get k() {
+        return self.table.k
+      },
+      concurrency: this.concurrency,
+      tableId: () => this.table.id,
+      closest: (target, n) => this.table.closestByDistance(target, n),
+      bootstrapNodes: () => this.bootstrapNodes,
+      nodeId: (host, port) => this.nodeIdOf(host, port),
+      filterNode: (node) => this.filter === null || this.filter(node),
+      request: (to, force, internal, command, target, value, group, onresponse, onerror, setup) =>
+        this.request(to, force, internal, command, target, value, group, onresponse, onerror, setup),
+      downHint: (to, down, group) => {
+        if (this.downHintsRateLimit !== -1 && this.downHintsSentPerTick >= this.downHintsRateLimit) return
+        this.downHintsSentPerTick++
+        const value = new Uint8Array(6)
+        const parts = down.host.split(".")
+        for (let i = 0; i < 4; i++) value[i] = Number(parts[i]) & 0xff
+        value[4] = down.port & 0xff
+        value[5] = down.port >>> 8
+        this.request(to, false, true, DOWN_HINT, null, value, group, noop, noop)
+      },
+      commit: (reply, q, done) => {
+        if (reply.token === null) return done(new Error("No token received for closest node"))
+        const r = this.directRequest(
+          { token: reply.token, command: q.command, target: q.target, value: q.value },
+          reply.from,
+          {},
+          () => done(null),
+          (err) => done(err)
+        )
+        if (r === null) done(new Error("Node destroyed"))
+      },
+      cancel: (req) => this.io.destroyRequest(req, "REQUEST_DESTROYED"),
+      queryFinished: (q) => {
+        this.queries.delete(q)
+      }
+    }
+  }
+
+  // ---- NAT samples and contacts ----------------------------------------------------
+
+  private natAdd(host: string, port: number): void {
+    const ph = this.nat.host
+    const pp = this.nat.port
+    this.nat.add(host, port)
+    if (ph === this.nat.host && pp === this.nat.port) return
+    this.emit({ _tag: "nat-update", host: this.nat.host, port: this.nat.port })
+  }
+
+  private sampleBootstrapMaybe(from: { host: string; port: number }, to: IPv4Address): void {
+    if (this.nonPersistentSamples.length >= Math.max(1, this.bootstrapNodes.length)) return
+    const id = `${from.host}:${from.port}`
+    if (this.nonPersistentSamples.includes(id)) return
+    this.nonPersistentSamples.push(id)
+    this.natAdd(to.host, to.port)
+  }
+
+  private addNodeFromNetwork(sample: boolean, from: { host: string; port: number; id: Uint8Array | null }, to: IPv4Address): void {
+    if (from.id === null) {
+      if (this.filter !== null && !this.filter({ host: from.host, port: from.port, id: new Uint8Array(0) })) return
+      this.sampleBootstrapMaybe(from, to)
+      return
+    }
+    if (this.filter !== null && !this.filter({ host: from.host, port: from.port, id: from.id })) return
+    const old = this.table.get(from.id)
+    if (old !== null) {
+      if (sample && (old.sampled === 0 || this.tick - old.sampled >= OLD_NODE)) {
+        old.to = to
+        old.sampled = this.tick
+        this.natAdd(to.host, to.port)
+      }
+      old.pinged = old.seen = this.tick
+      this.nodes.delete(old)
+      this.nodes.set(old, true)
+      return
+    }
+    this.insertNode({ id: from.id, host: from.host, port: from.port, to, added: this.tick, pinged: this.tick, seen: this.tick, sampled: 0, downHints: 0 })
+  }
+
+  /** Add a node by address (id computed from it). */
+  addNode(n: { readonly host: string; readonly port: number }): void {
+    const id = this.nodeIdOf(n.host, n.port)
+    if (id === null) return
+    this.insertNode({ id, host: n.host, port: n.port, to: null, added: this.tick, pinged: 0, seen: 0, sampled: 0, downHints: 0 })
+  }
+
+  private insertNode(node: TableNode): void {
+    if (this.nodes.has(node) || equalBytes(node.id, this.table.id)) return
+    node.added = node.pinged = node.seen = this.tick
+    const previous = this.table.get(node.id)
+    const r = this.table.add(node)
+    if (r === "full") {
+      this.onFullRow(node, this.table.row(node.id))
+      return
+    }
+    if (previous !== null) this.nodes.delete(previous)
+    this.nodes.set(node, true)
+    if (node.to !== null && node.sampled === 0) {
+      node.sampled = this.tick
+      this.natAdd(node.to.host, node.to.port)
+    }
+    this.emit({ _tag: "add-node", node })
+  }
+
+  private removeNode(node: TableNode): void {
+    if (!this.nodes.has(node)) return
+    this.table.remove(node.id)
+    this.nodes.delete(node)
+    this.emit({ _tag: "remove-node", node })
+  }
+
+  private onFullRow(newNode: TableNode, row: number): void {
+    if (!this.bootstrapped || this.repinging >= 3) return
+    let oldest: TableNode | null = null
+    for (const node of this.table.rowNodes(row)) {
+      if (node.pinged === this.tick) continue
+      if (oldest === null || oldest.pinged > node.pinged || (oldest.pinged === node.pinged && oldest.added > node.added)) oldest = node
+    }
+    if (oldest === null) return
+    if (this.tick - oldest.pinged < RECENT_NODE && this.tick - oldest.added > OLD_NODE) return
+    this.repingAndSwap(newNode, oldest)
+  }
+
+  private repingAndSwap(newNode: TableNode, oldNode: TableNode): void {
+    const lastSeen = oldNode.seen
+    oldNode.pinged = this.tick
+    this.repinging++
+    const swap = (): void => {
+      this.repinging--
+      this.removeNode(oldNode)
+      this.insertNode(newNode)
+    }
+    this.request({ id: null, host: oldNode.host, port: oldNode.port }, false, true, PING, null, null, null, () => {
+      if (oldNode.seen <= lastSeen) return swap()
+      this.repinging--
+    }, swap)
+  }
+
+  private check(node: TableNode): void {
+    node.pinged = this.tick
+    const lastSeen = node.seen
+    this.checks++
+    this.request({ id: null, host: node.host, port: node.port }, false, true, PING, null, null, null, () => {
+      this.checks--
+      if (node.seen <= lastSeen) this.removeNode(node)
+    }, () => {
+      this.checks--
+      this.removeNode(node)
+    })
+  }
+
+  // ---- incoming --------------------------------------------------------------------
+
+  private onRequest(req: IncomingRequest, external: boolean): void {
+    if (req.from.id !== null) this.addNodeFromNetwork(!external, req.from, req.to)
+    if (req.internal) {
+      switch (req.command) {
+        case PING:
+          this.io.sendReply(req.tid, req.target, 0, null, false, false, req.from, req.socket)
+          return
+        case DELAYED_PING: {
+          if (req.value === null || req.value.length < 4) return
+          const v = req.value
+          const delay = (v[0]! | (v[1]! << 8) | (v[2]! << 16)) + v[3]! * 0x1000000
+          if (delay > this.maxPingDelay) return
+          this.delayed.push({ at: this.now + delay, req })
+          return
+        }
+        case PING_NAT: {
+          if (req.value === null || req.value.length < 2) return
+          const port = req.value[0]! | (req.value[1]! << 8)
+          if (port === 0) return
+          req.from.port = port
+          this.io.sendReply(req.tid, req.target, 0, null, false, false, req.from, req.socket)
+          return
+        }
+        case FIND_NODE:
+          if (req.target === null) return
+          this.io.sendReply(req.tid, req.target, 0, null, false, true, req.from, req.socket)
+          return
+        case DOWN_HINT: {
+          if (req.value === null || req.value.length < 6) return
+          if (this.checks < 10) {
+            const node = this.table.get(this.crypto.blake2b(req.value.subarray(0, 6)))
+            if (node !== null && (node.pinged < this.tick || node.downHints === 0)) {
+              node.downHints++
+              this.check(node)
+            }
+          }
+          this.io.sendReply(req.tid, req.target, 0, null, false, false, req.from, req.socket)
+          return
+        }
+      }
+      this.io.sendReply(req.tid, req.target, Rpc.RpcErrorCode.UNKNOWN_COMMAND, null, false, req.target !== null, req.from, req.socket)
+      return
+    }
+    const handled = this.onAppRequest !== null && this.onAppRequest(req, this)
+    if (!handled) {
+      this.io.sendReply(req.tid, req.target, Rpc.RpcErrorCode.UNKNOWN_COMMAND, null, false, req.target !== null, req.from, req.socket)
+    }
+  }
+
+  private onResponse(res: IncomingResponse, external: boolean): void {
+    this.addNodeFromNetwork(!external, { host: res.from.host, port: res.from.port, id: res.from.id }, res.to)
+  }
+
+  private onTimeout(req: OutRequest): void {
+    if (req.to.id === null) return
+    const node = this.table.get(req.to.id)
+    if (node !== null) this.removeNode(node)
+  }
+
+  // ---- ticks -------------------------------------------------------------------------
+
+  private onTick(now: number): void {
+    if (now - this.lastTick > SLEEPING_INTERVAL && !this.suspended) this.wakeup()
+    else this.tick++
+    this.lastTick = now
+    if (!this.bootstrapped || this.suspended) return
+    if (this.adaptive && this.ephemeral && --this.stableTicks <= 0) {
+      if (this.lastHost === this.nat.host) this.stableTicks = MORE_STABLE_TICKS
+      else this.updateNetworkState(false, noop)
+    }
+    if ((this.tick & 7) === 0) this.pingSome()
+    if (((this.tick & 63) === 0 && this.nodes.size < this.table.k) || --this.refreshTicks <= 0) this.refresh()
+    this.downHintsSentPerTick = 0
+    const h = this.health.update(this.io.stats.requests.responses, this.io.stats.requests.timeouts)
+    if (h === "online") this.setOnline()
+    else if (h === "degraded") this.setDegraded()
+    else if (h === "offline") this.setOffline()
+  }
+
+  private setOnline(): void {
+    if (this.online && !this.degraded) return
+    this.online = true
+    this.degraded = false
+    this.emit({ _tag: "network-update" })
+  }
+  private setDegraded(): void {
+    if (this.degraded) return
+    this.online = true
+    this.degraded = true
+    this.emit({ _tag: "network-update" })
+  }
+  private setOffline(): void {
+    if (!this.online) return
+    this.online = false
+    this.degraded = false
+    this.emit({ _tag: "network-update" })
+  }
+
+  private pingSome(): void {
+    let cnt = this.io.inflight.size > 2 ? 3 : 5
+    const it = this.nodes.keys()
+    let oldest = it.next().value as TableNode | undefined
+    if (oldest === undefined) {
+      this.refresh()
+      return
+    }
+    if (this.tick - oldest.pinged < RECENT_NODE) cnt = 2
+    while (cnt-- > 0) {
+      if (oldest === undefined || this.tick === oldest.pinged) continue
+      this.check(oldest)
+      oldest = it.next().value as TableNode | undefined
+    }
+  }
+
+  private wakeup(): void {
+    this.tick += 2 * OLD_NODE
+    this.tick += 8 - (this.tick & 7) - 2
+    this.stableTicks = MORE_STABLE_TICKS
+    this.refreshTicks = 1
+    this.lastHost = null
+    this.health.reset()
+    this.setOnline()
+    if (this.adaptive && !this.ephemeral) {
+      this.ephemeral = true
+      this.io.ephemeral = true
+      this.emit({ _tag: "ephemeral" })
+    }
+    this.emit({ _tag: "wakeup" })
+  }
+
+  // ---- network state: firewall probe and persistence (§11.4) -------------------------
+
+  private updateNetworkState(onlyFirewall: boolean, cb: (ok: boolean) => void): void {
+    if (!this.ephemeral) return cb(false)
+    if (onlyFirewall && !this.firewalled) return cb(false)
+    const host = this.nat.host
+    const port = this.nat.port
+    if (!onlyFirewall) {
+      this.stableTicks = MORE_STABLE_TICKS
+      this.lastHost = host
+    }
+    if (host === null || port === 0) return cb(false)
+    const sampler = this.firewalled ? new NatSampler() : this.nat
+    const proceed = (firewalled: boolean): void => {
+      if (firewalled || this.destroyed) return cb(false)
+      this.io.firewalled = false
+      if (!this.ephemeral || host !== this.nat.host || port !== this.nat.port) return cb(false)
+      if (sampler.host !== host || sampler.port === 0) return cb(false)
+      const id = this.nodeIdOf(sampler.host, sampler.port)!
+      if (!onlyFirewall) {
+        this.ephemeral = false
+        this.io.ephemeral = false
+      }
+      if (sampler !== this.nat) {
+        const ph = this.nat.host
+        const pp = this.nat.port
+        this.nonPersistentSamples = []
+        this.nat = sampler
+        if (ph !== this.nat.host || pp !== this.nat.port) this.emit({ _tag: "nat-update", host: this.nat.host, port: this.nat.port })
+      }
+      if (!equalBytes(this.table.id, id)) {
+        const nodes = this.table.toArray()
+        this.table = new RoutingTable<TableNode>(id, { k: this.table.k })
+        for (const node of nodes) {
+          if (equalBytes(node.id, id)) continue
+          if (this.table.add(node) === "full") this.nodes.delete(node)
+        }
+        if (this.bootstrapped) this.refresh()
+      }
+      if (!this.ephemeral) this.emit({ _tag: "persistent" })
+      cb(true)
+    }
+    if (this.firewalled) this.checkIfFirewalled(sampler, proceed)
+    else proceed(false)
+  }
+
+  private checkIfFirewalled(sampler: NatSampler, cb: (firewalled: boolean) => void): void {
+    const targets: Array<NodeAddress> = []
+    const latestFirst = [...this.nodes.keys()].reverse()
+    for (const n of latestFirst) {
+      if (targets.length >= 5) break
+      targets.push({ id: n.id, host: n.host, port: n.port })
+    }
+    if (targets.length < 5) for (const b of this.bootstrapNodes) targets.push(b)
+    if (targets.length === 0) return cb(true)
+    const hosts = new Set<string>()
+    this.probeHosts = hosts
+    const value = new Uint8Array(2)
+    value[0] = this.serverPort & 0xff
+    value[1] = this.serverPort >>> 8
+    const replies: Array<IncomingResponse> = []
+    let missing = targets.length
+    const finish = (): void => {
+      if (this.probeHosts === hosts) this.probeHosts = null
+      let count = 0
+      for (const res of replies) {
+        if (hosts.has(res.from.host)) {
+          count++
+          sampler.add(res.to.host, res.to.port)
+        }
+      }
+      if (count < (targets.length >= 5 ? 3 : 1)) return cb(true)
+      if (sampler.host === null || this.nat.host !== sampler.host) return cb(true)
+      if (sampler.port === 0 || sampler.port !== this.serverPort) return cb(true)
+      cb(false)
+    }
+    const settle = (): void => {
+      if (--missing === 0) finish()
+    }
+    for (const t of targets) {
+      const req = this.request(t, false, true, PING_NAT, null, value, null, (res) => {
+        replies.push(res)
+        settle()
+      }, settle)
+      if (req === null) {
+        if (this.probeHosts === hosts) this.probeHosts = null
+        return cb(true)
+      }
+    }
+  }
+}
+
+export { CLIENT, SERVER }
+export type { SocketKind }

@@ -1,0 +1,75 @@
+import { describe, expect, it } from "vitest"
+import { CoreNet, seededRandom } from "./support/core-net.js"
+import { toHex } from "../src/protocol/encoding.js"
+import { nodeId } from "../src/protocol/dht-rpc.js"
+import { noble } from "../src/layers/crypto/noble.js"
+
+const xorCmp = (target: Uint8Array) => (a: Uint8Array, b: Uint8Array) => {
+  for (let i = 0; i < 32; i++) {
+    const x = a[i]! ^ target[i]!
+    const y = b[i]! ^ target[i]!
+    if (x !== y) return x - y
+  }
+  return 0
+}
+
+describe("dht node core on a discrete-event network", () => {
+  it("forced-persistent nodes bootstrap off a bootstrapper, turn persistent and find the true closest", () => {
+    const net = new CoreNet(seededRandom(1))
+    const boot = net.add("10.0.0.1", 49737, { ephemeral: false, firewalled: false, natSample: { host: "10.0.0.1", port: 49737 }, bootstrap: [] })
+    boot.core.start(0)
+    const n = 40
+    for (let i = 0; i < n; i++) {
+      const node = net.add(`10.0.1.${i + 1}`, 5000, { ephemeral: false, bootstrap: [{ host: "10.0.0.1", port: 49737 }] })
+      node.core.start(net.now)
+    }
+    net.run(60_000)
+    const ready = net.nodes.filter((x) => x.core.bootstrapped).length
+    expect(ready).toBe(n + 1)
+    const persistent = net.nodes.filter((x) => x.core.id !== null).length
+    expect(persistent).toBe(n + 1)
+    for (const x of net.nodes) expect(x.core.table.size).toBeGreaterThan(5)
+    // lookups: the k closest of a random target equal the brute-force closest
+    const all = net.nodes.map((x) => nodeId(noble.blake2b, x.host, x.serverPort)!)
+    let exact = 0
+    const trials = 20
+    for (let t = 0; t < trials; t++) {
+      const target = noble.blake2b(Uint8Array.of(t, 1, 2, 3))
+      const q = net.nodes[(t * 7) % net.nodes.length]!.core.findNode(target)
+      let ended = false
+      q.onend = () => {
+        ended = true
+      }
+      q.start()
+      net.run(net.now + 30_000)
+      expect(ended).toBe(true)
+      const got = q.closestReplies.map((r) => toHex(r.from.id!))
+      const want = [...all].sort(xorCmp(target)).slice(0, 20).map(toHex)
+      // the querying node itself is never in its own result
+      const querier = net.nodes[(t * 7) % net.nodes.length]!
+      const self = toHex(nodeId(noble.blake2b, querier.host, querier.serverPort)!)
+      const wantOthers = [...all].sort(xorCmp(target)).map(toHex).filter((h) => h !== self).slice(0, 20)
+      if (JSON.stringify(got) === JSON.stringify(want) || JSON.stringify(got) === JSON.stringify(wantOthers)) exact++
+    }
+    expect(exact).toBe(trials)
+  })
+
+  it("adaptive nodes stay ephemeral before the stable window and turn persistent after it", () => {
+    const net = new CoreNet(seededRandom(2))
+    const boot = net.add("10.0.0.1", 49737, { ephemeral: false, firewalled: false, natSample: { host: "10.0.0.1", port: 49737 }, bootstrap: [] })
+    boot.core.start(0)
+    const nodes = []
+    for (let i = 0; i < 10; i++) {
+      const node = net.add(`10.0.2.${i + 1}`, 6000, { bootstrap: [{ host: "10.0.0.1", port: 49737 }] })
+      node.core.start(0)
+      nodes.push(node)
+    }
+    net.run(5 * 60_000)
+    expect(nodes.every((x) => x.core.bootstrapped)).toBe(true)
+    expect(nodes.every((x) => x.core.ephemeral)).toBe(true)
+    // first check after 240 ticks (~20 min) after bootstrap
+    net.run(25 * 60_000)
+    expect(nodes.every((x) => !x.core.ephemeral)).toBe(true)
+    expect(nodes.every((x) => !x.core.firewalled)).toBe(true)
+  })
+})
