@@ -1,41 +1,199 @@
 /**
  * The promise facade for plain TypeScript users, shaped like the seed API
- * (hyperdht's `new DHT(opts)`, `DHT.keyPair(seed)`, `DHT.hash(data)`).
+ * (hyperdht / dht-rpc's `new DHT(opts)`, `DHT.keyPair(seed)`,
+ * `DHT.bootstrapper(port, host)`, `ready()`, `findNode`, `query`, `ping`,
+ * `request`, `address()`, `destroy()`, events).
  *
- * The DHT node itself (bootstrap, queries, records, connections) grows here
- * in later work; for now the facade holds the key material a node starts
- * with, exactly as the reference derives it.
+ * Behind it runs the Effect node actor (../actors/routing/driver.ts) in a
+ * ManagedRuntime; the facade converts Effects to promises and Streams to
+ * async iterables.
  */
-import { Result } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, ManagedRuntime, PubSub, Result, Scope, Stream } from "effect"
+import { EventEmitter } from "node:events"
+import type { NodeConfig, NodeHandle, NodeStatus, QueryReply } from "../actors/routing/driver.js"
+import type { DhtEvent } from "../actors/routing/node.js"
+import type { Query, QueryOptions } from "../actors/routing/query.js"
+import type { IncomingResponse } from "../actors/routing/rpc.js"
+import { Crypto } from "../layers/Crypto.js"
 import type { KeyPair } from "../layers/crypto/types.js"
-import { facadeCrypto, hashWith, InvalidSeed, keyPairWith } from "./keys.js"
+import type { BindError, Transport } from "../layers/Transport.js"
+import { UdpTransport } from "../layers/transport/udp.js"
+import { GatewayService } from "./GatewayService.js"
+import { facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
 
 export interface GatewayKeyPair {
   readonly publicKey: Buffer
   readonly secretKey: Buffer
 }
 
-export interface GatewayOptions {
+export interface GatewayOptions extends NodeConfig {
   /** The node's default key pair (server identity, connect identity). */
   readonly keyPair?: KeyPair
   /** Derive the default key pair from this 32-byte seed. */
   readonly seed?: Uint8Array
+  /** Transport layer (default: real UDP). Simulations pass a simulated host. */
+  readonly transport?: Layer.Layer<Transport>
+  /** Crypto layer (default: Crypto.layer). */
+  readonly crypto?: Layer.Layer<Crypto>
 }
 
 const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
-export class Gateway {
+export class GatewayDestroyed extends Error {
+  readonly _tag = "GatewayDestroyed"
+  constructor() {
+    super("Node destroyed")
+  }
+}
+
+/** A running query: an async iterable of replies, like the reference's query stream. */
+export class GatewayQuery implements AsyncIterable<QueryReply> {
+  private readonly buffer: Array<QueryReply> = []
+  private waiters: Array<() => void> = []
+  private ended = false
+  private error: unknown = null
+  private fiber: Fiber.Fiber<void, unknown> | null = null
+  private query: Query | null = null
+  private readonly done: Promise<void>
+
+  constructor(start: Promise<NodeHandle>, open: (h: NodeHandle) => Effect.Effect<{ readonly query: Query; readonly replies: Stream.Stream<QueryReply, unknown> }, never, Scope.Scope>) {
+    this.done = start.then(
+      (h) =>
+        new Promise<void>((resolve) => {
+          const program = Effect.scoped(
+            Effect.flatMap(open(h), ({ query, replies }) => {
+              this.query = query
+              return Stream.runForEach(replies, (r) =>
+                Effect.sync(() => {
+                  this.buffer.push(r)
+                  this.wake()
+                })
+              )
+            })
+          )
+          this.fiber = Effect.runFork(program)
+          this.fiber.addObserver((exit) => {
+            if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) this.error = Cause.squash(exit.cause)
+            this.ended = true
+            this.wake()
+            resolve()
+          })
+        }),
+      (err) => {
+        this.error = err
+        this.ended = true
+        this.wake()
+      }
+    )
+  }
+
+  private wake(): void {
+    const w = this.waiters
+    this.waiters = []
+    for (const f of w) f()
+  }
+
+  /** The closest successful replies (complete once the query has finished). */
+  get closestReplies(): ReadonlyArray<IncomingResponse> {
+    return this.query?.closestReplies ?? []
+  }
+
+  get closestNodes(): ReadonlyArray<{ host: string; port: number; id: Uint8Array | null }> {
+    return this.closestReplies.map((r) => r.from)
+  }
+
+  get successes(): number {
+    return this.query?.successes ?? 0
+  }
+
+  get errors(): number {
+    return this.query?.errors ?? 0
+  }
+
+  /** Resolves when the query (and its commit, if any) finished; rejects with its error. */
+  async finished(): Promise<void> {
+    await this.done
+    if (this.error !== null) throw this.error
+  }
+
+  /** Stop the query. */
+  destroy(): void {
+    if (this.fiber !== null) Effect.runFork(Fiber.interrupt(this.fiber))
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<QueryReply> {
+    let i = 0
+    while (true) {
+      if (i < this.buffer.length) {
+        yield this.buffer[i++]!
+        continue
+      }
+      if (this.ended) {
+        if (this.error !== null) throw this.error
+        return
+      }
+      await new Promise<void>((r) => this.waiters.push(r))
+    }
+  }
+}
+
+export class Gateway extends EventEmitter {
   /** The default key pair: `opts.keyPair`, else `keyPair(opts.seed)`, else random (as the reference). */
   readonly defaultKeyPair: GatewayKeyPair
+  destroyed = false
+  private readonly runtime: ManagedRuntime.ManagedRuntime<GatewayService, BindError>
+  private readonly opening: Promise<NodeHandle>
+  private handle: NodeHandle | null = null
+  private eventFiber: Fiber.Fiber<never> | null = null
 
   /** @throws InvalidSeed when `opts.seed` is not 32 bytes. */
   constructor(opts: GatewayOptions = {}) {
+    super()
     if (opts.keyPair !== undefined) {
       this.defaultKeyPair = { publicKey: asBuffer(opts.keyPair.publicKey), secretKey: asBuffer(opts.keyPair.secretKey) }
     } else {
       this.defaultKeyPair = Gateway.keyPair(opts.seed)
     }
+    const env = Layer.mergeAll(opts.transport ?? UdpTransport.layer, opts.crypto ?? Crypto.layer)
+    this.runtime = ManagedRuntime.make(GatewayService.layer(opts).pipe(Layer.provide(env)))
+    this.opening = this.runtime.runPromise(
+      Effect.gen({ self: this }, function*() {
+        const h = yield* GatewayService
+        const sub = yield* PubSub.subscribe(h.events).pipe(Scope.provide(yield* Scope.make()))
+        this.eventFiber = Effect.runFork(
+          Effect.forever(Effect.flatMap(PubSub.take(sub), (e) => Effect.sync(() => this.dispatch(e))))
+        )
+        return h
+      })
+    )
+    this.opening.then(
+      (h) => {
+        this.handle = h
+      },
+      (err) => {
+        this.emit("error", err)
+      }
+    )
   }
+
+  private dispatch(e: DhtEvent): void {
+    switch (e._tag) {
+      case "nat-update":
+        this.emit("nat-update", e.host, e.port)
+        break
+      case "add-node":
+      case "remove-node":
+        this.emit(e._tag, { host: e.node.host, port: e.node.port, id: asBuffer(e.node.id) })
+        break
+      case "network-update":
+        this.emit("network-update")
+        break
+      default:
+        this.emit(e._tag)
+    }
+  }
+
+  // ---- static helpers ------------------------------------------------------------
 
   /**
    * Ed25519 key pair; with a 32-byte seed it is identical to hyperdht's
@@ -53,6 +211,147 @@ export class Gateway {
     const r = hashWith(facadeCrypto, data)
     if (Result.isFailure(r)) throw r.failure
     return asBuffer(r.success)
+  }
+
+  /**
+   * A bootstrap node: persistent at once, bound to exactly `port`, its public
+   * address `host` (an IPv4 address). Bind to another interface with `opts.host`.
+   * @throws InvalidInput for a bad port or host.
+   */
+  static bootstrapper(port: number, host: string, opts: GatewayOptions = {}): Gateway {
+    const config = GatewayService.bootstrapperConfig(port, host, opts)
+    if (config instanceof InvalidInput) throw config
+    return new Gateway({ ...opts, ...config })
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------
+
+  private async node(): Promise<NodeHandle> {
+    if (this.destroyed) throw new GatewayDestroyed()
+    return this.opening
+  }
+
+  /** Resolves when the node has bootstrapped (the reference's fullyBootstrapped()). */
+  async fullyBootstrapped(): Promise<void> {
+    const h = await this.node()
+    await Effect.runPromise(h.ready)
+  }
+
+  /** Same as fullyBootstrapped() (the reference's deprecated name). */
+  ready(): Promise<void> {
+    return this.fullyBootstrapped()
+  }
+
+  async destroy(_opts: { readonly force?: boolean } = {}): Promise<void> {
+    if (this.destroyed) return
+    this.destroyed = true
+    try {
+      const h = await this.opening
+      await Effect.runPromise(h.destroy)
+    } catch {
+      // a node that never opened has nothing to close
+    }
+    this.emit("close")
+    if (this.eventFiber !== null) await Effect.runPromise(Fiber.interrupt(this.eventFiber))
+    await this.runtime.dispose()
+  }
+
+  async suspend(): Promise<void> {
+    const h = await this.node()
+    await Effect.runPromise(h.suspend)
+  }
+
+  async resume(): Promise<void> {
+    const h = await this.node()
+    await Effect.runPromise(h.resume)
+  }
+
+  // ---- state (synchronous, like the reference) -------------------------------------
+
+  get bootstrapped(): boolean {
+    return this.handle?.core.bootstrapped ?? false
+  }
+  get ephemeral(): boolean {
+    return this.handle?.core.ephemeral ?? true
+  }
+  get firewalled(): boolean {
+    return this.handle?.core.firewalled ?? true
+  }
+  get online(): boolean {
+    return this.handle?.core.online ?? true
+  }
+  get degraded(): boolean {
+    return this.handle?.core.degraded ?? false
+  }
+  get suspended(): boolean {
+    return this.handle?.core.suspended ?? false
+  }
+  /** Our node id when persistent, else null. */
+  get id(): Buffer | null {
+    const id = this.handle?.core.id ?? null
+    return id === null ? null : asBuffer(id)
+  }
+  /** Our public host as sampled from peers. */
+  get host(): string | null {
+    return this.handle?.core.host ?? null
+  }
+  get port(): number {
+    return this.handle?.core.port ?? 0
+  }
+  get randomized(): boolean {
+    return this.handle?.core.randomized ?? false
+  }
+
+  /** The local address of the socket requests leave from. */
+  address(): { host: string; port: number; family: number } | null {
+    const h = this.handle
+    if (h === null) return null
+    const s = h.core.firewalled ? h.sockets().client : h.sockets().server
+    return { host: s.local.host, port: s.local.port, family: 4 }
+  }
+
+  /** Our public address when reachable and stable, else null. */
+  remoteAddress(): { host: string; port: number } | null {
+    return this.handle?.core.remoteAddress() ?? null
+  }
+
+  /** Table nodes, most recently seen first. */
+  toArray(opts: { readonly limit?: number } = {}): Array<{ host: string; port: number }> {
+    return this.handle?.core.toArray(opts.limit) ?? []
+  }
+
+  async status(): Promise<NodeStatus> {
+    const h = await this.node()
+    return Effect.runPromise(h.status)
+  }
+
+  // ---- operations -------------------------------------------------------------------
+
+  async addNode(node: { readonly host: string; readonly port: number }): Promise<void> {
+    const h = await this.node()
+    await Effect.runPromise(h.addNode(node))
+  }
+
+  findNode(target: Uint8Array, opts?: QueryOptions): GatewayQuery {
+    return new GatewayQuery(this.node(), (h) => h.startQuery({ target, command: 2, internal: true }, opts))
+  }
+
+  query(args: { readonly target: Uint8Array; readonly command: number; readonly value?: Uint8Array | null }, opts?: QueryOptions): GatewayQuery {
+    return new GatewayQuery(this.node(), (h) => h.startQuery({ target: args.target, command: args.command, value: args.value ?? null }, opts))
+  }
+
+  async ping(to: { readonly host: string; readonly port: number }, opts: { readonly size?: number; readonly retry?: boolean } = {}): Promise<IncomingResponse> {
+    const h = await this.node()
+    return Effect.runPromise(h.ping(to, opts))
+  }
+
+  async request(
+    args: { readonly token?: Uint8Array | null; readonly command: number; readonly target?: Uint8Array | null; readonly value?: Uint8Array | null },
+    to: { readonly host: string; readonly port: number },
+    opts: { readonly retry?: boolean } = {}
+  ): Promise<IncomingResponse> {
+    const h = await this.node()
+    return Effect.runPromise(h.request(args, to, opts))
   }
 }
 

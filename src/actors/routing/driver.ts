@@ -1,0 +1,446 @@
+/**
+ * The node actor: one fiber owns a `DhtNode` core and reads a mailbox of
+ * tagged messages (datagram batches from the two socket reader fibers, user
+ * commands carrying a Deferred for the reply). Between messages it sleeps
+ * until the core's next deadline on Effect's Clock, so the same actor runs on
+ * real time and on TestClock. Queries are fibers' worth of state inside the
+ * core; each user query gets its own result Queue exposed as a Stream, and
+ * interrupting the consumer cancels the query.
+ */
+import { Cause, Clock, Deferred, Effect, Exit, Fiber, Option, PubSub, Queue, Scope, Stream } from "effect"
+import { lookup } from "node:dns/promises"
+import { Crypto } from "../../layers/Crypto.js"
+import type { CryptoImpl } from "../../layers/crypto/types.js"
+import { type BindError, type Datagram, Transport, type UdpSocket } from "../../layers/Transport.js"
+import { isIPv4 } from "../../protocol/encoding.js"
+import { type DhtEvent, DhtNode, type DhtNodeOptions } from "./node.js"
+import { type Query, QueryError, type QueryOptions } from "./query.js"
+import { CLIENT, type IncomingRequest, type IncomingResponse, RequestError, SERVER, type SocketKind } from "./rpc.js"
+
+export type BootstrapEntry = string | number | { readonly host: string; readonly port: number }
+
+export interface NodeConfig {
+  /** Bootstrap nodes: "host:port", "suggestedIP@hostname:port", {host, port} or a port on 127.0.0.1. */
+  readonly bootstrap?: ReadonlyArray<BootstrapEntry>
+  /** Server socket port: a number N tries N..N+4, a range [start, end) tries each; 0 = any. */
+  readonly port?: number | readonly [number, number]
+  /** Bind address (default 0.0.0.0). */
+  readonly host?: string
+  /** Bind any port when the candidates fail (default true). */
+  readonly anyPort?: boolean
+  readonly ephemeral?: boolean
+  readonly adaptive?: boolean
+  readonly firewalled?: boolean
+  readonly quickFirewall?: boolean
+  readonly concurrency?: number
+  readonly maxWindow?: number
+  readonly maxPingDelay?: number
+  readonly sendDownHints?: boolean
+  readonly downHintsRateLimit?: number
+  readonly k?: number
+  readonly nodes?: ReadonlyArray<{ readonly host: string; readonly port: number }>
+  readonly filterNode?: (node: { readonly host: string; readonly port: number; readonly id: Uint8Array }) => boolean
+  /** Bootstrapper mode: our public address, sampled once (DHT.bootstrapper). */
+  readonly natSample?: { readonly host: string; readonly port: number }
+  /** Seed for the node's random choices (simulations); real nodes use Math.random. */
+  readonly randomSeed?: number
+  /** Application command handler (the hyperdht layer); return false when unhandled. */
+  readonly onRequest?: (req: IncomingRequest, node: DhtNode) => boolean
+}
+
+export interface NodeStatus {
+  readonly address: { readonly host: string; readonly port: number }
+  readonly serverAddress: { readonly host: string; readonly port: number }
+  readonly remoteAddress: { readonly host: string; readonly port: number } | null
+  readonly id: Uint8Array | null
+  readonly tableId: Uint8Array
+  readonly tableSize: number
+  readonly ephemeral: boolean
+  readonly firewalled: boolean
+  readonly bootstrapped: boolean
+  readonly nat: { readonly host: string | null; readonly port: number; readonly randomized: boolean }
+  readonly online: boolean
+  readonly degraded: boolean
+  readonly requests: { readonly total: number; readonly responses: number; readonly timeouts: number; readonly active: number }
+  readonly dropped: number
+}
+
+type Message =
+  | { readonly _tag: "Datagrams"; readonly socket: SocketKind; readonly batch: ReadonlyArray<Datagram> }
+  | { readonly _tag: "Run"; readonly run: (node: DhtNode, now: number) => void }
+  | { readonly _tag: "Wake" }
+
+const WAKE: Message = { _tag: "Wake" }
+
+export interface QueryReply extends IncomingResponse {}
+
+export interface NodeHandle {
+  readonly core: DhtNode
+  /** Run a synchronous step against the core inside the actor (the only way to touch it). */
+  readonly run: <A>(f: (node: DhtNode, now: number) => A) => Effect.Effect<A>
+  readonly findNode: (target: Uint8Array, opts?: QueryOptions) => Stream.Stream<QueryReply, QueryError>
+  readonly query: (
+    args: { readonly target: Uint8Array; readonly command: number; readonly value?: Uint8Array | null },
+    opts?: QueryOptions
+  ) => Stream.Stream<QueryReply, QueryError>
+  /** A query started inside the actor, returned with its result stream (for callers that need `closestReplies`). */
+  readonly startQuery: (
+    args: { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null },
+    opts?: QueryOptions
+  ) => Effect.Effect<{ readonly query: Query; readonly replies: Stream.Stream<QueryReply, QueryError> }, never, Scope.Scope>
+  readonly request: (
+    args: { readonly token?: Uint8Array | null; readonly command: number; readonly target?: Uint8Array | null; readonly value?: Uint8Array | null; readonly internal?: boolean },
+    to: { readonly host: string; readonly port: number },
+    opts?: { readonly retry?: boolean; readonly socket?: SocketKind; readonly timeout?: number }
+  ) => Effect.Effect<IncomingResponse, RequestError>
+  readonly ping: (to: { readonly host: string; readonly port: number }, opts?: { readonly size?: number; readonly retry?: boolean }) => Effect.Effect<IncomingResponse, RequestError>
+  readonly addNode: (node: { readonly host: string; readonly port: number }) => Effect.Effect<void>
+  readonly status: Effect.Effect<NodeStatus>
+  readonly events: PubSub.PubSub<DhtEvent>
+  /** Completes when the node has bootstrapped (event "ready"). */
+  readonly ready: Effect.Effect<void>
+  readonly suspend: Effect.Effect<void>
+  readonly resume: Effect.Effect<void>
+  readonly destroy: Effect.Effect<void>
+  readonly sockets: () => { readonly server: UdpSocket; readonly client: UdpSocket }
+}
+
+const seededRandom = (seed: number): (() => number) => {
+  let s = seed >>> 0 || 0x9e3779b9
+  return () => {
+    s ^= s << 13
+    s >>>= 0
+    s ^= s >>> 17
+    s ^= s << 5
+    s >>>= 0
+    return s / 4294967296
+  }
+}
+
+const parseBootstrap = (e: BootstrapEntry): { host: string; port: number } | null => {
+  if (typeof e === "number") return Number.isInteger(e) && e > 0 && e < 65536 ? { host: "127.0.0.1", port: e } : null
+  if (typeof e === "object" && e !== null) return typeof e.host === "string" && Number.isInteger(e.port) ? { host: e.host, port: e.port } : null
+  if (typeof e !== "string") return null
+  const i = e.lastIndexOf(":")
+  if (i <= 0) return null
+  const port = Number(e.slice(i + 1))
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) return null
+  return { host: e.slice(0, i), port }
+}
+
+/** Bind the server socket as dht-rpc does (§2): previous port, the candidates, then any port. */
+const bindServer = (
+  transport: Transport["Service"],
+  host: string | undefined,
+  port: NodeConfig["port"],
+  anyPort: boolean,
+  previous: number
+): Effect.Effect<UdpSocket, BindError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const candidates: Array<number> = []
+    if (previous > 0) candidates.push(previous)
+    if (Array.isArray(port)) for (let p = port[0]; p < port[1]; p++) candidates.push(p)
+    else if (typeof port === "number" && port > 0) for (let p = port; p < port + 5 && p < 65536; p++) candidates.push(p)
+    let firstError: BindError | null = null
+    for (const p of candidates) {
+      const r = yield* Effect.result(transport.bind(host !== undefined ? { host, port: p } : { port: p }))
+      if (r._tag === "Success") return r.success
+      firstError ??= r.failure
+      if (!anyPort) return yield* Effect.fail(r.failure)
+    }
+    if (firstError !== null && !anyPort) return yield* Effect.fail(firstError)
+    return yield* transport.bind(host !== undefined ? { host, port: 0 } : { port: 0 })
+  })
+
+/** Start a DHT node actor in the current scope. */
+export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, BindError, Transport | Crypto | Scope.Scope> =>
+  Effect.gen(function*() {
+    const transport = yield* Transport
+    const crypto: CryptoImpl = yield* Crypto
+    const scope = yield* Effect.scope
+    const random = config.randomSeed !== undefined ? seededRandom(config.randomSeed) : Math.random
+    const mailbox = yield* Queue.unbounded<Message>()
+    const events = yield* PubSub.unbounded<DhtEvent>()
+    const ready = yield* Deferred.make<void>()
+    const closed = yield* Deferred.make<void>()
+
+    // ---- sockets (rebound on resume) ----
+    let socketScope = yield* Scope.fork(scope)
+    const bindBoth = (prevServer: number, prevClient: number) =>
+      Effect.gen(function*() {
+        const server = yield* bindServer(transport, config.host, config.port ?? 0, config.anyPort !== false, prevServer).pipe(Scope.provide(socketScope))
+        const clientTry = yield* Effect.result(
+          transport.bind(config.host !== undefined ? { host: config.host, port: prevClient } : { port: prevClient }).pipe(Scope.provide(socketScope))
+        )
+        const client =
+          clientTry._tag === "Success"
+            ? clientTry.success
+            : yield* transport.bind(config.host !== undefined ? { host: config.host, port: 0 } : { port: 0 }).pipe(Scope.provide(socketScope))
+        return { server, client }
+      })
+    let sockets = yield* bindBoth(0, 0)
+    const reader = (socket: UdpSocket, kind: SocketKind) =>
+      Effect.forever(
+        Effect.flatMap(socket.receive, (batch) => Effect.sync(() => Queue.offerUnsafe(mailbox, { _tag: "Datagrams", socket: kind, batch })))
+      )
+    const startReaders = () =>
+      Effect.gen(function*() {
+        yield* Effect.forkIn(reader(sockets.server, SERVER), socketScope, { startImmediately: true })
+        yield* Effect.forkIn(reader(sockets.client, CLIENT), socketScope, { startImmediately: true })
+      })
+    yield* startReaders()
+
+    const now0 = yield* Clock.currentTimeMillis
+    const coreOptions: DhtNodeOptions = {
+      crypto,
+      random,
+      ...(config.randomSeed !== undefined ? { randomBytes: (n: number) => { const b = new Uint8Array(n); for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256); return b } } : {}),
+      transmit: (socket, to, data, ttl) => (socket === SERVER ? sockets.server : sockets.client).send(to, data, ttl || undefined),
+      serverPort: sockets.server.local.port,
+      ...(config.ephemeral !== undefined ? { ephemeral: config.ephemeral } : {}),
+      ...(config.adaptive !== undefined ? { adaptive: config.adaptive } : {}),
+      ...(config.firewalled !== undefined ? { firewalled: config.firewalled } : {}),
+      ...(config.quickFirewall !== undefined ? { quickFirewall: config.quickFirewall } : {}),
+      ...(config.concurrency !== undefined ? { concurrency: config.concurrency } : {}),
+      ...(config.maxWindow !== undefined ? { maxWindow: config.maxWindow } : {}),
+      ...(config.maxPingDelay !== undefined ? { maxPingDelay: config.maxPingDelay } : {}),
+      ...(config.sendDownHints !== undefined ? { sendDownHints: config.sendDownHints } : {}),
+      ...(config.downHintsRateLimit !== undefined ? { downHintsRateLimit: config.downHintsRateLimit } : {}),
+      ...(config.k !== undefined ? { k: config.k } : {}),
+      ...(config.nodes !== undefined ? { nodes: config.nodes } : {}),
+      ...(config.filterNode !== undefined ? { filterNode: config.filterNode } : {}),
+      ...(config.natSample !== undefined ? { natSample: config.natSample } : {}),
+      ...(config.onRequest !== undefined ? { onRequest: config.onRequest } : {})
+    }
+    const core = new DhtNode(coreOptions, now0)
+
+    const flushEvents = (): void => {
+      if (core.events.length === 0) return
+      const evs = core.events.splice(0, core.events.length)
+      for (const e of evs) {
+        if (e._tag === "ready") Deferred.doneUnsafe(ready, Exit.void)
+        if (e._tag === "close") Deferred.doneUnsafe(closed, Exit.void)
+        PubSub.publishUnsafe(events, e)
+      }
+    }
+
+    const handle = (m: Message, now: number): void => {
+      if (m._tag === "Datagrams") {
+        for (const d of m.batch) core.onDatagram(now, m.socket, d.from, d.data)
+      } else if (m._tag === "Run") m.run(core, now)
+    }
+
+    // ---- the actor loop ----
+    // The loop only ever blocks in Queue.takeAll (never raced, so nothing taken
+    // is lost); timers are alarm fibers that post a Wake message at the core's
+    // next deadline. A stale alarm just causes a harmless extra wake-up.
+    let armedAt = Infinity
+    const arm = (deadline: number, now: number): Effect.Effect<void> => {
+      if (deadline >= armedAt || deadline === Infinity) return Effect.void
+      armedAt = deadline
+      return Effect.asVoid(
+        Effect.forkIn(
+          Effect.andThen(
+            Effect.sleep(Math.max(0, deadline - now)),
+            Effect.sync(() => {
+              if (armedAt === deadline) armedAt = Infinity
+              Queue.offerUnsafe(mailbox, WAKE)
+            })
+          ),
+          scope,
+          { startImmediately: true }
+        )
+      )
+    }
+    const loop = Effect.gen(function*() {
+      let now = yield* Clock.currentTimeMillis
+      yield* arm(core.nextDeadline(), now)
+      while (true) {
+        const batch = yield* Queue.takeAll(mailbox)
+        now = yield* Clock.currentTimeMillis
+        for (const m of batch) handle(m, now)
+        if (core.nextDeadline() <= now) core.onTimers(now)
+        flushEvents()
+        yield* arm(core.nextDeadline(), now)
+      }
+    })
+    const actor = yield* Effect.forkIn(loop, scope, { startImmediately: true })
+
+    const run = <A>(f: (node: DhtNode, now: number) => A): Effect.Effect<A> =>
+      Effect.flatMap(Deferred.make<A>(), (d) =>
+        Effect.andThen(
+          Effect.sync(() =>
+            Queue.offerUnsafe(mailbox, {
+              _tag: "Run",
+              run: (node, now) => {
+                Deferred.doneUnsafe(d, Exit.succeed(f(node, now)))
+              }
+            })
+          ),
+          Deferred.await(d)
+        )
+      )
+
+    const startQuery: NodeHandle["startQuery"] = (args, opts) =>
+      Effect.gen(function*() {
+        const results = yield* Queue.unbounded<QueryReply, QueryError | Cause.Done>()
+        const query = yield* run((node) => {
+          const q =
+            args.internal === true
+              ? node.findNode(args.target, opts)
+              : node.query({ target: args.target, command: args.command, value: args.value ?? null }, opts)
+          q.onreply = (r) => {
+            Queue.offerUnsafe(results, r)
+          }
+          q.onend = (err) => {
+            if (err === null) Queue.endUnsafe(results)
+            else Queue.failCauseUnsafe(results, Cause.fail(err))
+          }
+          q.start()
+          return q
+        })
+        yield* Effect.addFinalizer(() => run((node) => {
+          if (!query.done) query.destroy(null)
+          void node
+        }))
+        return { query, replies: Stream.fromQueue(results) }
+      })
+
+    const queryStream = (
+      args: { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null },
+      opts?: QueryOptions
+    ): Stream.Stream<QueryReply, QueryError> => Stream.unwrap(Effect.map(startQuery(args, opts), (s) => s.replies))
+
+    const request: NodeHandle["request"] = (args, to, opts = {}) =>
+      Effect.flatMap(Deferred.make<IncomingResponse, RequestError>(), (d) =>
+        Effect.andThen(
+          run((node) => {
+            const r = node.directRequest(
+              args,
+              to,
+              opts,
+              (res) => Deferred.doneUnsafe(d, Exit.succeed(res)),
+              (err) => Deferred.doneUnsafe(d, Exit.fail(err))
+            )
+            if (r === null) {
+              Deferred.doneUnsafe(
+                d,
+                Exit.fail(new RequestError({ code: "NODE_DESTROYED", to: { host: to.host, port: to.port }, command: args.command, internal: args.internal === true }))
+              )
+            }
+          }),
+          Deferred.await(d)
+        )
+      )
+
+    const ping: NodeHandle["ping"] = (to, opts = {}) =>
+      request(
+        { internal: true, command: 0, value: opts.size !== undefined && opts.size > 0 ? new Uint8Array(opts.size) : null },
+        to,
+        opts.retry === false ? { retry: false } : {}
+      )
+
+    const status = run((node): NodeStatus => {
+      const outgoing = node.firewalled ? sockets.client : sockets.server
+      return {
+        address: outgoing.local,
+        serverAddress: sockets.server.local,
+        remoteAddress: node.remoteAddress(),
+        id: node.id,
+        tableId: node.table.id,
+        tableSize: node.table.size,
+        ephemeral: node.ephemeral,
+        firewalled: node.firewalled,
+        bootstrapped: node.bootstrapped,
+        nat: { host: node.host, port: node.port, randomized: node.randomized },
+        online: node.online,
+        degraded: node.degraded,
+        requests: { ...node.io.stats.requests },
+        dropped: node.io.stats.dropped
+      }
+    })
+
+    // ---- bootstrap resolution, then start ----
+    const resolveBootstrap = Effect.gen(function*() {
+      const out: Array<{ host: string; port: number }> = []
+      for (const entry of config.bootstrap ?? []) {
+        const parsed = parseBootstrap(entry)
+        if (parsed === null) continue
+        let host = parsed.host
+        let needLookup = !isIPv4(host)
+        const at = host.indexOf("@")
+        if (at !== -1) {
+          const suggested = host.slice(0, at)
+          const fallback = host.slice(at + 1)
+          const pinged = yield* Effect.result(ping({ host: suggested, port: parsed.port }))
+          if (pinged._tag === "Success") {
+            host = suggested
+            needLookup = false
+          } else {
+            host = fallback
+            needLookup = !isIPv4(host)
+          }
+        }
+        if (needLookup) {
+          const r = yield* Effect.result(Effect.tryPromise(() => lookup(host, { family: 4 })))
+          if (r._tag === "Failure") continue
+          host = r.success.address
+        }
+        out.push({ host, port: parsed.port })
+      }
+      return out
+    })
+    const bootstrapNodes = yield* resolveBootstrap
+    yield* run((node, now) => {
+      node.bootstrapNodes = bootstrapNodes.map((b) => ({ id: node.nodeIdOf(b.host, b.port), host: b.host, port: b.port }))
+      node.start(now)
+    })
+
+    const suspend = Effect.gen(function*() {
+      yield* run((node) => node.suspend())
+    })
+    const resume = Effect.gen(function*() {
+      const prevServer = sockets.server.local.port
+      const prevClient = sockets.client.local.port
+      yield* Scope.close(socketScope, Exit.void)
+      socketScope = yield* Scope.fork(scope)
+      sockets = yield* bindBoth(prevServer, prevClient).pipe(Effect.orDie)
+      yield* startReaders()
+      yield* run((node, now) => {
+        node.serverPort = sockets.server.local.port
+        node.resume(now)
+      })
+    })
+    // destroy: the core fails everything in flight and ends its queries; the
+    // actor keeps answering (with NODE_DESTROYED) until the owning scope closes.
+    let destroyed = false
+    const destroy = Effect.gen(function*() {
+      if (destroyed) return
+      destroyed = true
+      yield* run((node) => node.destroy())
+      yield* Scope.close(socketScope, Exit.void)
+    })
+    yield* Effect.addFinalizer(() =>
+      Effect.andThen(Effect.ignore(Effect.timeoutOption(destroy, 1000)), Fiber.interrupt(actor))
+    )
+
+    return {
+      core,
+      run,
+      findNode: (target, opts) => queryStream({ target, command: 2, internal: true }, opts),
+      query: (args, opts) => queryStream({ target: args.target, command: args.command, value: args.value ?? null }, opts),
+      startQuery,
+      request,
+      ping,
+      addNode: (n) => run((node) => node.addNode(n)),
+      status,
+      events,
+      ready: Deferred.await(ready),
+      suspend,
+      resume,
+      destroy,
+      sockets: () => sockets
+    } satisfies NodeHandle
+  })
+
+export { QueryError, RequestError }

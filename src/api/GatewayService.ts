@@ -1,0 +1,43 @@
+/**
+ * The Effect face of a Gateway node: a service built from a Layer.
+ *
+ *   GatewayService.layer(config)       one DHT node (needs Transport + Crypto)
+ *   GatewayService.layerUdp(config)    the same on real UDP with the default Crypto
+ *   GatewayService.bootstrapper(...)   config of a bootstrap node
+ */
+import { Context, Layer } from "effect"
+import { makeNode, type NodeConfig, type NodeHandle } from "../actors/routing/driver.js"
+import { Crypto } from "../layers/Crypto.js"
+import { UdpTransport } from "../layers/transport/udp.js"
+import { isIPv4 } from "../protocol/encoding.js"
+import { InvalidInput } from "./keys.js"
+
+export type { NodeConfig, NodeHandle, NodeStatus, QueryReply } from "../actors/routing/driver.js"
+
+export class GatewayService extends Context.Service<GatewayService, NodeHandle>()("omega/Gateway") {
+  static readonly layer = (config: NodeConfig = {}) => Layer.effect(GatewayService, makeNode(config))
+
+  static readonly layerUdp = (config: NodeConfig = {}) =>
+    GatewayService.layer(config).pipe(Layer.provide(Layer.mergeAll(UdpTransport.layer, Crypto.layer)))
+
+  /**
+   * Config of a bootstrap node (hyperdht's `DHT.bootstrapper(port, host)`):
+   * persistent at once with id nodeId(host, port), not firewalled, bound to
+   * exactly `port`, no bootstrap list. `host` is the public IPv4 address.
+   */
+  static readonly bootstrapperConfig = (port: number, host: string, opts: NodeConfig = {}): NodeConfig | InvalidInput => {
+    if (!Number.isInteger(port) || port <= 0 || port > 65535) return new InvalidInput({ argument: "port", detail: `${port} is not a port (1..65535)` })
+    if (typeof host !== "string" || !isIPv4(host) || host === "0.0.0.0") {
+      return new InvalidInput({ argument: "host", detail: `${JSON.stringify(host)} must be the public IPv4 address (not 0.0.0.0)` })
+    }
+    return {
+      ...opts,
+      port,
+      ephemeral: false,
+      firewalled: false,
+      anyPort: false,
+      bootstrap: [],
+      natSample: { host, port }
+    }
+  }
+}
