@@ -417,8 +417,13 @@ export class DhtNode {
         for (const d of due) this.io.sendReply(d.req.tid, d.req.target, 0, null, false, false, d.req.from, d.req.socket)
       }
     }
-    while (this.nextTick <= now) {
-      this.nextTick += TICK_INTERVAL
+    // One tick per expiry however late it fires, as the reference's setInterval
+    // (Node never replays missed intervals): after a sleep the single late tick
+    // runs wakeup. Replaying the missed ticks would burn the stable countdown
+    // that wakeup just reset (an adaptive node would turn persistent again at
+    // once after a sleep longer than an hour) and burst ping sweeps/refreshes.
+    if (this.nextTick <= now) {
+      this.nextTick = now + TICK_INTERVAL
       this.onTick(now)
     }
   }
