@@ -200,7 +200,7 @@ export class Query {
     }
     if (!this.fromTable && this.successes === 0 && this.errors === 0) this.slowdown = true
     if (this.pending.length > 0) return
-    if (this.inflight === 0 || (this.slow === this.inflight && this.closestReplies.length >= this.k)) {
+    if (this.inflight === 0 || (this.slow === this.inflight && this.closestReplies.length >= this.k && !this.slowButCloser())) {
       if (!this.fromTable && this.successes < this.k / 4) {
         this.addFromTable()
         this.readMore()
@@ -208,6 +208,20 @@ export class Query {
       }
       this.flush()
     }
+  }
+
+  /**
+   * Omega policy (not wire-visible): the reference finishes as soon as every
+   * in-flight request is slow and k replies are in, even when a slow request
+   * goes to a node closer than the k-th reply; under packet loss that node is
+   * usually alive and its answer is one retry away, so we wait for it (it
+   * answers or finally times out). This keeps lookups exact on lossy links.
+   */
+  private slowButCloser(): boolean {
+    for (const req of this.group) {
+      if (req.oncycle === null && req.command === this.command && req.to.id !== null && this.isCloser(req.to.id)) return true
+    }
+    return false
   }
 
   private visit(to: NodeAddress): void {
