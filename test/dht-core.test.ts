@@ -73,3 +73,27 @@ describe("dht node core on a discrete-event network", () => {
     expect(nodes.every((x) => !x.core.firewalled)).toBe(true)
   })
 })
+
+describe("routing table closestByDistance", () => {
+  it("equals a brute-force XOR sort of the whole table", async () => {
+    const { RoutingTable } = await import("../src/actors/routing/table.js")
+    const rand = seededRandom(9)
+    const bytes = () => Uint8Array.from({ length: 32 }, () => Math.floor(rand() * 256))
+    for (let round = 0; round < 50; round++) {
+      const table = new RoutingTable<{ id: Uint8Array }>(bytes())
+      const n = 1 + Math.floor(rand() * 300)
+      for (let i = 0; i < n; i++) {
+        const id = bytes()
+        // share prefixes with the table id sometimes, to fill deep rows
+        if (i % 3 === 0) id.set(table.id.subarray(0, 1 + Math.floor(rand() * 3)))
+        table.add({ id })
+      }
+      const target = rand() < 0.3 ? Uint8Array.from(table.id) : bytes()
+      if (rand() < 0.3) target.set(table.id.subarray(0, 2))
+      const all = table.toArray().map((x) => x.id).sort(xorCmp(target))
+      for (const k of [1, 5, 20, 400]) {
+        expect(table.closestByDistance(target, k).map((x) => toHex(x.id))).toEqual(all.slice(0, k).map(toHex))
+      }
+    }
+  })
+})

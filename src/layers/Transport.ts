@@ -43,6 +43,12 @@ export interface UdpSocket {
   send(to: Endpoint, data: Uint8Array, ttl?: number): void
   /** Wait for at least one datagram; returns every buffered datagram (oldest first). */
   readonly receive: Effect.Effect<ReadonlyArray<Datagram>>
+  /**
+   * Push mode for a socket's single consumer: every arriving datagram is
+   * handed to `f` synchronously instead of being buffered for `receive`
+   * (saves a fiber hop per datagram). `null` returns to pull mode.
+   */
+  setReceiver(f: ((d: Datagram) => void) | null): void
   stats(): SocketStats
 }
 

@@ -67,6 +67,7 @@ export interface NodeStatus {
 
 type Message =
   | { readonly _tag: "Datagrams"; readonly socket: SocketKind; readonly batch: ReadonlyArray<Datagram> }
+  | { readonly _tag: "Datagram"; readonly socket: SocketKind; readonly from: Datagram["from"]; readonly data: Uint8Array }
   | { readonly _tag: "Run"; readonly run: (node: DhtNode, now: number) => void }
   | { readonly _tag: "Wake" }
 
@@ -183,10 +184,19 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       Effect.forever(
         Effect.flatMap(socket.receive, (batch) => Effect.sync(() => Queue.offerUnsafe(mailbox, { _tag: "Datagrams", socket: kind, batch })))
       )
+    // push mode: the socket hands each datagram straight to the mailbox (no
+    // reader fiber); the pull readers remain for transports without it
+    const push = (kind: SocketKind) => (d: Datagram): void => {
+      Queue.offerUnsafe(mailbox, { _tag: "Datagram", socket: kind, from: d.from, data: d.data })
+    }
     const startReaders = () =>
       Effect.gen(function*() {
-        yield* Effect.forkIn(reader(sockets.server, SERVER), socketScope, { startImmediately: true })
-        yield* Effect.forkIn(reader(sockets.client, CLIENT), socketScope, { startImmediately: true })
+        for (const [socket, kind] of [[sockets.server, SERVER], [sockets.client, CLIENT]] as const) {
+          if (typeof socket.setReceiver === "function") {
+            socket.setReceiver(push(kind))
+            yield* Scope.addFinalizer(socketScope, Effect.sync(() => socket.setReceiver(null)))
+          } else yield* Effect.forkIn(reader(socket, kind), socketScope, { startImmediately: true })
+        }
       })
     yield* startReaders()
 
@@ -225,7 +235,8 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     }
 
     const handle = (m: Message, now: number): void => {
-      if (m._tag === "Datagrams") {
+      if (m._tag === "Datagram") core.onDatagram(now, m.socket, m.from, m.data)
+      else if (m._tag === "Datagrams") {
         for (const d of m.batch) core.onDatagram(now, m.socket, d.from, d.data)
       } else if (m._tag === "Run") m.run(core, now)
     }

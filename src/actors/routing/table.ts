@@ -124,32 +124,48 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
     const out: Array<N> = []
     if (n <= 0) return out
     const d = this.row(target)
-    const byDistance = (a: N, b: N): number => {
-      for (let i = 0; i < target.length; i++) {
+    // Within each group, order by XOR distance: the first 4 bytes as a uint32
+    // key decide almost always; ties fall back to the full comparison.
+    const t0 = ((target[0]! << 24) | (target[1]! << 16) | (target[2]! << 8) | target[3]!) >>> 0
+    const key = (id: Uint8Array): number => (((id[0]! << 24) | (id[1]! << 16) | (id[2]! << 8) | id[3]!) ^ t0) >>> 0
+    const cmp = (a: N, ka: number, b: N, kb: number): number => {
+      if (ka !== kb) return ka - kb
+      for (let i = 4; i < target.length; i++) {
         const x = a.id[i]! ^ target[i]!
         const y = b.id[i]! ^ target[i]!
         if (x !== y) return x - y
       }
       return 0
     }
-    const take = (group: Array<N>): boolean => {
-      group.sort(byDistance)
-      for (const node of group) {
-        if (out.length >= n) return true
-        out.push(node)
+    // keep the best `need` of a group, sorted (groups are small: insertion)
+    const take = (nodes: ReadonlyArray<N>, need: number): void => {
+      const best: Array<N> = []
+      const keys: Array<number> = []
+      for (const node of nodes) {
+        const k = key(node.id)
+        let at = best.length
+        while (at > 0 && cmp(node, k, best[at - 1]!, keys[at - 1]!) < 0) at--
+        if (at >= need) continue
+        best.splice(at, 0, node)
+        keys.splice(at, 0, k)
+        if (best.length > need) {
+          best.pop()
+          keys.pop()
+        }
       }
-      return out.length >= n
+      for (const node of best) out.push(node)
     }
-    if (take([...(this.rows[d] ?? EMPTY)])) return out
+    take(this.rows[d] ?? EMPTY, n)
+    if (out.length >= n) return out
     const above: Array<N> = []
     for (let i = d + 1; i < this.rows.length; i++) {
       const nodes = this.rows[i]
       if (nodes !== undefined) for (const node of nodes) above.push(node)
     }
-    if (take(above)) return out
-    for (let i = d - 1; i >= 0; i--) {
+    take(above, n - out.length)
+    for (let i = d - 1; i >= 0 && out.length < n; i--) {
       const nodes = this.rows[i]
-      if (nodes !== undefined && nodes.length > 0 && take([...nodes])) return out
+      if (nodes !== undefined && nodes.length > 0) take(nodes, n - out.length)
     }
     return out
   }

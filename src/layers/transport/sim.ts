@@ -284,6 +284,12 @@ class SimSocket implements UdpSocket {
   randomMappings: Map<string, Mapping> | undefined
   randomSweepAt = 64
 
+  receiver: ((d: Datagram) => void) | null = null
+
+  setReceiver(f: ((d: Datagram) => void) | null): void {
+    this.receiver = f
+  }
+
   constructor(readonly net: SimNet, readonly host: Host, readonly port: number, readonly inbox: Queue.Queue<Datagram>) {
     this.local = { host: host.ip, port }
     this.receive = Queue.takeAll(inbox)
@@ -790,7 +796,11 @@ class SimNet {
       c.noSocket++
       return
     }
-    if (Queue.offerUnsafe(sock.inbox, e.datagram)) {
+    if (sock.receiver !== null) {
+      sock.received++
+      c.delivered++
+      sock.receiver(e.datagram)
+    } else if (Queue.offerUnsafe(sock.inbox, e.datagram)) {
       sock.received++
       c.delivered++
     } else {

@@ -75,6 +75,12 @@ class NodeUdpSocket implements UdpSocket {
   /** One shared send callback: counts asynchronous send errors (no closure per datagram). */
   private readonly onSent: (err: Error | null) => void
 
+  private receiver: ((d: Datagram) => void) | null = null
+
+  setReceiver(f: ((d: Datagram) => void) | null): void {
+    this.receiver = f
+  }
+
   constructor(readonly socket: dgram.Socket, readonly inbox: Queue.Queue<Datagram>) {
     const addr = socket.address()
     this.local = { host: normalizeAddress(addr.address), port: addr.port }
@@ -83,7 +89,11 @@ class NodeUdpSocket implements UdpSocket {
       if (err) this.dropped++
     }
     socket.on("message", (msg: Buffer, rinfo: dgram.RemoteInfo) => {
-      if (Queue.offerUnsafe(inbox, new Dgram({ host: normalizeAddress(rinfo.address), port: rinfo.port }, msg))) {
+      const receiver = this.receiver
+      if (receiver !== null) {
+        this.received++
+        receiver(new Dgram({ host: normalizeAddress(rinfo.address), port: rinfo.port }, msg))
+      } else if (Queue.offerUnsafe(inbox, new Dgram({ host: normalizeAddress(rinfo.address), port: rinfo.port }, msg))) {
         this.received++
       } else {
         this.dropped++

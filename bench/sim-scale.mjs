@@ -1,0 +1,42 @@
+// Largest simulated network that bootstraps in one process within a time budget.
+// Usage: node bench/sim-scale.mjs [nodes] [budgetSeconds]
+import { Effect, Scope } from "effect"
+import { TestClock } from "effect/testing"
+import { makeNode } from "../dist/actors/routing/driver.js"
+import { GatewayService } from "../dist/api/GatewayService.js"
+import { Crypto } from "../dist/layers/Crypto.js"
+import { makeFast } from "../dist/layers/crypto/fast.js"
+import { SimNetwork } from "../dist/layers/transport/sim.js"
+import { Transport } from "../dist/layers/Transport.js"
+
+const N = Number(process.argv[2] ?? 1000)
+const crypto = await makeFast()
+const ipOf = (i) => `20.${1 + ((i >> 16) & 0xff)}.${(i >> 8) & 0xff}.${i & 0xff}`
+
+const program = Effect.gen(function* () {
+  const net = yield* SimNetwork.make({ latency: 20, jitter: 10, seed: 1 })
+  const nodes = []
+  const t0 = Date.now()
+  const heap0 = process.memoryUsage().heapUsed
+  const start = (ip, config, seed) => Effect.gen(function* () {
+    const host = yield* net.addHost({ ip })
+    const h = yield* makeNode({ ...config, randomSeed: seed }).pipe(Effect.provideService(Transport, host), Effect.provideService(Crypto, crypto))
+    nodes.push(h)
+  })
+  yield* start("20.255.0.1", GatewayService.bootstrapperConfig(49737, "20.255.0.1"), 1)
+  for (let i = 0; i < N; i++) {
+    yield* start(ipOf(i + 1), { ephemeral: false, port: 49737, bootstrap: ["20.255.0.1:49737"] }, i + 2)
+    if (i % 20 === 19) yield* TestClock.adjust(1000)
+  }
+  const tBuilt = Date.now()
+  let virtual = 0
+  while (nodes.some((n) => !n.core.bootstrapped) && virtual < 600_000) { yield* TestClock.adjust(1000); virtual += 1000 }
+  const t1 = Date.now()
+  if (global.gc) global.gc()
+  const heap1 = process.memoryUsage().heapUsed
+  const ready = nodes.filter((n) => n.core.bootstrapped).length
+  const tables = nodes.reduce((s, n) => s + n.core.table.size, 0) / nodes.length
+  console.log(JSON.stringify({ nodes: nodes.length, ready, buildMs: tBuilt - t0, bootstrapMs: t1 - t0, virtualAfterBuildMs: virtual, avgTable: Math.round(tables), heapPerNodeKB: Math.round((heap1 - heap0) / nodes.length / 1024), datagrams: net.stats().sent }))
+}).pipe(Effect.scoped, Effect.provide(TestClock.layer()))
+await Effect.runPromise(program)
+process.exit(0)

@@ -1,0 +1,534 @@
+#!/usr/bin/env node
+/**
+ * `ogateway`: run Omega DHT nodes from the command line (the package's bin;
+ * the counterpart of the reference's `hyperdht` CLI, node_modules/hyperdht/bin.js).
+ *
+ *   ogateway                                   one node on the public HyperDHT network
+ *   ogateway --nodes 5                         five nodes in one process
+ *   ogateway --bootstrap 1.2.3.4:49737         join the given nodes instead
+ *   ogateway --bootstrap-node --host 203.0.113.7 [--port 49737] [--bind 0.0.0.0]
+ *                                              a bootstrap node (public address host:port)
+ *   ogateway --testnet 10 [--duration 10]      an isolated network on 127.0.0.1
+ *
+ * Every mode ends in a live status view (one block of plain lines per second,
+ * or one JSON object per line with `--json`). Long-lived: runs under
+ * `NodeRuntime.runMain`, so SIGINT/SIGTERM interrupt the program and the
+ * finalizers destroy every node and close its sockets (exit code 130);
+ * `--duration` ends the status view itself (exit code 0). Bad flags print the
+ * help with the error and exit 1.
+ */
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Duration, Effect, Exit, Layer, Option, PubSub, Runtime, type Scope, Stream } from "effect"
+import { CliError, Command, Flag } from "effect/cli"
+import { randomBytes } from "node:crypto"
+import { createRequire } from "node:module"
+import { makeNode, type NodeConfig, type NodeHandle, type NodeStatus } from "../actors/routing/driver.js"
+import { Crypto } from "../layers/Crypto.js"
+import type { BindError, Transport } from "../layers/Transport.js"
+import { UdpTransport } from "../layers/transport/udp.js"
+import { isIPv4, toHex } from "../protocol/encoding.js"
+import { DEFAULT_BOOTSTRAP, DEFAULT_PORT } from "../protocol/records.js"
+import { GatewayService } from "./GatewayService.js"
+import { InvalidInput } from "./keys.js"
+
+const VERSION: string = (() => {
+  try {
+    return (createRequire(import.meta.url)("../../package.json") as { version: string }).version
+  } catch {
+    return "0.0.0"
+  }
+})()
+
+/** Value used when `--testnet` is given without a number. */
+const DEFAULT_TESTNET_SIZE = 10
+const READY_TIMEOUT = Duration.seconds(30)
+const FIND_NODE_TIMEOUT = Duration.seconds(20)
+
+// ---------------------------------------------------------------------------
+// Flags
+// ---------------------------------------------------------------------------
+
+const bootstrapFlag = Flag.String("bootstrap").pipe(
+  Flag.withMetavar("host:port[,host:port]"),
+  Flag.withDescription(
+    "Join these nodes instead of the public HyperDHT bootstrap list (comma-separated, repeatable). " +
+      "With --bootstrap-node: other bootstrap nodes to join (default none). " +
+      "Given without a value (hyperdht's `--bootstrap --host IP` form) it means --bootstrap-node."
+  ),
+  Flag.atLeast(0)
+)
+const bootstrapNodeFlag = Flag.Boolean("bootstrap-node").pipe(
+  Flag.withDescription(
+    "Run a bootstrap node (hyperdht `--bootstrap`): persistent at once, public address --host:--port " +
+      `(port default ${DEFAULT_PORT}); --host is required and must be the public IPv4 address`
+  ),
+  Flag.withDefault(false)
+)
+const hostFlag = Flag.String("host").pipe(
+  Flag.withDescription(
+    "Nodes: local address to bind (default 0.0.0.0). With --bootstrap-node: the node's public IPv4 address (required)"
+  ),
+  Flag.optional
+)
+const portFlag = Flag.Int("port").pipe(
+  Flag.withDescription(
+    `UDP port. Nodes: bind exactly this port (one node only; default ${DEFAULT_PORT}, then any free port). ` +
+      `--bootstrap-node: the public port (default ${DEFAULT_PORT}). --testnet: the bootstrapper's port (default: a free one)`
+  ),
+  Flag.optional
+)
+const bindFlag = Flag.String("bind").pipe(
+  Flag.withDescription("With --bootstrap-node: the local address to bind when it differs from --host (default 0.0.0.0)"),
+  Flag.optional
+)
+const nodesFlag = Flag.Int("nodes").pipe(
+  Flag.withDescription("Number of nodes to run in this process (default 1)"),
+  Flag.withDefault(1)
+)
+const testnetFlag = Flag.Int("testnet").pipe(
+  Flag.withMetavar("N"),
+  Flag.withDescription(
+    `Run an isolated local network on 127.0.0.1: one bootstrapper + N nodes (N = ${DEFAULT_TESTNET_SIZE} when omitted). ` +
+      "No internet needed. Prints when every node bootstrapped, then a findNode result, then the status view"
+  ),
+  Flag.optional
+)
+const ephemeralFlag = Flag.Boolean("ephemeral").pipe(
+  Flag.withDescription("Stay ephemeral (never join other nodes' routing tables). Default: adaptive (testnet: persistent)"),
+  Flag.withoutNegation,
+  Flag.withDefault(false)
+)
+const persistentFlag = Flag.Boolean("persistent").pipe(
+  Flag.withDescription("Become persistent (join routing tables) as soon as the node is known to be reachable"),
+  Flag.withoutNegation,
+  Flag.withDefault(false)
+)
+const durationFlag = Flag.Finite("duration").pipe(
+  Flag.withMetavar("SECONDS"),
+  Flag.withDescription("Stop after the status view has run this many seconds (after start-up), then exit 0. Default: run until Ctrl-C"),
+  Flag.optional
+)
+const jsonFlag = Flag.Boolean("json").pipe(
+  Flag.withDescription("Machine-readable output: one JSON object per line ({\"event\": ...})"),
+  Flag.withoutNegation,
+  Flag.withDefault(false)
+)
+
+interface Options {
+  readonly bootstrap: ReadonlyArray<string>
+  readonly bootstrapNode: boolean
+  readonly host: Option.Option<string>
+  readonly port: Option.Option<number>
+  readonly bind: Option.Option<string>
+  readonly nodes: number
+  readonly testnet: Option.Option<number>
+  readonly ephemeral: boolean
+  readonly persistent: boolean
+  readonly duration: Option.Option<number>
+  readonly json: boolean
+}
+
+/** `--bootstrap a:1,b:2 --bootstrap c:3` -> ["a:1", "b:2", "c:3"]. */
+const bootstrapList = (values: ReadonlyArray<string>): Array<string> =>
+  values.flatMap((v) => v.split(",")).map((s) => s.trim()).filter((s) => s.length > 0)
+
+/** "host:port" or "suggestedIP@host:port" (the form of the public list). */
+const isBootstrapEntry = (s: string): boolean => {
+  const i = s.lastIndexOf(":")
+  if (i <= 0) return false
+  const port = Number(s.slice(i + 1))
+  return /^\d+$/.test(s.slice(i + 1)) && port > 0 && port <= 65535
+}
+
+const invalid = (message: string) => Effect.fail(new CliError.ValidationError({ message }))
+
+const validate = (o: Options): Effect.Effect<void, CliError.CliError> => {
+  const bootstrap = bootstrapList(o.bootstrap)
+  const bad = bootstrap.find((b) => !isBootstrapEntry(b))
+  if (bad !== undefined) return invalid(`--bootstrap: "${bad}" is not host:port`)
+  if (o.ephemeral && o.persistent) return invalid("--ephemeral and --persistent are mutually exclusive")
+  if (Option.isSome(o.port) && (o.port.value < 0 || o.port.value > 65535)) return invalid(`--port: ${o.port.value} is not a port (0..65535)`)
+  if (Option.isSome(o.duration) && !(o.duration.value > 0)) return invalid("--duration must be a positive number of seconds")
+  if (o.nodes < 1) return invalid("--nodes must be at least 1")
+  if (Option.isSome(o.testnet)) {
+    if (o.testnet.value < 1) return invalid("--testnet N needs N >= 1")
+    if (o.bootstrapNode) return invalid("--testnet and --bootstrap-node are mutually exclusive")
+    if (bootstrap.length > 0) return invalid("--testnet runs an isolated network: --bootstrap is not allowed")
+    if (o.nodes !== 1) return invalid("--testnet N sets the number of nodes: do not combine it with --nodes")
+    if (Option.isSome(o.host) || Option.isSome(o.bind)) return invalid("--testnet always uses 127.0.0.1: --host/--bind are not allowed")
+    if (Option.isSome(o.port) && o.port.value === 0) return invalid("--testnet --port must be 1..65535")
+    return Effect.void
+  }
+  if (o.bootstrapNode) {
+    if (Option.isNone(o.host)) return invalid("--bootstrap-node needs --host <public IPv4 address>")
+    if (!isIPv4(o.host.value) || o.host.value === "0.0.0.0") return invalid(`--host: "${o.host.value}" must be the node's public IPv4 address`)
+    if (Option.isSome(o.bind) && !isIPv4(o.bind.value)) return invalid(`--bind: "${o.bind.value}" is not an IPv4 address`)
+    if (Option.isSome(o.port) && o.port.value === 0) return invalid("--bootstrap-node --port must be 1..65535")
+    if (o.nodes !== 1) return invalid("--bootstrap-node runs a single node: do not combine it with --nodes")
+    if (o.ephemeral || o.persistent) return invalid("a bootstrap node is always persistent: drop --ephemeral/--persistent")
+    return Effect.void
+  }
+  if (Option.isSome(o.bind)) return invalid("--bind is only valid with --bootstrap-node (use --host to choose the bind address)")
+  if (Option.isSome(o.host) && !isIPv4(o.host.value)) return invalid(`--host: "${o.host.value}" is not an IPv4 address`)
+  if (Option.isSome(o.port) && o.port.value > 0 && o.nodes !== 1) return invalid("--port is only valid when running a single node")
+  return Effect.void
+}
+
+// ---------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------
+
+type Out = (event: Record<string, unknown>, text: string) => Effect.Effect<void>
+
+const makeOut = (json: boolean): Out => (event, text) =>
+  Effect.sync(() => {
+    process.stdout.write(json ? JSON.stringify(event) + "\n" : text + "\n")
+  })
+
+const addr = (a: { readonly host: string | null; readonly port: number }): string => `${a.host ?? "?"}:${a.port}`
+
+interface Running {
+  readonly label: string
+  readonly handle: NodeHandle
+  readonly startedAt: number
+}
+
+interface Sample {
+  readonly total: number
+  readonly at: number
+}
+
+const natText = (st: NodeStatus): string =>
+  st.nat.randomized ? "randomized" : st.nat.host === null ? "sampling" : `${st.nat.host}:${st.nat.port}`
+
+const droppedOf = (n: Running, st: NodeStatus): number => {
+  const s = n.handle.sockets()
+  return st.dropped + s.server.stats().dropped + s.client.stats().dropped
+}
+
+const COLUMNS: ReadonlyArray<readonly [string, number]> = [
+  ["node", 6],
+  ["address", 22],
+  ["id", 13],
+  ["table", 6],
+  ["mode", 11],
+  ["firewalled", 11],
+  ["nat", 22],
+  ["req/s", 8],
+  ["dropped", 7]
+]
+const row = (cells: ReadonlyArray<string>): string =>
+  cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(COLUMNS[i]![1]))).join(" ")
+
+/** The live status view: one block (or one JSON line) per second until interrupted. */
+const statusView = (nodes: ReadonlyArray<Running>, out: Out, json: boolean) =>
+  Effect.gen(function*() {
+    const started = Date.now()
+    // the first block shows the average since each node started
+    const previous = new Map<string, Sample>(nodes.map((n) => [n.label, { total: 0, at: n.startedAt }]))
+    for (let first = true;; first = false) {
+      if (!first) yield* Effect.sleep(Duration.seconds(1))
+      const now = Date.now()
+      const statuses = yield* Effect.forEach(nodes, (n) => n.handle.status, { concurrency: "unbounded" })
+      const entries = nodes.map((n, i) => {
+        const st = statuses[i]!
+        const prev = previous.get(n.label)!
+        const rate = ((st.requests.total - prev.total) * 1000) / Math.max(1, now - prev.at)
+        previous.set(n.label, { total: st.requests.total, at: now })
+        return { n, st, rate: Math.round(rate * 10) / 10, dropped: droppedOf(n, st) }
+      })
+      const uptime = Math.round((now - started) / 100) / 10
+      if (json) {
+        yield* out({
+          event: "status",
+          uptime,
+          nodes: entries.map(({ dropped, n, rate, st }) => ({
+            node: n.label,
+            address: addr(st.serverAddress),
+            id: st.id === null ? null : toHex(st.id),
+            tableSize: st.tableSize,
+            ephemeral: st.ephemeral,
+            firewalled: st.firewalled,
+            bootstrapped: st.bootstrapped,
+            online: st.online,
+            nat: st.nat,
+            requestsPerSecond: rate,
+            requests: st.requests,
+            dropped
+          }))
+        }, "")
+      } else {
+        const lines = [
+          `-- status at ${new Date(now).toISOString().slice(11, 19)} (view up ${uptime.toFixed(0)} s, ${nodes.length} node${nodes.length === 1 ? "" : "s"}) --`,
+          row(COLUMNS.map((c) => c[0])),
+          ...entries.map(({ dropped, n, rate, st }) =>
+            row([
+              n.label,
+              addr(st.serverAddress),
+              st.id === null ? "ephemeral" : toHex(st.id).slice(0, 12),
+              String(st.tableSize),
+              st.ephemeral ? "ephemeral" : "persistent",
+              st.firewalled ? "yes" : "no",
+              natText(st),
+              rate.toFixed(1),
+              String(dropped)
+            ])
+          )
+        ]
+        yield* out({}, lines.join("\n"))
+      }
+    }
+  })
+
+/** Print a node's persistent / ephemeral transitions as they happen (like hyperdht's bin). */
+const watchEvents = (n: Running, out: Out): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const sub = yield* PubSub.subscribe(n.handle.events)
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.flatMap(PubSub.take(sub), (e) =>
+          e._tag === "persistent"
+            ? Effect.flatMap(n.handle.status, (st) =>
+              out({ event: "persistent", node: n.label, address: addr(st.serverAddress) }, `node ${n.label} is persistent, joining remote routing tables (${addr(st.serverAddress)})`))
+            : e._tag === "ephemeral"
+            ? Effect.flatMap(n.handle.status, (st) => out({ event: "ephemeral", node: n.label, address: addr(st.serverAddress) }, `node ${n.label} is ephemeral (${addr(st.serverAddress)})`))
+            : Effect.void)
+      ),
+      { startImmediately: true }
+    )
+  })
+
+// ---------------------------------------------------------------------------
+// Modes
+// ---------------------------------------------------------------------------
+
+type Env = Transport | Crypto | Scope.Scope
+
+const userError = (userMessage: string, cause: unknown = userMessage) => new CliError.UserError({ cause, userMessage })
+
+const bindFailed = (what: string) => (e: BindError) => userError(`${what}: ${e.message}`, e)
+
+const startNode = (label: string, config: NodeConfig, out: Out, what: string): Effect.Effect<Running, CliError.UserError, Env> =>
+  Effect.gen(function*() {
+    const startedAt = Date.now()
+    const handle = yield* makeNode(config).pipe(Effect.mapError(bindFailed(what)))
+    const n: Running = { label, handle, startedAt }
+    yield* watchEvents(n, out)
+    const st = yield* handle.status
+    yield* out({ event: "bound", node: label, address: addr(st.serverAddress) }, `node ${label} bound to ${addr(st.serverAddress)}`)
+    return n
+  })
+
+const announceReady = (n: Running, out: Out) =>
+  Effect.flatMap(n.handle.status, (st) =>
+    out(
+      { event: "bootstrapped", node: n.label, address: addr(st.serverAddress), tableSize: st.tableSize, ephemeral: st.ephemeral },
+      `node ${n.label} bootstrapped (${addr(st.serverAddress)}, routing table ${st.tableSize}, ${st.ephemeral ? "ephemeral" : "persistent"})`
+    ))
+
+/** `ogateway [--nodes N] [--bootstrap ...]`: nodes on a real network. */
+const runNodes = (o: Options, out: Out) =>
+  Effect.gen(function*() {
+    const given = bootstrapList(o.bootstrap)
+    const bootstrap = given.length > 0 ? given : [...DEFAULT_BOOTSTRAP]
+    const port = Option.getOrUndefined(o.port)
+    const fixedPort = port !== undefined && port > 0
+    yield* out(
+      { event: "starting", nodes: o.nodes, bootstrap },
+      `Booting ${o.nodes} DHT node${o.nodes === 1 ? "" : "s"} (bootstrap: ${given.length > 0 ? bootstrap.join(", ") : "public HyperDHT network"})...`
+    )
+    const nodes: Array<Running> = []
+    for (let i = 0; i < o.nodes; i++) {
+      const config: NodeConfig = {
+        bootstrap,
+        // hyperdht's bin: --port pins the port (anyPort false); otherwise the default port, then any
+        port: port === 0 ? 0 : fixedPort ? port : DEFAULT_PORT,
+        anyPort: !fixedPort,
+        ...(Option.isSome(o.host) ? { host: o.host.value } : {}),
+        ...(o.ephemeral ? { ephemeral: true } : o.persistent ? { ephemeral: false } : {})
+      }
+      nodes.push(yield* startNode(`#${i}`, config, out, `node #${i}`))
+    }
+    yield* out({ event: "started", nodes: o.nodes }, `Fully started ${o.nodes} DHT node${o.nodes === 1 ? "" : "s"}; bootstrapping in the background`)
+    for (const n of nodes) yield* Effect.forkScoped(Effect.andThen(n.handle.ready, announceReady(n, out)), { startImmediately: true })
+    return nodes
+  })
+
+/** `ogateway --bootstrap-node --host IP [--port P] [--bind ADDR]` */
+const runBootstrapper = (o: Options, out: Out) =>
+  Effect.gen(function*() {
+    const host = Option.getOrElse(o.host, () => "")
+    const port = Option.getOrElse(o.port, () => DEFAULT_PORT)
+    const others = bootstrapList(o.bootstrap)
+    const config = GatewayService.bootstrapperConfig(port, host, Option.isSome(o.bind) ? { host: o.bind.value } : {})
+    if (config instanceof InvalidInput) return yield* Effect.fail(userError(`--bootstrap-node: ${config.argument}: ${config.detail}`, config))
+    yield* out({ event: "starting", mode: "bootstrapper", publicAddress: `${host}:${port}` }, "Starting DHT bootstrap node...")
+    const n = yield* startNode("boot", { ...config, bootstrap: others }, out, "bootstrap node")
+    yield* n.handle.ready
+    const st = yield* n.handle.status
+    yield* out(
+      { event: "bootstrapped", node: n.label, address: addr(st.serverAddress), publicAddress: `${host}:${port}`, id: st.id === null ? null : toHex(st.id) },
+      `Fully started DHT bootstrap node: bound to ${addr(st.serverAddress)}, public address ${host}:${port}, id ${st.id === null ? "?" : toHex(st.id)}`
+    )
+    return [n]
+  })
+
+/** Bind the testnet's bootstrapper: the given port, or a random free one. */
+const startTestnetBootstrapper = (o: Options, out: Out) =>
+  Effect.gen(function*() {
+    const host = "127.0.0.1"
+    const fixed = Option.getOrUndefined(o.port)
+    const attempts = fixed !== undefined ? 1 : 20
+    let lastError: CliError.UserError | null = null
+    for (let i = 0; i < attempts; i++) {
+      const port = fixed ?? 20000 + Math.floor(Math.random() * 40000)
+      const config = GatewayService.bootstrapperConfig(port, host, { host })
+      if (config instanceof InvalidInput) return yield* Effect.fail(userError(`testnet: ${config.detail}`, config))
+      const r = yield* Effect.result(startNode("boot", config, out, "testnet bootstrapper"))
+      if (r._tag === "Success") return r.success
+      lastError = r.failure
+    }
+    return yield* Effect.fail(lastError!)
+  })
+
+/** `ogateway --testnet N`: bootstrapper + N nodes on 127.0.0.1, then a findNode. */
+const runTestnet = (o: Options, size: number, out: Out) =>
+  Effect.gen(function*() {
+    yield* out({ event: "starting", mode: "testnet", nodes: size + 1 }, `Starting a local testnet on 127.0.0.1: 1 bootstrapper + ${size} nodes...`)
+    const boot = yield* startTestnetBootstrapper(o, out)
+    const bootAddr = (yield* boot.handle.status).serverAddress
+    const nodes: Array<Running> = [boot]
+    for (let i = 0; i < size; i++) {
+      // as hyperdht's testnet.js: every node persistent, not firewalled (unless --ephemeral)
+      const config: NodeConfig = {
+        host: "127.0.0.1",
+        bootstrap: [`${bootAddr.host}:${bootAddr.port}`],
+        firewalled: false,
+        ephemeral: o.ephemeral
+      }
+      nodes.push(yield* startNode(`#${i}`, config, out, `testnet node #${i}`))
+    }
+    const ready = yield* Effect.forEach(
+      nodes,
+      (n) => Effect.andThen(n.handle.ready, Effect.andThen(announceReady(n, out), Effect.succeed(true))).pipe(
+        Effect.timeoutOption(READY_TIMEOUT),
+        Effect.map(Option.isSome)
+      ),
+      { concurrency: "unbounded" }
+    )
+    const bootstrapped = ready.filter((r) => r).length
+    if (bootstrapped !== nodes.length) {
+      return yield* Effect.fail(userError(`testnet: only ${bootstrapped} of ${nodes.length} nodes bootstrapped within ${Duration.format(READY_TIMEOUT)}`))
+    }
+    yield* out(
+      { event: "testnet", nodes: nodes.length, bootstrapped, bootstrapper: addr(bootAddr) },
+      `All ${bootstrapped} nodes bootstrapped. Bootstrapper: ${addr(bootAddr)} (join with --bootstrap ${addr(bootAddr)})`
+    )
+
+    // one findNode from the first regular node towards a random target
+    const from = nodes[1]!
+    const target = new Uint8Array(randomBytes(32))
+    const t0 = Date.now()
+    const replies = yield* Stream.runCollect(from.handle.findNode(target)).pipe(
+      Effect.timeout(FIND_NODE_TIMEOUT),
+      Effect.mapError((e) => userError(`testnet: findNode failed: ${String(e)}`, e))
+    )
+    const answered = new Set(Array.from(replies, (r) => `${r.from.host}:${r.from.port}`))
+    yield* out(
+      { event: "findNode", from: from.label, target: toHex(target), answered: answered.size, replies: replies.length, others: nodes.length - 1, ms: Date.now() - t0 },
+      `findNode ${toHex(target).slice(0, 12)}… from node ${from.label}: ${answered.size} of ${nodes.length - 1} other nodes answered (${Date.now() - t0} ms)`
+    )
+    return nodes
+  })
+
+// ---------------------------------------------------------------------------
+// The command
+// ---------------------------------------------------------------------------
+
+const program = (o: Options) =>
+  Effect.gen(function*() {
+    const out = makeOut(o.json)
+    yield* Effect.addFinalizer(() => out({ event: "closed" }, "All nodes destroyed, sockets closed."))
+    const nodes = Option.isSome(o.testnet)
+      ? yield* runTestnet(o, o.testnet.value, out)
+      : o.bootstrapNode
+      ? yield* runBootstrapper(o, out)
+      : yield* runNodes(o, out)
+    const plural = nodes.length === 1 ? "" : "s"
+    const view = statusView(nodes, out, o.json)
+    const run = Option.isNone(o.duration) ? view : Effect.andThen(
+      Effect.timeoutOption(view, Duration.millis(o.duration.value * 1000)),
+      out(
+        { event: "shutdown", nodes: nodes.length, reason: "duration" },
+        `--duration ${o.duration.value} s elapsed; shutting down ${nodes.length} node${plural}...`
+      )
+    )
+    // Ctrl-C / SIGTERM: runMain interrupts us; the scope's finalizers destroy the nodes
+    yield* run.pipe(
+      Effect.onInterrupt(() => out({ event: "shutdown", nodes: nodes.length, reason: "signal" }, `Shutting down ${nodes.length} node${plural}...`))
+    )
+  }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(UdpTransport.layer, Crypto.layer)))
+
+const command = Command.make(
+  "ogateway",
+  {
+    bootstrap: bootstrapFlag,
+    bootstrapNode: bootstrapNodeFlag,
+    host: hostFlag,
+    port: portFlag,
+    bind: bindFlag,
+    nodes: nodesFlag,
+    testnet: testnetFlag,
+    ephemeral: ephemeralFlag,
+    persistent: persistentFlag,
+    duration: durationFlag,
+    json: jsonFlag
+  },
+  program
+).pipe(
+  Command.validate(validate),
+  Command.withDescription(
+    "Run Omega HyperDHT nodes: one or more nodes on the public network (default), a bootstrap node, " +
+      "or an isolated local testnet; then show a live status view (per node: address, id, routing-table size, " +
+      "ephemeral/persistent, firewalled, NAT address, outgoing requests/s, dropped datagrams) until Ctrl-C or --duration. " +
+      "Differences from the reference `hyperdht` CLI: the bootstrap node is --bootstrap-node (a bare --bootstrap is " +
+      "still accepted for it), --bind, --testnet, --duration, --json, --ephemeral and --persistent are Omega additions, " +
+      "and --port 0 means any free port."
+  ),
+  Command.withExamples([
+    { command: "ogateway", description: "one node joining the public HyperDHT network" },
+    { command: "ogateway --nodes 5 --json", description: "five nodes, machine-readable status lines" },
+    { command: "ogateway --bootstrap 127.0.0.1:49737", description: "join a local network instead" },
+    { command: "ogateway --bootstrap-node --host 203.0.113.7 --port 49737", description: "a bootstrap node reachable at 203.0.113.7:49737" },
+    { command: "ogateway --testnet 10 --duration 10", description: "a local network of 11 nodes for 10 seconds" }
+  ])
+)
+
+/**
+ * The reference CLI's value-less forms: `--bootstrap` with no value selects
+ * bootstrap-node mode, `--testnet` with no value uses the default size.
+ */
+const normalizeArgs = (argv: ReadonlyArray<string>): Array<string> => {
+  const args: Array<string> = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    const next = argv[i + 1]
+    const valueless = next === undefined || next.startsWith("-")
+    if (a === "--bootstrap" && valueless) args.push("--bootstrap-node")
+    else if (a === "--testnet" && valueless) args.push(`--testnet=${DEFAULT_TESTNET_SIZE}`)
+    else args.push(a)
+  }
+  return args
+}
+
+/** Exit 0 after success even if some handle were to keep the event loop alive. */
+const teardown: Runtime.Teardown = (exit, onExit) =>
+  Runtime.defaultTeardown(exit, (code) => {
+    onExit(code)
+    if (Exit.isSuccess(exit)) setTimeout(() => process.exit(code), 2000).unref()
+  })
+
+Command.runWith(command, { version: VERSION })(normalizeArgs(process.argv.slice(2))).pipe(
+  Effect.provide(NodeServices.layer),
+  (main) => NodeRuntime.runMain(main, { teardown })
+)
