@@ -8,15 +8,15 @@
  * ManagedRuntime; the facade converts Effects to promises and Streams to
  * async iterables.
  */
-import { Cause, Effect, Exit, Fiber, Layer, ManagedRuntime, PubSub, Result, Scope, Stream } from "effect"
+import { Cause, Effect, Exit, Fiber, Layer, ManagedRuntime, Result, Scope, Stream } from "effect"
 import { EventEmitter } from "node:events"
-import type { NodeConfig, NodeHandle, NodeStatus, QueryReply } from "../actors/routing/driver.js"
+import { makeNode, type NodeConfig, type NodeHandle, type NodeStatus, type QueryReply } from "../actors/routing/driver.js"
 import type { DhtEvent } from "../actors/routing/node.js"
 import type { Query, QueryOptions } from "../actors/routing/query.js"
 import type { IncomingResponse } from "../actors/routing/rpc.js"
 import { Crypto } from "../layers/Crypto.js"
 import type { KeyPair } from "../layers/crypto/types.js"
-import type { BindError, Transport } from "../layers/Transport.js"
+import type { Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
 import { GatewayService } from "./GatewayService.js"
 import { facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
@@ -137,32 +137,43 @@ export class GatewayQuery implements AsyncIterable<QueryReply> {
   }
 }
 
+let shared: ManagedRuntime.ManagedRuntime<Transport | Crypto, never> | null = null
+const sharedRuntime = (): ManagedRuntime.ManagedRuntime<Transport | Crypto, never> =>
+  (shared ??= ManagedRuntime.make(Layer.mergeAll(UdpTransport.layer, Crypto.layer)))
+
 export class Gateway extends EventEmitter {
-  /** The default key pair: `opts.keyPair`, else `keyPair(opts.seed)`, else random (as the reference). */
-  readonly defaultKeyPair: GatewayKeyPair
+  private keyPairValue: GatewayKeyPair | null = null
+  private readonly keySeed: Uint8Array | undefined
   destroyed = false
-  private readonly runtime: ManagedRuntime.ManagedRuntime<GatewayService, BindError>
+  private readonly runtime: ManagedRuntime.ManagedRuntime<Transport | Crypto, never>
+  private readonly ownRuntime: boolean
+  private readonly scope: Scope.Closeable
   private readonly opening: Promise<NodeHandle>
   private handle: NodeHandle | null = null
-  private eventFiber: Fiber.Fiber<never> | null = null
 
   /** @throws InvalidSeed when `opts.seed` is not 32 bytes. */
   constructor(opts: GatewayOptions = {}) {
     super()
     if (opts.keyPair !== undefined) {
-      this.defaultKeyPair = { publicKey: asBuffer(opts.keyPair.publicKey), secretKey: asBuffer(opts.keyPair.secretKey) }
-    } else {
-      this.defaultKeyPair = Gateway.keyPair(opts.seed)
+      this.keyPairValue = { publicKey: asBuffer(opts.keyPair.publicKey), secretKey: asBuffer(opts.keyPair.secretKey) }
+    } else if (opts.seed !== undefined) {
+      this.keyPairValue = Gateway.keyPair(opts.seed) // validates the seed now (throws InvalidSeed)
     }
-    const env = Layer.mergeAll(opts.transport ?? UdpTransport.layer, opts.crypto ?? Crypto.layer)
-    this.runtime = ManagedRuntime.make(GatewayService.layer(opts).pipe(Layer.provide(env)))
+    this.keySeed = opts.seed
+    // Nodes with the default environment share one runtime (the Crypto
+    // service and the UDP transport); each node lives in its own scope.
+    this.ownRuntime = opts.transport !== undefined || opts.crypto !== undefined
+    this.runtime = this.ownRuntime
+      ? ManagedRuntime.make(Layer.mergeAll(opts.transport ?? UdpTransport.layer, opts.crypto ?? Crypto.layer))
+      : sharedRuntime()
+    this.scope = Effect.runSync(Scope.make())
+    const scope = this.scope
     this.opening = this.runtime.runPromise(
       Effect.gen({ self: this }, function*() {
-        const h = yield* GatewayService
-        const sub = yield* PubSub.subscribe(h.events).pipe(Scope.provide(yield* Scope.make()))
-        this.eventFiber = Effect.runFork(
-          Effect.forever(Effect.flatMap(PubSub.take(sub), (e) => Effect.sync(() => this.dispatch(e))))
-        )
+        const h = yield* makeNode(opts).pipe(Scope.provide(scope))
+        // events reach the EventEmitter synchronously from the node actor,
+        // deferred to a microtask so listeners never run inside the actor
+        h.onEvent((e) => queueMicrotask(() => this.dispatch(e)))
         return h
       })
     )
@@ -174,6 +185,11 @@ export class Gateway extends EventEmitter {
         this.emit("error", err)
       }
     )
+  }
+
+  /** The default key pair: `opts.keyPair`, else `keyPair(opts.seed)`, else random (made on first use). */
+  get defaultKeyPair(): GatewayKeyPair {
+    return (this.keyPairValue ??= Gateway.keyPair(this.keySeed))
   }
 
   private dispatch(e: DhtEvent): void {
@@ -201,14 +217,14 @@ export class Gateway extends EventEmitter {
    * @throws InvalidSeed (a tagged error) when the seed is not 32 bytes.
    */
   static keyPair(seed?: Uint8Array): GatewayKeyPair {
-    const r = keyPairWith(facadeCrypto, seed)
+    const r = keyPairWith(facadeCrypto(), seed)
     if (Result.isFailure(r)) throw r.failure
     return { publicKey: asBuffer(r.success.publicKey), secretKey: asBuffer(r.success.secretKey) }
   }
 
   /** BLAKE2b-256 of `data`, as hyperdht's `hash`. */
   static hash(data: Uint8Array): Buffer {
-    const r = hashWith(facadeCrypto, data)
+    const r = hashWith(facadeCrypto(), data)
     if (Result.isFailure(r)) throw r.failure
     return asBuffer(r.success)
   }
@@ -252,8 +268,8 @@ export class Gateway extends EventEmitter {
       // a node that never opened has nothing to close
     }
     this.emit("close")
-    if (this.eventFiber !== null) await Effect.runPromise(Fiber.interrupt(this.eventFiber))
-    await this.runtime.dispose()
+    await Effect.runPromise(Scope.close(this.scope, Exit.void))
+    if (this.ownRuntime) await this.runtime.dispose()
   }
 
   async suspend(): Promise<void> {

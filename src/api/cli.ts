@@ -323,7 +323,8 @@ const announceReady = (n: Running, out: Out) =>
   Effect.flatMap(n.handle.status, (st) =>
     out(
       { event: "bootstrapped", node: n.label, address: addr(st.serverAddress), tableSize: st.tableSize, ephemeral: st.ephemeral },
-      `node ${n.label} bootstrapped (${addr(st.serverAddress)}, routing table ${st.tableSize}, ${st.ephemeral ? "ephemeral" : "persistent"})`
+      `node ${n.label} bootstrapped (${addr(st.serverAddress)}, routing table ${st.tableSize}, ${st.ephemeral ? "ephemeral" : "persistent"})` +
+        (st.tableSize === 0 && n.label !== "boot" ? " but no bootstrap node answered: offline, or check --bootstrap" : "")
     ))
 
 /** `ogateway [--nodes N] [--bootstrap ...]`: nodes on a real network. */

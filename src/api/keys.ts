@@ -4,6 +4,7 @@
  */
 import { Data, Effect, Result } from "effect"
 import { Crypto } from "../layers/Crypto.js"
+import { fastIfLoaded } from "../layers/crypto/fast.js"
 import { noble } from "../layers/crypto/noble.js"
 import type { CryptoImpl, KeyPair } from "../layers/crypto/types.js"
 
@@ -41,5 +42,9 @@ export const hashWith = (c: CryptoImpl, data: Uint8Array): Result.Result<Uint8Ar
     ? Result.succeed(c.blake2b(data))
     : Result.fail(new InvalidInput({ argument: "data", detail: `expected a Uint8Array, got ${describe(data)}` }))
 
-/** The implementation the synchronous facade helpers use. */
-export const facadeCrypto: CryptoImpl = noble
+/**
+ * The implementation the synchronous facade helpers use: the fast one once
+ * it has loaded (any node start loads it), else the noble baseline. Both
+ * give identical results.
+ */
+export const facadeCrypto = (): CryptoImpl => fastIfLoaded() ?? noble

@@ -98,6 +98,8 @@ export interface NodeHandle {
   readonly addNode: (node: { readonly host: string; readonly port: number }) => Effect.Effect<void>
   readonly status: Effect.Effect<NodeStatus>
   readonly events: PubSub.PubSub<DhtEvent>
+  /** Synchronous event listener (the promise facade); returns a function that removes it. */
+  readonly onEvent: (listener: (e: DhtEvent) => void) => () => void
   /** Completes when the node has bootstrapped (event "ready"). */
   readonly ready: Effect.Effect<void>
   readonly suspend: Effect.Effect<void>
@@ -224,6 +226,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     }
     const core = new DhtNode(coreOptions, now0)
 
+    const listeners = new Set<(e: DhtEvent) => void>()
     const flushEvents = (): void => {
       if (core.events.length === 0) return
       const evs = core.events.splice(0, core.events.length)
@@ -231,6 +234,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
         if (e._tag === "ready") Deferred.doneUnsafe(ready, Exit.void)
         if (e._tag === "close") Deferred.doneUnsafe(closed, Exit.void)
         PubSub.publishUnsafe(events, e)
+        for (const l of listeners) l(e)
       }
     }
 
@@ -446,6 +450,12 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       addNode: (n) => run((node) => node.addNode(n)),
       status,
       events,
+      onEvent: (listener) => {
+        listeners.add(listener)
+        return () => {
+          listeners.delete(listener)
+        }
+      },
       ready: Deferred.await(ready),
       suspend,
       resume,

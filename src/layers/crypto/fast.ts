@@ -762,6 +762,10 @@ const build = (ar: Arena, tuning: FastTuning): CryptoImpl => {
 }
 
 let defaultImpl: Promise<CryptoImpl> | undefined
+let loadedDefault: CryptoImpl | null = null
+
+/** The shared default instance if it has finished loading, else null (synchronous callers). */
+export const fastIfLoaded = (): CryptoImpl | null => loadedDefault
 
 /**
  * The fast implementation (name "fast"). Loads libsodium's wasm once; the
@@ -771,7 +775,7 @@ let defaultImpl: Promise<CryptoImpl> | undefined
 export const makeFast = (tuning?: Partial<FastTuning>): Promise<CryptoImpl> => {
   const made =
     tuning === undefined
-      ? (defaultImpl ??= loadArena().then((ar) => build(ar, defaultTuning)))
+      ? (defaultImpl ??= loadArena().then((ar) => (loadedDefault = build(ar, defaultTuning))))
       : loadArena().then((ar) => build(ar, { ...defaultTuning, ...tuning }))
   // a failed load (no WebAssembly, out of memory) is not cached: a later call retries
   return made.catch((e: unknown) => {

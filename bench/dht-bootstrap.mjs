@@ -1,0 +1,71 @@
+// Bootstrap of N nodes on 127.0.0.1: wall time and memory per node, Omega vs
+// the reference hyperdht, each in its own child process, printed as ratios.
+// Usage: npm run bench:dht   (or: node bench/dht-bootstrap.mjs [N] [rounds])
+import { execFileSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
+
+const N = Number(process.argv[2] ?? 50)
+const ROUNDS = Number(process.argv[3] ?? 3)
+const self = fileURLToPath(import.meta.url)
+
+const child = async (kind, n, port) => {
+  // load each library (and Omega's WASM crypto) before measuring: the figures
+  // are per node, not the one-off cost of loading code
+  const { Gateway } = await import("../dist/index.js")
+  const { makeFast } = await import("../dist/layers/crypto/fast.js")
+  await makeFast()
+  const { default: HyperDHT } = await import("hyperdht")
+  global.gc()
+  const mem0 = process.memoryUsage()
+  const t0 = performance.now()
+  let boot, nodes
+  if (kind === "omega") {
+    boot = Gateway.bootstrapper(port, "127.0.0.1", { host: "127.0.0.1" })
+    await boot.ready()
+    nodes = Array.from({ length: n }, () => new Gateway({ bootstrap: [`127.0.0.1:${port}`], host: "127.0.0.1" }))
+  } else {
+    boot = HyperDHT.bootstrapper(port, "127.0.0.1")
+    await boot.ready()
+    nodes = Array.from({ length: n }, () => new HyperDHT({ bootstrap: [`127.0.0.1:${port}`], host: "127.0.0.1" }))
+  }
+  await Promise.all(nodes.map((x) => x.ready()))
+  const ms = performance.now() - t0
+  global.gc()
+  await new Promise((r) => setTimeout(r, 200))
+  global.gc()
+  const mem1 = process.memoryUsage()
+  const tables = nodes.reduce((s, x) => s + x.toArray().length, 0) / n
+  const out = { kind, n, ms, heapPerNode: (mem1.heapUsed - mem0.heapUsed) / n, rssPerNode: (mem1.rss - mem0.rss) / n, externalPerNode: (mem1.external + mem1.arrayBuffers - mem0.external - mem0.arrayBuffers) / n, avgTable: tables }
+  for (const x of nodes) await x.destroy()
+  await boot.destroy()
+  console.log(JSON.stringify(out))
+  process.exit(0)
+}
+
+if (process.argv[4] === "--child") {
+  await child(process.argv[5], N, Number(process.argv[6]))
+} else {
+  const runs = { omega: [], reference: [] }
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const kind of ["reference", "omega"]) {
+      const port = 30000 + Math.floor(Math.random() * 20000)
+      const out = execFileSync(process.execPath, ["--expose-gc", self, String(N), String(ROUNDS), "--child", kind, String(port)], { encoding: "utf8", timeout: 120_000 })
+      runs[kind].push(JSON.parse(out.trim().split("\n").pop()))
+    }
+  }
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+  const fig = (kind, k) => median(runs[kind].map((x) => x[k]))
+  const rows = [
+    ["bootstrap wall time (ms)", "ms", 1],
+    ["memory per node: RSS (KB)", "rssPerNode", 1024],
+    ["memory per node: JS heap (KB)", "heapPerNode", 1024],
+    ["average routing table size", "avgTable", 1]
+  ]
+  console.log(`bootstrap of ${N} nodes + 1 bootstrapper on 127.0.0.1, median of ${ROUNDS} runs, node ${process.version}`)
+  console.log("figure".padEnd(34) + "reference".padStart(12) + "omega".padStart(12) + "ratio".padStart(10))
+  for (const [name, k, div] of rows) {
+    const a = fig("reference", k) / div
+    const b = fig("omega", k) / div
+    console.log(name.padEnd(34) + a.toFixed(1).padStart(12) + b.toFixed(1).padStart(12) + `${(b / a).toFixed(2)}x`.padStart(10))
+  }
+}
