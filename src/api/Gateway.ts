@@ -10,7 +10,7 @@
  */
 import { Cause, Effect, Exit, Fiber, Layer, ManagedRuntime, Result, Scope, Stream } from "effect"
 import { EventEmitter } from "node:events"
-import { makeNode, type NodeConfig, type NodeHandle, type NodeStatus, type QueryReply } from "../actors/routing/driver.js"
+import type { NodeHandle, NodeStatus, QueryReply } from "../actors/routing/driver.js"
 import type { DhtEvent } from "../actors/routing/node.js"
 import type { Query, QueryOptions } from "../actors/routing/query.js"
 import type { IncomingResponse } from "../actors/routing/rpc.js"
@@ -18,7 +18,8 @@ import { Crypto } from "../layers/Crypto.js"
 import type { KeyPair } from "../layers/crypto/types.js"
 import type { Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
-import { GatewayService } from "./GatewayService.js"
+import { type GatewayConfig, type GatewayHandle, GatewayService, makeGateway } from "./GatewayService.js"
+import * as Records from "./records.js"
 import { facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
 
 export interface GatewayKeyPair {
@@ -26,7 +27,7 @@ export interface GatewayKeyPair {
   readonly secretKey: Buffer
 }
 
-export interface GatewayOptions extends NodeConfig {
+export interface GatewayOptions extends GatewayConfig {
   /** The node's default key pair (server identity, connect identity). */
   readonly keyPair?: KeyPair
   /** Derive the default key pair from this 32-byte seed. */
@@ -141,6 +142,23 @@ let shared: ManagedRuntime.ManagedRuntime<Transport | Crypto, never> | null = nu
 const sharedRuntime = (): ManagedRuntime.ManagedRuntime<Transport | Crypto, never> =>
   (shared ??= ManagedRuntime.make(Layer.mergeAll(UdpTransport.layer, Crypto.layer)))
 
+/** An async iterable over an Effect Stream (lookup, findPeer). */
+export class GatewayStream<A> implements AsyncIterable<A> {
+  constructor(private readonly stream: Promise<Stream.Stream<A, unknown>>) {}
+
+  async *[Symbol.asyncIterator](): AsyncIterator<A> {
+    const s = await this.stream
+    yield* Stream.toAsyncIterable(s)
+  }
+
+  /** Collect every item. */
+  async toArray(): Promise<Array<A>> {
+    const out: Array<A> = []
+    for await (const x of this) out.push(x)
+    return out
+  }
+}
+
 export class Gateway extends EventEmitter {
   private keyPairValue: GatewayKeyPair | null = null
   private readonly keySeed: Uint8Array | undefined
@@ -148,8 +166,8 @@ export class Gateway extends EventEmitter {
   private readonly runtime: ManagedRuntime.ManagedRuntime<Transport | Crypto, never>
   private readonly ownRuntime: boolean
   private readonly scope: Scope.Closeable
-  private readonly opening: Promise<NodeHandle>
-  private handle: NodeHandle | null = null
+  private readonly opening: Promise<GatewayHandle>
+  private handle: GatewayHandle | null = null
 
   /** @throws InvalidSeed when `opts.seed` is not 32 bytes. */
   constructor(opts: GatewayOptions = {}) {
@@ -170,7 +188,7 @@ export class Gateway extends EventEmitter {
     const scope = this.scope
     this.opening = this.runtime.runPromise(
       Effect.gen({ self: this }, function*() {
-        const h = yield* makeNode(opts).pipe(Scope.provide(scope))
+        const h = yield* makeGateway(opts).pipe(Scope.provide(scope))
         // events reach the EventEmitter synchronously from the node actor,
         // deferred to a microtask so listeners never run inside the actor
         h.onEvent((e) => queueMicrotask(() => this.dispatch(e)))
@@ -242,7 +260,7 @@ export class Gateway extends EventEmitter {
 
   // ---- lifecycle ------------------------------------------------------------------
 
-  private async node(): Promise<NodeHandle> {
+  private async node(): Promise<GatewayHandle> {
     if (this.destroyed) throw new GatewayDestroyed()
     return this.opening
   }
@@ -368,6 +386,54 @@ export class Gateway extends EventEmitter {
   ): Promise<IncomingResponse> {
     const h = await this.node()
     return Effect.runPromise(h.request(args, to, opts))
+  }
+
+  // ---- HyperDHT records ------------------------------------------------------------
+
+  private async run<A, E>(f: (h: GatewayHandle) => Effect.Effect<A, E>): Promise<A> {
+    const h = await this.node()
+    return this.runtime.runPromise(f(h))
+  }
+
+  /** LOOKUP `topic` (32 bytes): an async iterable of `{ token, from, to, peers, bump }` replies. */
+  lookup(topic: Uint8Array, opts?: QueryOptions): GatewayStream<Records.LookupResult> {
+    return new GatewayStream(this.node().then((h) => Records.lookup(h, topic, opts)))
+  }
+
+  /** FIND_PEER: replies carrying the announced record of `publicKey`. */
+  findPeer(publicKey: Uint8Array, opts?: QueryOptions & { readonly hash?: boolean }): GatewayStream<Records.FindPeerResult> {
+    return new GatewayStream(this.node().then((h) => Records.findPeer(h, publicKey, opts)))
+  }
+
+  /**
+   * Announce `keyPair.publicKey` under `topic`; resolves with the lookup replies and how many
+   * closest nodes accepted (`accepted`), rejects with WriteRejected when none did.
+   */
+  announce(topic: Uint8Array, keyPair: KeyPair = this.defaultKeyPair, relayAddresses: ReadonlyArray<{ host: string; port: number }> = [], opts?: Records.AnnounceOptions) {
+    return this.run((h) => Records.announce(h, topic, keyPair, relayAddresses, opts))
+  }
+
+  /** Remove our announcement from the nodes holding it; resolves with how many confirmed. */
+  unannounce(topic: Uint8Array, keyPair: KeyPair = this.defaultKeyPair, opts?: QueryOptions): Promise<number> {
+    return this.run((h) => Records.unannounce(h, topic, keyPair, opts))
+  }
+
+  /** Store `value` (≤ 1850 bytes) under its BLAKE2b-256 hash: `{ hash, closestNodes, accepted, ... }`. */
+  immutablePut(value: Uint8Array, opts?: QueryOptions): Promise<Records.ImmutablePutResult> {
+    return this.run((h) => Records.immutablePut(h, value, opts))
+  }
+
+  immutableGet(hash: Uint8Array, opts?: QueryOptions): Promise<Records.ImmutableGetResult | null> {
+    return this.run((h) => Records.immutableGet(h, hash, opts))
+  }
+
+  /** Store a signed value under hash(keyPair.publicKey): `{ publicKey, closestNodes, seq, signature, accepted, ... }`. */
+  mutablePut(keyPair: KeyPair, value: Uint8Array, opts?: QueryOptions & { readonly seq?: number }): Promise<Records.MutablePutResult> {
+    return this.run((h) => Records.mutablePut(h, keyPair, value, opts))
+  }
+
+  mutableGet(publicKey: Uint8Array, opts?: QueryOptions & { readonly seq?: number; readonly latest?: boolean }): Promise<Records.MutableGetResult | null> {
+    return this.run((h) => Records.mutableGet(h, publicKey, opts))
   }
 }
 

@@ -5,8 +5,10 @@
  *   GatewayService.layerUdp(config)    the same on real UDP with the default Crypto
  *   GatewayService.bootstrapper(...)   config of a bootstrap node
  */
-import { Context, Layer } from "effect"
+import { Context, Effect, Layer, type Scope } from "effect"
 import { makeNode, type NodeConfig, type NodeHandle } from "../actors/routing/driver.js"
+import { type HyperDht, type HyperDhtOptions, makeHyperDht } from "../actors/routing/hyperdht.js"
+import type { BindError, Transport } from "../layers/Transport.js"
 import { Crypto } from "../layers/Crypto.js"
 import { UdpTransport } from "../layers/transport/udp.js"
 import { isIPv4 } from "../protocol/encoding.js"
@@ -14,10 +16,26 @@ import { InvalidInput } from "./keys.js"
 
 export type { NodeConfig, NodeHandle, NodeStatus, QueryReply } from "../actors/routing/driver.js"
 
-export class GatewayService extends Context.Service<GatewayService, NodeHandle>()("omega/Gateway") {
-  static readonly layer = (config: NodeConfig = {}) => Layer.effect(GatewayService, makeNode(config))
+export interface GatewayConfig extends NodeConfig, HyperDhtOptions {}
 
-  static readonly layerUdp = (config: NodeConfig = {}) =>
+/** A HyperDHT node: the dht-rpc node actor with the HyperDHT storage layer installed. */
+export interface GatewayHandle extends NodeHandle {
+  readonly hyperdht: HyperDht
+}
+
+/** Start a HyperDHT node in the current scope. */
+export const makeGateway = (config: GatewayConfig = {}): Effect.Effect<GatewayHandle, BindError, Transport | Crypto | Scope.Scope> =>
+  Effect.gen(function*() {
+    const crypto = yield* Crypto
+    const hyperdht = makeHyperDht(crypto, config)
+    const node = yield* makeNode({ ...config, onRequest: config.onRequest ?? hyperdht.handler })
+    return { ...node, hyperdht }
+  })
+
+export class GatewayService extends Context.Service<GatewayService, GatewayHandle>()("omega/Gateway") {
+  static readonly layer = (config: GatewayConfig = {}) => Layer.effect(GatewayService, makeGateway(config))
+
+  static readonly layerUdp = (config: GatewayConfig = {}) =>
     GatewayService.layer(config).pipe(Layer.provide(Layer.mergeAll(UdpTransport.layer, Crypto.layer)))
 
   /**

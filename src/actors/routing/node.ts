@@ -195,7 +195,7 @@ export class DhtNode {
   bootstrapNodes: Array<QueryNode>
   serverPort: number
 
-  private readonly random: () => number
+  readonly random: () => number
   private nat = new NatSampler()
   private readonly quickFirewall: boolean
   private readonly forcePersistent: boolean
@@ -219,6 +219,11 @@ export class DhtNode {
   /** Source hosts seen on the server socket while a firewall probe runs. */
   private probeHosts: Set<string> | null = null
   private now: number
+
+  /** The time of the input being processed (ms, the driver's clock). */
+  get time(): number {
+    return this.now
+  }
   private started = false
   readonly queryHost: QueryHost
 

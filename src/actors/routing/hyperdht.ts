@@ -1,0 +1,269 @@
+/**
+ * The HyperDHT layer on a node (hyperdht-records.md §5–§6): storage of
+ * announcements, mutable and immutable records on persistent nodes, with
+ * the reference's caches, signature and token checks.
+ *
+ * `makeHyperDht` returns the application-request handler to install as the
+ * node's `onRequest`. It runs inside the node actor, synchronously, on the
+ * node's clock: plain deterministic code.
+ */
+import { Result } from "effect"
+import type { CryptoImpl } from "../../layers/crypto/types.js"
+import { decode, encode, equalBytes, toHex, uint } from "../../protocol/encoding.js"
+import * as R from "../../protocol/records.js"
+import type { DhtNode } from "./node.js"
+import type { IncomingRequest } from "./rpc.js"
+import { Cache, RecordCache } from "./store.js"
+
+export interface HyperDhtOptions {
+  /** Entries per cache generation (default 65536; mutable/immutable 32768). */
+  readonly maxSize?: number
+  /** Announce records' maxAge in ms (default 20 min); also mutable/immutable when given. */
+  readonly maxAge?: number
+}
+
+export interface ForwardEntry {
+  /** The announcing server's address as this node saw it; null for a server listening on this node. */
+  readonly relay: { readonly host: string; readonly port: number } | null
+  readonly record: Uint8Array
+}
+
+interface RefreshEntry {
+  readonly topic: Uint8Array
+  readonly record: Uint8Array
+  readonly announceSelf: boolean
+}
+
+export interface HyperDhtStats {
+  announces: number
+  unannounces: number
+  mutablePuts: number
+  immutablePuts: number
+  /** Writes refused: bad signature, key/target mismatch, undecodable value, missing token. */
+  rejected: number
+}
+
+const DEFAULT_MAX_SIZE = 65536
+const DEFAULT_MAX_AGE = 20 * 60_000
+const STORE_MAX_AGE = 48 * 3600_000
+
+export class HyperDhtStore {
+  readonly records: RecordCache
+  readonly forwards: Cache<ForwardEntry>
+  readonly bumps: Cache<number>
+  readonly refreshes: Cache<RefreshEntry>
+  readonly mutables: Cache<Uint8Array>
+  readonly immutables: Cache<Uint8Array>
+  readonly stats: HyperDhtStats = { announces: 0, unannounces: 0, mutablePuts: 0, immutablePuts: 0, rejected: 0 }
+
+  constructor(options: HyperDhtOptions, now: number) {
+    const maxSize = options.maxSize ?? DEFAULT_MAX_SIZE
+    const maxAge = options.maxAge ?? DEFAULT_MAX_AGE
+    const storeAge = options.maxAge ?? STORE_MAX_AGE
+    this.records = new RecordCache(maxSize, maxAge, now)
+    this.forwards = new Cache(maxSize, maxAge, now)
+    this.bumps = new Cache(maxSize, maxAge, now)
+    this.refreshes = new Cache(maxSize, maxAge, now)
+    this.mutables = new Cache(Math.floor(maxSize / 2), storeAge, now)
+    this.immutables = new Cache(Math.floor(maxSize / 2), storeAge, now)
+  }
+}
+
+const NO_TOKEN_NO_NODES = { token: false, closerNodes: false } as const
+
+/** The node-side handler: returns false for commands it does not serve (→ UNKNOWN_COMMAND). */
+export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}) => {
+  let store: HyperDhtStore | null = null
+  const blake2b = crypto.blake2b
+  const hash = (x: Uint8Array): Uint8Array => blake2b(x)
+  const ns = R.namespaces(blake2b)
+
+  const handler = (req: IncomingRequest, node: DhtNode): boolean => {
+    // storage commands are served by persistent nodes only
+    const id = node.id
+    if (id === null) return false
+    const now = node.time
+    const s = (store ??= new HyperDhtStore(options, now))
+    const target = req.target
+    switch (req.command) {
+      case R.Command.FIND_PEER: {
+        if (target === null) return true
+        const entry = s.forwards.get(toHex(target), now)
+        node.reply(req, entry?.record ?? null)
+        return true
+      }
+      case R.Command.LOOKUP: {
+        if (target === null) return true
+        const key = toHex(target)
+        const recs = s.records.get(key, 20, now, node.random)
+        if (recs.length < 20) {
+          const fwd = s.forwards.get(key, now)
+          if (fwd !== undefined) recs.push(fwd.record)
+        }
+        if (recs.length === 0) {
+          node.reply(req, null)
+          return true
+        }
+        const value = encode(R.lookupRawReply, { peers: recs, bump: s.bumps.get(key, now) ?? 0 })
+        node.reply(req, Result.isSuccess(value) ? value.success : null)
+        return true
+      }
+      case R.Command.ANNOUNCE:
+        onAnnounce(s, req, node, id, now)
+        return true
+      case R.Command.UNANNOUNCE:
+        onUnannounce(s, req, node, id, now)
+        return true
+      case R.Command.MUTABLE_PUT:
+        onMutablePut(s, req, node, now)
+        return true
+      case R.Command.MUTABLE_GET: {
+        if (target === null || req.value === null) return true
+        const minSeq = decode(uint, req.value)
+        if (Result.isFailure(minSeq)) return true
+        const stored = s.mutables.get(toHex(target), now)
+        if (stored !== undefined) {
+          const m = decode(R.mutableGetResponse, stored)
+          if (Result.isSuccess(m) && m.success.seq >= minSeq.success) {
+            node.reply(req, stored)
+            return true
+          }
+        }
+        node.reply(req, null)
+        return true
+      }
+      case R.Command.IMMUTABLE_PUT: {
+        if (target === null || req.token === null || req.value === null) return reject(s)
+        if (!equalBytes(hash(req.value), target)) return reject(s)
+        s.immutables.set(toHex(target), req.value.slice(), now)
+        s.stats.immutablePuts++
+        node.reply(req, null)
+        return true
+      }
+      case R.Command.IMMUTABLE_GET: {
+        if (target === null) return true
+        node.reply(req, s.immutables.get(toHex(target), now) ?? null)
+        return true
+      }
+    }
+    return false
+  }
+
+  const reject = (s: HyperDhtStore): true => {
+    s.stats.rejected++
+    return true
+  }
+
+  const onAnnounce = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array, now: number): void => {
+    const target = req.target
+    if (target === null || req.token === null || req.value === null) return void reject(s)
+    const m = decode(R.announce, req.value)
+    if (Result.isFailure(m)) return void reject(s)
+    const ann = m.success
+    const topic = toHex(target)
+    if (ann.peer === null) {
+      if (ann.refresh === null) return void reject(s)
+      const key = toHex(hash(ann.refresh))
+      const entry = s.refreshes.get(key, now)
+      if (entry === undefined) return void reject(s)
+      if (entry.announceSelf) s.forwards.set(toHex(entry.topic), { relay: { host: req.from.host, port: req.from.port }, record: entry.record }, now)
+      else s.records.add(toHex(entry.topic), toHex(entry.record.subarray(0, 32)), entry.record, now)
+      s.refreshes.delete(key, now)
+      s.refreshes.set(toHex(ann.refresh), entry, now)
+      node.reply(req, null, NO_TOKEN_NO_NODES)
+      return
+    }
+    if (ann.signature === null) return void reject(s)
+    const peerBytes = encode(R.peer, ann.peer)
+    if (Result.isFailure(peerBytes)) return void reject(s)
+    const signable = R.annSignable(blake2b, target, id, req.token, peerBytes.success, ann.refresh, ns.ANNOUNCE)
+    if (Result.isFailure(signable) || !crypto.verify(ann.signature, signable.success, ann.peer.publicKey)) return void reject(s)
+    const stored = encode(R.peer, { publicKey: ann.peer.publicKey, relayAddresses: ann.peer.relayAddresses.slice(0, 3) })
+    if (Result.isFailure(stored)) return void reject(s)
+    const record = stored.success
+    const pk = toHex(ann.peer.publicKey)
+    const announceSelf = equalBytes(hash(ann.peer.publicKey), target)
+    if (announceSelf) {
+      s.forwards.set(topic, { relay: { host: req.from.host, port: req.from.port }, record }, now)
+      s.records.remove(topic, pk, now)
+    } else {
+      s.records.add(topic, pk, record, now)
+      if (ann.bump > 0) {
+        const prev = s.bumps.get(topic, now) ?? 0
+        if (ann.bump > prev && ann.bump <= now + 60_000) s.bumps.set(topic, ann.bump, now)
+      }
+    }
+    if (ann.refresh !== null) s.refreshes.set(toHex(ann.refresh), { topic: target.slice(), record, announceSelf }, now)
+    s.stats.announces++
+    node.reply(req, null, NO_TOKEN_NO_NODES)
+  }
+
+  const onUnannounce = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array, now: number): void => {
+    const target = req.target
+    if (target === null || req.token === null || req.value === null) return void reject(s)
+    const m = decode(R.announce, req.value)
+    if (Result.isFailure(m) || m.success.peer === null || m.success.signature === null) return void reject(s)
+    const ann = m.success
+    const peer = ann.peer!
+    const peerBytes = encode(R.peer, peer)
+    if (Result.isFailure(peerBytes)) return void reject(s)
+    const signable = R.annSignable(blake2b, target, id, req.token!, peerBytes.success, ann.refresh, ns.UNANNOUNCE)
+    if (Result.isFailure(signable) || !crypto.verify(ann.signature!, signable.success, peer.publicKey)) return void reject(s)
+    const topic = toHex(target)
+    if (equalBytes(hash(peer.publicKey), target)) {
+      const fwd = s.forwards.get(topic, now)
+      if (fwd !== undefined && fwd.relay !== null) s.forwards.delete(topic, now)
+    }
+    s.records.remove(topic, toHex(peer.publicKey), now)
+    s.stats.unannounces++
+    node.reply(req, null, NO_TOKEN_NO_NODES)
+  }
+
+  const onMutablePut = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, now: number): void => {
+    const target = req.target
+    if (target === null || req.token === null || req.value === null) return void reject(s)
+    const m = decode(R.mutablePutRequest, req.value)
+    if (Result.isFailure(m)) return void reject(s)
+    const put = m.success
+    if (!equalBytes(hash(put.publicKey), target)) return void reject(s)
+    const signable = R.mutableSignable64(blake2b, put.seq, put.value)
+    if (Result.isFailure(signable) || !crypto.verify(put.signature, signable.success, put.publicKey)) return void reject(s)
+    const key = toHex(target)
+    const storedBytes = s.mutables.get(key, now)
+    if (storedBytes !== undefined) {
+      const stored = decode(R.mutableGetResponse, storedBytes)
+      if (Result.isSuccess(stored)) {
+        if (stored.success.seq === put.seq && !equalBytes(stored.success.value, put.value)) {
+          node.error(req, R.ErrorCode.SEQ_REUSED)
+          return
+        }
+        if (put.seq < stored.success.seq) {
+          node.error(req, R.ErrorCode.SEQ_TOO_LOW)
+          return
+        }
+      }
+    }
+    const value = encode(R.mutableGetResponse, { seq: put.seq, value: put.value, signature: put.signature })
+    if (Result.isFailure(value)) return void reject(s)
+    s.mutables.set(key, value.success, now)
+    s.stats.mutablePuts++
+    node.reply(req, null)
+  }
+
+  return {
+    handler,
+    /** The store (null until the node first served a storage command as a persistent node). */
+    store: (): HyperDhtStore | null => store,
+    /** Pin a router entry for a server listening on this node (FIND_PEER answers it). */
+    listen: (publicKey: Uint8Array, now: number): void => {
+      const s = (store ??= new HyperDhtStore(options, now))
+      const record = encode(R.peer, { publicKey, relayAddresses: [] })
+      if (Result.isSuccess(record)) s.forwards.retain(toHex(hash(publicKey)), { relay: null, record: record.success })
+    },
+    unlisten: (publicKey: Uint8Array): void => {
+      store?.forwards.release(toHex(hash(publicKey)))
+    }
+  }
+}
+
+export type HyperDht = ReturnType<typeof makeHyperDht>

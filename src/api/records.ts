@@ -1,0 +1,430 @@
+/**
+ * HyperDHT client operations (hyperdht-records.md §7) on a node: lookup,
+ * announce, unannounce, findPeer, immutable and mutable put/get. Each is a
+ * query actor in the node (../actors/routing/query.ts) with a commit step
+ * for writes.
+ *
+ * Unlike the reference, writes report how many of the closest nodes
+ * accepted them (a reply with error 0), fail with `WriteRejected` when none
+ * did, and values too large for a 2048-byte datagram are refused up front
+ * with `ValueTooLarge` stating the limit.
+ */
+import { Data, Effect, Option, Result, Stream } from "effect"
+import type { NodeHandle } from "../actors/routing/driver.js"
+import { type Query, QueryError, type QueryOptions } from "../actors/routing/query.js"
+import type { IncomingResponse, NodeAddress } from "../actors/routing/rpc.js"
+import type { KeyPair } from "../layers/crypto/types.js"
+import { decode, encode, equalBytes, type IPv4Address, uint } from "../protocol/encoding.js"
+import * as R from "../protocol/records.js"
+
+// ---- errors -----------------------------------------------------------------------
+
+export class ValueTooLarge extends Data.TaggedError("ValueTooLarge")<{
+  readonly operation: string
+  readonly size: number
+  readonly limit: number
+}> {
+  override get message(): string {
+    return `${this.operation}: the value is ${this.size} bytes; the limit is ${this.limit} bytes (a reply carrying it must fit the 2048-byte DHT datagram)`
+  }
+}
+
+export interface RejectionCounts {
+  /** Nodes that answered with error 0. */
+  readonly accepted: number
+  readonly seqReused: number
+  readonly seqTooLow: number
+  /** Other error replies (e.g. INVALID_TOKEN, UNKNOWN_COMMAND). */
+  readonly otherErrors: number
+  /** Commits that got no reply. */
+  readonly failed: number
+}
+
+export class WriteRejected extends Data.TaggedError("WriteRejected")<{
+  readonly operation: string
+  /** Closest nodes the write was sent to (0: no persistent node answered the query). */
+  readonly attempted: number
+  readonly counts: RejectionCounts
+}> {
+  override get message(): string {
+    const c = this.counts
+    return this.attempted === 0
+      ? `${this.operation}: no persistent node answered, nothing was stored`
+      : `${this.operation}: none of the ${this.attempted} closest nodes accepted the write (seq reused ${c.seqReused}, seq too low ${c.seqTooLow}, other errors ${c.otherErrors}, no reply ${c.failed})`
+  }
+}
+
+export class InvalidArgument extends Data.TaggedError("InvalidArgument")<{ readonly argument: string; readonly detail: string }> {
+  override get message(): string {
+    return `invalid ${this.argument}: ${this.detail}`
+  }
+}
+
+// ---- limits (hyperdht-records.md §5.3) -----------------------------------------------
+
+/** Reply overhead with an id, a token and 20 closer nodes, before the value's own length prefix. */
+const REPLY_OVERHEAD = 10 + 32 + 32 + 121
+const uintLen = (n: number): number => (n <= 0xfc ? 1 : n <= 0xffff ? 3 : n <= 0xffffffff ? 5 : 9)
+
+/** Largest immutable value whose IMMUTABLE_GET reply fits 2048 bytes: 1850. */
+export const MAX_IMMUTABLE_VALUE = 2048 - REPLY_OVERHEAD - 3
+
+/** Largest mutable value for a given seq (1782 for seq < 253). */
+export const maxMutableValue = (seq: number): number => 2048 - REPLY_OVERHEAD - 3 - uintLen(seq) - 3 - 64
+
+// ---- results --------------------------------------------------------------------------
+
+export interface Peer {
+  readonly publicKey: Uint8Array
+  readonly relayAddresses: ReadonlyArray<IPv4Address>
+}
+
+export interface LookupResult {
+  readonly token: Uint8Array | null
+  readonly from: NodeAddress
+  readonly to: IPv4Address
+  readonly peers: ReadonlyArray<Peer>
+  readonly bump: number
+}
+
+export interface FindPeerResult {
+  readonly token: Uint8Array | null
+  readonly from: NodeAddress
+  readonly to: IPv4Address
+  readonly peer: Peer
+}
+
+export interface WriteSummary extends RejectionCounts {
+  readonly closestNodes: ReadonlyArray<NodeAddress>
+}
+
+export interface ImmutablePutResult extends WriteSummary {
+  readonly hash: Uint8Array
+}
+
+export interface MutablePutResult extends WriteSummary {
+  readonly publicKey: Uint8Array
+  readonly seq: number
+  readonly signature: Uint8Array
+}
+
+export interface ImmutableGetResult {
+  readonly token: Uint8Array | null
+  readonly from: NodeAddress
+  readonly to: IPv4Address
+  readonly value: Uint8Array
+}
+
+export interface MutableGetResult {
+  readonly token: Uint8Array | null
+  readonly from: NodeAddress
+  readonly to: IPv4Address
+  readonly seq: number
+  readonly value: Uint8Array
+  readonly signature: Uint8Array
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+/** Keep the `Some` results of `f`. */
+const filterMapOption =
+  <A, B>(f: (a: A) => Option.Option<B>) =>
+  <E, R>(self: Stream.Stream<A, E, R>): Stream.Stream<B, E, R> =>
+    self.pipe(
+      Stream.map(f),
+      Stream.filter(Option.isSome),
+      Stream.map((o) => o.value)
+    )
+
+const isBytes = (x: unknown, n?: number): x is Uint8Array => x instanceof Uint8Array && (n === undefined || x.length === n)
+
+interface Tally {
+  accepted: number
+  seqReused: number
+  seqTooLow: number
+  otherErrors: number
+  failed: number
+}
+
+const newTally = (): Tally => ({ accepted: 0, seqReused: 0, seqTooLow: 0, otherErrors: 0, failed: 0 })
+
+/**
+ * A commit function for the query: send `request(reply)` with the reply's
+ * token to each closest reply, tally the answers. A commit "succeeds" only on
+ * error 0.
+ */
+const committer = (
+  h: NodeHandle,
+  tally: Tally,
+  build: (reply: IncomingResponse, q: Query) => { readonly command: number; readonly target: Uint8Array; readonly value: Uint8Array } | null
+) =>
+(reply: IncomingResponse, q: Query, done: (err: unknown | null) => void): void => {
+  const args = reply.token === null ? null : build(reply, q)
+  if (args === null) {
+    tally.failed++
+    return done(new Error("no token from this node"))
+  }
+  const r = h.core.directRequest(
+    { token: reply.token, command: args.command, target: args.target, value: args.value },
+    reply.from,
+    {},
+    (res) => {
+      if (res.error === 0) {
+        tally.accepted++
+        done(null)
+      } else {
+        if (res.error === R.ErrorCode.SEQ_REUSED) tally.seqReused++
+        else if (res.error === R.ErrorCode.SEQ_TOO_LOW) tally.seqTooLow++
+        else tally.otherErrors++
+        done(new Error(`error ${res.error}`))
+      }
+    },
+    (err) => {
+      tally.failed++
+      done(err)
+    }
+  )
+  if (r === null) {
+    tally.failed++
+    done(new Error("node destroyed"))
+  }
+}
+
+/** Run a write query to completion and turn the tally into a summary or a WriteRejected. */
+const runWrite = (
+  h: NodeHandle,
+  operation: string,
+  args: { readonly target: Uint8Array; readonly command: number; readonly value?: Uint8Array | null },
+  opts: QueryOptions,
+  tally: Tally,
+  commit: NonNullable<QueryOptions["commit"]>
+): Effect.Effect<WriteSummary, WriteRejected> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const { query, replies } = yield* h.startQuery(args, { ...opts, commit })
+      const ended = yield* Effect.result(Stream.runDrain(replies))
+      const attempted = query.closestReplies.length
+      if (Result.isFailure(ended) || tally.accepted === 0) {
+        return yield* Effect.fail(new WriteRejected({ operation, attempted, counts: { ...tally } }))
+      }
+      return { ...tally, closestNodes: query.closestReplies.map((r) => r.from) }
+    })
+  )
+
+// ---- operations -------------------------------------------------------------------------------
+
+/** LOOKUP: a stream of replies that carry peers for `topic`. */
+export const lookup = (h: NodeHandle, topic: Uint8Array, opts: QueryOptions = {}): Stream.Stream<LookupResult, QueryError | InvalidArgument> =>
+  !isBytes(topic, 32)
+    ? Stream.fail(new InvalidArgument({ argument: "topic", detail: "expected 32 bytes" }))
+    : h.query({ target: topic, command: R.Command.LOOKUP }, opts).pipe(filterMapOption(toLookupResult))
+
+const toLookupResult = (r: IncomingResponse): Option.Option<LookupResult> => {
+  if (r.value === null) return Option.none()
+  const m = decode(R.lookupReply, r.value)
+  if (Result.isFailure(m)) return Option.none()
+  return Option.some({ token: r.token, from: r.from, to: r.to, peers: m.success.peers, bump: m.success.bump })
+}
+
+export interface AnnounceOptions extends QueryOptions {
+  readonly bump?: number
+  /** Unannounce from the current holders first, so new relay addresses replace old ones everywhere. */
+  readonly clear?: boolean
+}
+
+/**
+ * ANNOUNCE `keyPair.publicKey` with `relayAddresses` under `topic`: a LOOKUP,
+ * then a signed ANNOUNCE to each of the closest nodes. Returns the lookup
+ * replies and how many closest nodes accepted the announcement.
+ */
+export const announce = (
+  h: NodeHandle,
+  topic: Uint8Array,
+  keyPair: KeyPair,
+  relayAddresses: ReadonlyArray<IPv4Address> = [],
+  opts: AnnounceOptions = {}
+): Effect.Effect<WriteSummary & { readonly replies: ReadonlyArray<LookupResult> }, WriteRejected | InvalidArgument> =>
+  Effect.gen(function*() {
+    if (!isBytes(topic, 32)) return yield* new InvalidArgument({ argument: "topic", detail: "expected 32 bytes" })
+    if (!isBytes(keyPair?.publicKey, 32) || !isBytes(keyPair?.secretKey, 64)) {
+      return yield* new InvalidArgument({ argument: "keyPair", detail: "expected { publicKey: 32 bytes, secretKey: 64 bytes }" })
+    }
+    const peerBytes = encode(R.peer, { publicKey: keyPair.publicKey, relayAddresses: relayAddresses.slice(0, 3) })
+    if (Result.isFailure(peerBytes)) return yield* new InvalidArgument({ argument: "relayAddresses", detail: peerBytes.failure.detail })
+    if (opts.clear === true) yield* Effect.ignore(unannounce(h, topic, keyPair, opts))
+    const c = h.core.crypto
+    const ns = R.namespaces(c.blake2b)
+    const tally = newTally()
+    const collected: Array<LookupResult> = []
+    const commit = committer(h, tally, (reply) => {
+      if (reply.from.id === null || reply.token === null) return null
+      const signable = R.annSignable(c.blake2b, topic, reply.from.id, reply.token, peerBytes.success, null, ns.ANNOUNCE)
+      if (Result.isFailure(signable)) return null
+      const signature = c.sign(signable.success, keyPair.secretKey)
+      if (signature === null) return null
+      const value = encode(R.announce, {
+        peer: { publicKey: keyPair.publicKey, relayAddresses: relayAddresses.slice(0, 3) },
+        refresh: null,
+        signature,
+        bump: opts.bump ?? 0
+      })
+      return Result.isSuccess(value) ? { command: R.Command.ANNOUNCE, target: topic, value: value.success } : null
+    })
+    const summary = yield* Effect.scoped(
+      Effect.gen(function*() {
+        const { query, replies } = yield* h.startQuery({ target: topic, command: R.Command.LOOKUP }, { ...opts, commit })
+        const ended = yield* Effect.result(
+          Stream.runForEach(replies, (r) =>
+            Effect.sync(() => {
+              const x = toLookupResult(r)
+              if (Option.isSome(x)) collected.push(x.value)
+            })
+          )
+        )
+        const attempted = query.closestReplies.length
+        if (Result.isFailure(ended) || tally.accepted === 0) {
+          return yield* Effect.fail(new WriteRejected({ operation: "announce", attempted, counts: { ...tally } }))
+        }
+        return { ...tally, closestNodes: query.closestReplies.map((r) => r.from) }
+      })
+    )
+    return { ...summary, replies: collected }
+  })
+
+/** UNANNOUNCE our key from every node that holds it (or returned a full page of records). */
+export const unannounce = (h: NodeHandle, topic: Uint8Array, keyPair: KeyPair, opts: QueryOptions = {}): Effect.Effect<number, InvalidArgument | QueryError> =>
+  Effect.gen(function*() {
+    if (!isBytes(topic, 32)) return yield* new InvalidArgument({ argument: "topic", detail: "expected 32 bytes" })
+    if (!isBytes(keyPair?.publicKey, 32) || !isBytes(keyPair?.secretKey, 64)) {
+      return yield* new InvalidArgument({ argument: "keyPair", detail: "expected { publicKey: 32 bytes, secretKey: 64 bytes }" })
+    }
+    const c = h.core.crypto
+    const ns = R.namespaces(c.blake2b)
+    const peerBytes = Result.getOrThrow(encode(R.peer, { publicKey: keyPair.publicKey, relayAddresses: [] }))
+    const holders: Array<LookupResult> = []
+    yield* Stream.runForEach(lookup(h, topic, opts), (r) =>
+      Effect.sync(() => {
+        if (r.token === null || r.from.id === null) return
+        if (r.peers.length >= 20 || r.peers.some((p) => equalBytes(p.publicKey, keyPair.publicKey))) holders.push(r)
+      })
+    ).pipe(Effect.catchTag("InvalidArgument", (e) => Effect.die(e)))
+    const results = yield* Effect.forEach(
+      holders,
+      (r) => {
+        const signable = Result.getOrThrow(R.annSignable(c.blake2b, topic, r.from.id!, r.token!, peerBytes, null, ns.UNANNOUNCE))
+        const signature = c.sign(signable, keyPair.secretKey)!
+        const value = Result.getOrThrow(encode(R.announce, { peer: { publicKey: keyPair.publicKey, relayAddresses: [] }, refresh: null, signature, bump: 0 }))
+        return Effect.result(h.request({ token: r.token, command: R.Command.UNANNOUNCE, target: topic, value }, r.from))
+      },
+      { concurrency: "unbounded" }
+    )
+    return results.filter((x) => Result.isSuccess(x) && x.success.error === 0).length
+  })
+
+/** FIND_PEER: replies that carry the peer record of `publicKey` (its announced relays). */
+export const findPeer = (
+  h: NodeHandle,
+  publicKey: Uint8Array,
+  opts: QueryOptions & { readonly hash?: boolean } = {}
+): Stream.Stream<FindPeerResult, QueryError | InvalidArgument> => {
+  if (!isBytes(publicKey, 32)) return Stream.fail(new InvalidArgument({ argument: "publicKey", detail: "expected 32 bytes" }))
+  const target = opts.hash === false ? publicKey : h.core.crypto.blake2b(publicKey)
+  return h.query({ target, command: R.Command.FIND_PEER }, opts).pipe(
+    filterMapOption((r: IncomingResponse): Option.Option<FindPeerResult> => {
+      if (r.value === null) return Option.none()
+      const m = decode(R.peer, r.value)
+      return Result.isSuccess(m) ? Option.some({ token: r.token, from: r.from, to: r.to, peer: m.success }) : Option.none()
+    })
+  )
+}
+
+/** Store an immutable value under BLAKE2b-256(value) on the closest nodes. */
+export const immutablePut = (h: NodeHandle, value: Uint8Array, opts: QueryOptions = {}): Effect.Effect<ImmutablePutResult, WriteRejected | ValueTooLarge | InvalidArgument> =>
+  Effect.gen(function*() {
+    if (!isBytes(value)) return yield* new InvalidArgument({ argument: "value", detail: "expected a Uint8Array" })
+    if (value.length > MAX_IMMUTABLE_VALUE) return yield* new ValueTooLarge({ operation: "immutablePut", size: value.length, limit: MAX_IMMUTABLE_VALUE })
+    const target = h.core.crypto.blake2b(value)
+    const tally = newTally()
+    const commit = committer(h, tally, () => ({ command: R.Command.IMMUTABLE_PUT, target, value }))
+    const s = yield* runWrite(h, "immutablePut", { target, command: R.Command.IMMUTABLE_GET }, opts, tally, commit)
+    return { ...s, hash: target }
+  })
+
+/** The first stored value whose hash matches, or null. */
+export const immutableGet = (h: NodeHandle, hash: Uint8Array, opts: QueryOptions = {}): Effect.Effect<ImmutableGetResult | null, QueryError | InvalidArgument> =>
+  Effect.gen(function*() {
+    if (!isBytes(hash, 32)) return yield* new InvalidArgument({ argument: "hash", detail: "expected 32 bytes" })
+    const c = h.core.crypto
+    const found = yield* h.query({ target: hash, command: R.Command.IMMUTABLE_GET }, opts).pipe(
+      Stream.filter((r) => r.value !== null && equalBytes(c.blake2b(r.value), hash)),
+      Stream.take(1),
+      Stream.runHead
+    )
+    return Option.match(found, {
+      onNone: () => null,
+      onSome: (r) => ({ token: r.token, from: r.from, to: r.to, value: r.value! })
+    })
+  })
+
+/** Store a signed mutable value under BLAKE2b-256(publicKey). */
+export const mutablePut = (
+  h: NodeHandle,
+  keyPair: KeyPair,
+  value: Uint8Array,
+  opts: QueryOptions & { readonly seq?: number } = {}
+): Effect.Effect<MutablePutResult, WriteRejected | ValueTooLarge | InvalidArgument> =>
+  Effect.gen(function*() {
+    if (!isBytes(keyPair?.publicKey, 32) || !isBytes(keyPair?.secretKey, 64)) {
+      return yield* new InvalidArgument({ argument: "keyPair", detail: "expected { publicKey: 32 bytes, secretKey: 64 bytes }" })
+    }
+    if (!isBytes(value)) return yield* new InvalidArgument({ argument: "value", detail: "expected a Uint8Array" })
+    const seq = opts.seq ?? 0
+    if (!Number.isSafeInteger(seq) || seq < 0) return yield* new InvalidArgument({ argument: "seq", detail: `${seq} is not an unsigned integer` })
+    const limit = maxMutableValue(seq)
+    if (value.length > limit) return yield* new ValueTooLarge({ operation: "mutablePut", size: value.length, limit })
+    const c = h.core.crypto
+    const signable = Result.getOrThrow(R.mutableSignable64(c.blake2b, seq, value))
+    const signature = c.sign(signable, keyPair.secretKey)
+    if (signature === null) return yield* new InvalidArgument({ argument: "keyPair", detail: "the secret key cannot sign" })
+    const target = c.blake2b(keyPair.publicKey)
+    const put = encode(R.mutablePutRequest, { publicKey: keyPair.publicKey, seq, value, signature })
+    if (Result.isFailure(put)) return yield* new InvalidArgument({ argument: "value", detail: put.failure.detail })
+    const tally = newTally()
+    const commit = committer(h, tally, () => ({ command: R.Command.MUTABLE_PUT, target, value: put.success }))
+    const s = yield* runWrite(h, "mutablePut", { target, command: R.Command.MUTABLE_GET, value: Result.getOrThrow(encode(uint, 0)) }, opts, tally, commit)
+    return { ...s, publicKey: keyPair.publicKey, seq, signature }
+  })
+
+/** The latest (or, with latest: false, the first) verified value signed by `publicKey`, or null. */
+export const mutableGet = (
+  h: NodeHandle,
+  publicKey: Uint8Array,
+  opts: QueryOptions & { readonly seq?: number; readonly latest?: boolean } = {}
+): Effect.Effect<MutableGetResult | null, QueryError | InvalidArgument> =>
+  Effect.gen(function*() {
+    if (!isBytes(publicKey, 32)) return yield* new InvalidArgument({ argument: "publicKey", detail: "expected 32 bytes" })
+    const minSeq = opts.seq ?? 0
+    if (!Number.isSafeInteger(minSeq) || minSeq < 0) return yield* new InvalidArgument({ argument: "seq", detail: `${minSeq} is not an unsigned integer` })
+    const c = h.core.crypto
+    const target = c.blake2b(publicKey)
+    const verified = h.query({ target, command: R.Command.MUTABLE_GET, value: Result.getOrThrow(encode(uint, minSeq)) }, opts).pipe(
+      filterMapOption((r: IncomingResponse): Option.Option<MutableGetResult> => {
+        if (r.value === null) return Option.none()
+        const m = decode(R.mutableGetResponse, r.value)
+        if (Result.isFailure(m) || m.success.seq < minSeq) return Option.none()
+        const signable = R.mutableSignable64(c.blake2b, m.success.seq, m.success.value)
+        if (Result.isFailure(signable) || !c.verify(m.success.signature, signable.success, publicKey)) return Option.none()
+        return Option.some({ token: r.token, from: r.from, to: r.to, seq: m.success.seq, value: m.success.value, signature: m.success.signature })
+      })
+    )
+    if (opts.latest === false) return Option.getOrNull(yield* Stream.runHead(verified))
+    let best: MutableGetResult | null = null
+    yield* Stream.runForEach(verified, (r) =>
+      Effect.sync(() => {
+        if (best === null || r.seq > best.seq) best = r
+      })
+    )
+    return best
+  })
+
+export { QueryError }
