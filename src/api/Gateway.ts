@@ -222,6 +222,9 @@ export class Gateway extends EventEmitter {
       case "network-update":
         this.emit("network-update")
         break
+      case "network-change":
+        this.emit("network-change", e.interfaces)
+        break
       default:
         this.emit(e._tag)
     }

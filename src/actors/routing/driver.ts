@@ -72,6 +72,7 @@ type Message =
   | { readonly _tag: "Wake" }
 
 const WAKE: Message = { _tag: "Wake" }
+const NETWORK_POLL_MS = 5000
 
 export interface QueryReply extends IncomingResponse {}
 
@@ -280,6 +281,25 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       }
     })
     const actor = yield* Effect.forkIn(loop, scope, { startImmediately: true })
+
+    // network-change: watch the host's interface addresses (every 5 s)
+    let interfaces = transport.localAddresses().join(",")
+    yield* Effect.forkIn(
+      Effect.forever(
+        Effect.andThen(
+          Effect.sleep(NETWORK_POLL_MS),
+          Effect.sync(() => {
+            const now = transport.localAddresses()
+            const key = now.join(",")
+            if (key === interfaces) return
+            interfaces = key
+            Queue.offerUnsafe(mailbox, { _tag: "Run", run: (node) => node.networkChange(now) })
+          })
+        )
+      ),
+      scope,
+      { startImmediately: true }
+    )
 
     const run = <A>(f: (node: DhtNode, now: number) => A): Effect.Effect<A> =>
       Effect.flatMap(Deferred.make<A>(), (d) =>

@@ -61,6 +61,7 @@ export type DhtEvent =
   | { readonly _tag: "add-node"; readonly node: TableNode }
   | { readonly _tag: "remove-node"; readonly node: TableNode }
   | { readonly _tag: "network-update" }
+  | { readonly _tag: "network-change"; readonly interfaces: ReadonlyArray<string> }
   | { readonly _tag: "suspend" }
   | { readonly _tag: "resume" }
   | { readonly _tag: "close" }
@@ -391,8 +392,9 @@ export class DhtNode {
     this.emit({ _tag: "resume" })
   }
 
-  /** The network interfaces changed (driver-detected). */
-  networkChange(): void {
+  /** The network interfaces changed (driver-detected): emits network-change and network-update. */
+  networkChange(interfaces: ReadonlyArray<string>): void {
+    this.emit({ _tag: "network-change", interfaces })
     this.emit({ _tag: "network-update" })
   }
 
