@@ -76,5 +76,12 @@ export class Transport extends Context.Service<
     readonly bind: (options?: BindOptions) => Effect.Effect<UdpSocket, BindError, Scope.Scope>
     /** Non-internal IPv4 addresses of this host's interfaces. */
     readonly localAddresses: () => ReadonlyArray<string>
+    /**
+     * Optional shared timer (the simulated network provides one): call `f`
+     * synchronously once the clock reaches `at` (ms). Lets thousands of
+     * simulated nodes share the network's one scheduler fiber instead of each
+     * sleeping on the clock. Absent on real UDP: callers fall back to sleeps.
+     */
+    readonly schedule?: (at: number, f: () => void) => void
   }
 >()("omega/Transport") {}

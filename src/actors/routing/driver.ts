@@ -251,9 +251,19 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     // is lost); timers are alarm fibers that post a Wake message at the core's
     // next deadline. A stale alarm just causes a harmless extra wake-up.
     let armedAt = Infinity
+    const schedule = transport.schedule
+    const onAlarm = (deadline: number) => (): void => {
+      if (armedAt === deadline) armedAt = Infinity
+      Queue.offerUnsafe(mailbox, WAKE)
+    }
     const arm = (deadline: number, now: number): Effect.Effect<void> => {
       if (deadline >= armedAt || deadline === Infinity) return Effect.void
       armedAt = deadline
+      if (schedule !== undefined) {
+        // the transport's shared timer (simulations): no fiber per alarm
+        schedule(deadline, onAlarm(deadline))
+        return Effect.void
+      }
       return Effect.asVoid(
         Effect.forkIn(
           Effect.andThen(
@@ -284,22 +294,30 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
 
     // network-change: watch the host's interface addresses (every 5 s)
     let interfaces = transport.localAddresses().join(",")
-    yield* Effect.forkIn(
-      Effect.forever(
-        Effect.andThen(
-          Effect.sleep(NETWORK_POLL_MS),
-          Effect.sync(() => {
-            const now = transport.localAddresses()
-            const key = now.join(",")
-            if (key === interfaces) return
-            interfaces = key
-            Queue.offerUnsafe(mailbox, { _tag: "Run", run: (node) => node.networkChange(now) })
-          })
-        )
-      ),
-      scope,
-      { startImmediately: true }
-    )
+    let watching = true
+    const pollInterfaces = (): void => {
+      const now = transport.localAddresses()
+      const key = now.join(",")
+      if (key === interfaces) return
+      interfaces = key
+      Queue.offerUnsafe(mailbox, { _tag: "Run", run: (node) => node.networkChange(now) })
+    }
+    if (schedule !== undefined) {
+      const clock = yield* Clock.Clock
+      const every = (): void => {
+        if (!watching) return
+        pollInterfaces()
+        schedule(clock.currentTimeMillisUnsafe() + NETWORK_POLL_MS, every)
+      }
+      schedule(now0 + NETWORK_POLL_MS, every)
+      yield* Effect.addFinalizer(() => Effect.sync(() => { watching = false }))
+    } else {
+      yield* Effect.forkIn(
+        Effect.forever(Effect.andThen(Effect.sleep(NETWORK_POLL_MS), Effect.sync(pollInterfaces))),
+        scope,
+        { startImmediately: true }
+      )
+    }
 
     const run = <A>(f: (node: DhtNode, now: number) => A): Effect.Effect<A> =>
       Effect.flatMap(Deferred.make<A>(), (d) =>

@@ -440,6 +440,58 @@ class Heap {
   }
 }
 
+class Timer {
+  constructor(readonly at: number, readonly seq: number, readonly f: () => void) {}
+}
+
+/** Binary min-heap of timers by (at, seq). */
+class TimerHeap {
+  readonly items: Array<Timer> = []
+  peek(): Timer | undefined {
+    return this.items[0]
+  }
+  push(e: Timer): void {
+    const a = this.items
+    let i = a.length
+    a.push(e)
+    while (i > 0) {
+      const p = (i - 1) >> 1
+      const parent = a[p]!
+      if (!(e.at < parent.at || (e.at === parent.at && e.seq < parent.seq))) break
+      a[i] = parent
+      i = p
+    }
+    a[i] = e
+  }
+  pop(): Timer | undefined {
+    const a = this.items
+    const top = a[0]
+    const last = a.pop()
+    if (top === undefined || last === undefined || a.length === 0) return top
+    const n = a.length
+    let i = 0
+    while (true) {
+      const l = 2 * i + 1
+      if (l >= n) break
+      const r = l + 1
+      let c = l
+      let child = a[l]!
+      if (r < n) {
+        const rc = a[r]!
+        if (rc.at < child.at || (rc.at === child.at && rc.seq < child.seq)) {
+          c = r
+          child = rc
+        }
+      }
+      if (!(child.at < last.at || (child.at === last.at && child.seq < last.seq))) break
+      a[i] = child
+      i = c
+    }
+    a[i] = last
+    return top
+  }
+}
+
 function dieWith(message: string): never {
   throw new Error(`SimNetwork: ${message}`)
 }
@@ -451,6 +503,8 @@ function dieWith(message: string): never {
 class SimNet {
   readonly counters = new Counters()
   readonly heap = new Heap()
+  readonly timers = new TimerHeap()
+  private timerSeq = 0
   readonly prng: Prng
   readonly defaults: Link
   readonly timeout: number
@@ -530,17 +584,37 @@ class SimNet {
     this.timer = this.runFork(Effect.andThen(this.clock.sleep(Duration.millis(d)), this.fire))
   }
 
-  /** Scheduler step: deliver everything due, then arm the timer for the next deadline. */
+  /** A timer callback run by the scheduler at `at` (whole ms, rounded up). */
+  schedule(at: number, f: () => void): void {
+    if (this.closed) return
+    const when = Math.ceil(at)
+    this.timers.push(new Timer(when, this.timerSeq++, f))
+    this.wakeBy(when, this.clock.currentTimeMillisUnsafe())
+  }
+
+  /**
+   * Scheduler step: run everything due in time order (deliveries and timers;
+   * at the same ms, deliveries first), then arm the clock for the next one.
+   */
   tick(): void {
     const now = this.clock.currentTimeMillisUnsafe()
     const heap = this.heap
+    const timers = this.timers
     let top = heap.peek()
-    while (top !== undefined && top.at <= now) {
-      heap.pop()
-      this.deliver(top, now)
+    let t = timers.peek()
+    while ((top !== undefined && top.at <= now) || (t !== undefined && t.at <= now)) {
+      if (top !== undefined && top.at <= now && (t === undefined || top.at <= t.at)) {
+        heap.pop()
+        this.deliver(top, now)
+      } else {
+        timers.pop()
+        t!.f()
+      }
       top = heap.peek()
+      t = timers.peek()
     }
-    if (top !== undefined) this.wakeBy(Math.ceil(top.at), now)
+    const next = Math.min(top === undefined ? Infinity : Math.ceil(top.at), t === undefined ? Infinity : t.at)
+    if (next !== Infinity) this.wakeBy(next, now)
   }
 
   shutdown(): void {
@@ -958,6 +1032,7 @@ const makeHost = (net: SimNet, options: SimHostOptions): Effect.Effect<SimHost, 
         publicIp: host.publicIp,
         nat: host.kind,
         localAddresses: () => addresses,
+        schedule: (at, f) => net.schedule(at, f),
         bind: (options) =>
           Effect.acquireRelease(
             Effect.suspend(() => {
