@@ -124,11 +124,14 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
     const out: Array<N> = []
     if (n <= 0) return out
     const d = this.row(target)
-    // Within each group, order by XOR distance: the first 4 bytes as a uint32
-    // key decide almost always; ties fall back to the full comparison.
+    // Within a row, order by XOR distance (rows hold at most k nodes): the
+    // first 4 bytes as a uint32 key decide almost always; ties fall back to
+    // the full comparison.
     const t0 = ((target[0]! << 24) | (target[1]! << 16) | (target[2]! << 8) | target[3]!) >>> 0
     const key = (id: Uint8Array): number => (((id[0]! << 24) | (id[1]! << 16) | (id[2]! << 8) | id[3]!) ^ t0) >>> 0
-    const cmp = (a: N, ka: number, b: N, kb: number): number => {
+    const byDistance = (a: N, b: N): number => {
+      const ka = key(a.id)
+      const kb = key(b.id)
       if (ka !== kb) return ka - kb
       for (let i = 4; i < target.length; i++) {
         const x = a.id[i]! ^ target[i]!
@@ -137,36 +140,28 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
       }
       return 0
     }
-    // keep the best `need` of a group, sorted (groups are small: insertion)
-    const take = (nodes: ReadonlyArray<N>, need: number): void => {
-      const best: Array<N> = []
-      const keys: Array<number> = []
-      for (const node of nodes) {
-        const k = key(node.id)
-        let at = best.length
-        while (at > 0 && cmp(node, k, best[at - 1]!, keys[at - 1]!) < 0) at--
-        if (at >= need) continue
-        best.splice(at, 0, node)
-        keys.splice(at, 0, k)
-        if (best.length > need) {
-          best.pop()
-          keys.pop()
-        }
+    const takeRow = (i: number): boolean => {
+      const nodes = this.rows[i]
+      if (nodes === undefined || nodes.length === 0) return out.length >= n
+      const sorted = nodes.length === 1 ? nodes : [...nodes].sort(byDistance)
+      for (const node of sorted) {
+        if (out.length >= n) return true
+        out.push(node)
       }
-      for (const node of best) out.push(node)
+      return out.length >= n
     }
-    take(this.rows[d] ?? EMPTY, n)
-    if (out.length >= n) return out
-    const above: Array<N> = []
-    for (let i = d + 1; i < this.rows.length; i++) {
-      const nodes = this.rows[i]
-      if (nodes !== undefined) for (const node of nodes) above.push(node)
-    }
-    take(above, n - out.length)
-    for (let i = d - 1; i >= 0 && out.length < n; i--) {
-      const nodes = this.rows[i]
-      if (nodes !== undefined && nodes.length > 0) take(nodes, n - out.length)
-    }
+    if (takeRow(d)) return out
+    // Rows above d all differ from the target first at bit d. Between them,
+    // bit j (j > d) of own ^ target decides: where it is 1, row j is closer
+    // than every deeper row; where it is 0, every deeper row is closer. So:
+    // the "1" rows in increasing order, then the "0" rows in decreasing order.
+    const own = this.id
+    const bitDiffers = (j: number): boolean => (((own[j >> 3]! ^ target[j >> 3]!) >> (7 - (j & 7))) & 1) === 1
+    const last = this.rows.length
+    for (let j = d + 1; j < last; j++) if (bitDiffers(j) && takeRow(j)) return out
+    for (let j = last - 1; j > d; j--) if (!bitDiffers(j) && takeRow(j)) return out
+    // rows below d: row i differs from the target first at bit i
+    for (let i = d - 1; i >= 0; i--) if (takeRow(i)) return out
     return out
   }
 
