@@ -664,6 +664,13 @@ export const fromHex = (s: string): Uint8Array | null => {
   return out
 }
 
+/**
+ * A real copy of `b` (or of `b[start..end)`) as a plain Uint8Array. Unlike
+ * `b.slice()`, this copies for Node Buffers too (Buffer#slice is a view).
+ */
+export const copyBytes = (b: Uint8Array, start?: number, end?: number): Uint8Array =>
+  Uint8Array.prototype.slice.call(b, start, end)
+
 export const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => {
   if (a.length !== b.length) return false
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false

@@ -9,7 +9,7 @@
  */
 import { Result } from "effect"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
-import { decode, encode, equalBytes, toHex, uint } from "../../protocol/encoding.js"
+import { copyBytes, decode, encode, equalBytes, toHex, uint } from "../../protocol/encoding.js"
 import * as R from "../../protocol/records.js"
 import type { DhtNode } from "./node.js"
 import type { IncomingRequest } from "./rpc.js"
@@ -135,7 +135,7 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}) 
       case R.Command.IMMUTABLE_PUT: {
         if (target === null || req.token === null || req.value === null) return reject(s)
         if (!equalBytes(hash(req.value), target)) return reject(s)
-        s.immutables.set(toHex(target), req.value.slice(), now)
+        s.immutables.set(toHex(target), copyBytes(req.value), now)
         s.stats.immutablePuts++
         node.reply(req, null)
         return true
@@ -193,7 +193,7 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}) 
         if (ann.bump > prev && ann.bump <= now + 60_000) s.bumps.set(topic, ann.bump, now)
       }
     }
-    if (ann.refresh !== null) s.refreshes.set(toHex(ann.refresh), { topic: target.slice(), record, announceSelf }, now)
+    if (ann.refresh !== null) s.refreshes.set(toHex(ann.refresh), { topic: copyBytes(target), record, announceSelf }, now)
     s.stats.announces++
     node.reply(req, null, NO_TOKEN_NO_NODES)
   }
@@ -254,6 +254,22 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}) 
     handler,
     /** The store (null until the node first served a storage command as a persistent node). */
     store: (): HyperDhtStore | null => store,
+    /**
+     * Drop this node's own copy of (topic, publicKey), as the reference's
+     * `lookupAndUnannounce` does before its query ("unlink self"): a client
+     * unannouncing from a node that is itself one of the holders must not
+     * leave that copy behind (its own LOOKUP never asks itself). Call it
+     * inside the node actor with the node's time.
+     */
+    unannounceLocal: (topic: Uint8Array, publicKey: Uint8Array, now: number): void => {
+      if (store === null) return
+      const key = toHex(topic)
+      if (equalBytes(hash(publicKey), topic)) {
+        const fwd = store.forwards.get(key, now)
+        if (fwd !== undefined && fwd.relay !== null) store.forwards.delete(key, now)
+      }
+      store.records.remove(key, toHex(publicKey), now)
+    },
     /** Pin a router entry for a server listening on this node (FIND_PEER answers it). */
     listen: (publicKey: Uint8Array, now: number): void => {
       const s = (store ??= new HyperDhtStore(options, now))

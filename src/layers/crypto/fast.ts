@@ -382,7 +382,7 @@ const build = (ar: Arena, tuning: FastTuning): CryptoImpl => {
       }
     }
     if (e === undefined) {
-      e = { copy: secretKey.slice(), uses: 0, key: null, wasmOnly: false }
+      e = { copy: Uint8Array.prototype.slice.call(secretKey), uses: 0, key: null, wasmOnly: false }
       signCache.set(secretKey, e)
     }
     if (e.key === null && !e.wasmOnly && ++e.uses >= promoteAfter) {

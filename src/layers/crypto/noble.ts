@@ -9,6 +9,7 @@ import { ed25519 } from "@noble/curves/ed25519.js"
 import { blake2b } from "@noble/hashes/blake2.js"
 import { sha512 } from "@noble/hashes/sha2.js"
 import { randomBytes as nodeRandomBytes } from "node:crypto"
+import { copyBytes } from "../../protocol/encoding.js"
 import { makeSecretStream } from "./secretstream.js"
 import type { CryptoImpl, KeyPair } from "./types.js"
 
@@ -71,7 +72,7 @@ const SMALL_ORDER_Y = (() => {
 })()
 
 const hasSmallOrderEncoding = (b: Uint8Array): boolean => {
-  const copy = b.slice()
+  const copy = copyBytes(b)
   copy[31]! &= 0x7f
   const y = leToBigInt(copy) % Point.Fp.ORDER
   return SMALL_ORDER_Y.has(y)
@@ -154,7 +155,7 @@ const blake2bImpl = (input: Uint8Array | ReadonlyArray<Uint8Array>, outLen = 32,
 
 const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574])
 const u32 = (b: Uint8Array): Uint32Array =>
-  b.byteOffset % 4 === 0 ? new Uint32Array(b.buffer, b.byteOffset, b.length / 4) : new Uint32Array(b.slice().buffer)
+  b.byteOffset % 4 === 0 ? new Uint32Array(b.buffer, b.byteOffset, b.length / 4) : new Uint32Array(copyBytes(b).buffer)
 
 const hchacha20 = (key: Uint8Array, input: Uint8Array): Uint8Array => {
   const out = new Uint32Array(8)

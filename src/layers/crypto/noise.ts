@@ -12,6 +12,7 @@
  * Both ends then hold `tx`, `rx` (32 bytes each) and the 64-byte handshake hash.
  */
 import { Data, Result } from "effect"
+import { copyBytes } from "../../protocol/encoding.js"
 import type { CryptoImpl, KeyPair } from "./types.js"
 
 export const PROTOCOL_NAME = "Noise_IK_Ed25519_ChaChaPoly_BLAKE2b"
@@ -118,14 +119,14 @@ const mixKey = (c: CryptoImpl, st: Symmetric, dh: Uint8Array): void => {
 }
 
 const encryptAndHash = (c: CryptoImpl, st: Symmetric, plaintext: Uint8Array): Uint8Array => {
-  const out = st.k === null ? plaintext.slice() : c.aeadEncrypt(st.k, nonce12(st.n++), st.h, plaintext)
+  const out = st.k === null ? copyBytes(plaintext) : c.aeadEncrypt(st.k, nonce12(st.n++), st.h, plaintext)
   mixHash(c, st, out)
   return out
 }
 
 const decryptAndHash = (c: CryptoImpl, st: Symmetric, ciphertext: Uint8Array): Uint8Array | null => {
   let out: Uint8Array | null
-  if (st.k === null) out = ciphertext.slice()
+  if (st.k === null) out = copyBytes(ciphertext)
   else {
     out = c.aeadDecrypt(st.k, nonce12(st.n), st.h, ciphertext)
     if (out === null) return null
@@ -232,7 +233,7 @@ export const readMessage1 = (
   if (msg.length > MAX_MESSAGE) return fail("MessageTooLong", `${msg.length} bytes`)
   if (msg.length < DHLEN + DHLEN + 16 + 16) return fail("MessageTooShort", `${msg.length} bytes`)
   const c = st.crypto
-  const re = msg.slice(0, DHLEN)
+  const re = copyBytes(msg, 0, DHLEN)
   mixHash(c, st.sym, re)
   const es = c.dh(st.s.secretKey, re)
   if (es === null) return fail("InvalidKey", "remote ephemeral key rejected")
@@ -281,7 +282,7 @@ export const readMessage2 = (
   if (msg.length > MAX_MESSAGE) return fail("MessageTooLong", `${msg.length} bytes`)
   if (msg.length < DHLEN + 16) return fail("MessageTooShort", `${msg.length} bytes`)
   const c = st.crypto
-  const re = msg.slice(0, DHLEN)
+  const re = copyBytes(msg, 0, DHLEN)
   mixHash(c, st.sym, re)
   const ee = c.dh(st.e.secretKey, re)
   if (ee === null) return fail("InvalidKey", "remote ephemeral key rejected")
