@@ -11,6 +11,7 @@
  */
 import { Data, Effect, Option, Result, Stream } from "effect"
 import type { NodeHandle } from "../actors/routing/driver.js"
+import type { HyperDht } from "../actors/routing/hyperdht.js"
 import { type Query, QueryError, type QueryOptions } from "../actors/routing/query.js"
 import type { IncomingResponse, NodeAddress } from "../actors/routing/rpc.js"
 import type { KeyPair } from "../layers/crypto/types.js"
@@ -300,6 +301,9 @@ export const unannounce = (h: NodeHandle, topic: Uint8Array, keyPair: KeyPair, o
     }
     const c = h.core.crypto
     const ns = R.namespaces(c.blake2b)
+    // a HyperDHT node (GatewayHandle) first drops its own copy: its LOOKUP never asks itself
+    const local = (h as NodeHandle & { readonly hyperdht?: HyperDht }).hyperdht
+    if (local !== undefined) yield* h.run((_node, now) => local.unannounceLocal(topic, keyPair.publicKey, now))
     const peerBytes = Result.getOrThrow(encode(R.peer, { publicKey: keyPair.publicKey, relayAddresses: [] }))
     const holders: Array<LookupResult> = []
     yield* Stream.runForEach(lookup(h, topic, opts), (r) =>
