@@ -387,18 +387,18 @@ class InFlight {
   ) {}
 }
 
-const before = (x: InFlight, y: InFlight): boolean => x.at < y.at || (x.at === y.at && x.seq < y.seq)
+const before = (x: { readonly at: number; readonly seq: number }, y: { readonly at: number; readonly seq: number }): boolean => x.at < y.at || (x.at === y.at && x.seq < y.seq)
 
-/** Binary min-heap of in-flight datagrams by (at, seq). */
-class Heap {
-  readonly items: Array<InFlight> = []
+/** Binary min-heap by (at, seq): in-flight datagrams and timers. */
+class Heap<T extends { readonly at: number; readonly seq: number }> {
+  readonly items: Array<T> = []
   get size(): number {
     return this.items.length
   }
-  peek(): InFlight | undefined {
+  peek(): T | undefined {
     return this.items[0]
   }
-  push(e: InFlight): void {
+  push(e: T): void {
     const a = this.items
     let i = a.length
     a.push(e)
@@ -411,7 +411,7 @@ class Heap {
     }
     a[i] = e
   }
-  pop(): InFlight | undefined {
+  pop(): T | undefined {
     const a = this.items
     const top = a[0]
     const last = a.pop()
@@ -444,54 +444,6 @@ class Timer {
   constructor(readonly at: number, readonly seq: number, readonly f: () => void) {}
 }
 
-/** Binary min-heap of timers by (at, seq). */
-class TimerHeap {
-  readonly items: Array<Timer> = []
-  peek(): Timer | undefined {
-    return this.items[0]
-  }
-  push(e: Timer): void {
-    const a = this.items
-    let i = a.length
-    a.push(e)
-    while (i > 0) {
-      const p = (i - 1) >> 1
-      const parent = a[p]!
-      if (!(e.at < parent.at || (e.at === parent.at && e.seq < parent.seq))) break
-      a[i] = parent
-      i = p
-    }
-    a[i] = e
-  }
-  pop(): Timer | undefined {
-    const a = this.items
-    const top = a[0]
-    const last = a.pop()
-    if (top === undefined || last === undefined || a.length === 0) return top
-    const n = a.length
-    let i = 0
-    while (true) {
-      const l = 2 * i + 1
-      if (l >= n) break
-      const r = l + 1
-      let c = l
-      let child = a[l]!
-      if (r < n) {
-        const rc = a[r]!
-        if (rc.at < child.at || (rc.at === child.at && rc.seq < child.seq)) {
-          c = r
-          child = rc
-        }
-      }
-      if (!(child.at < last.at || (child.at === last.at && child.seq < last.seq))) break
-      a[i] = child
-      i = c
-    }
-    a[i] = last
-    return top
-  }
-}
-
 function dieWith(message: string): never {
   throw new Error(`SimNetwork: ${message}`)
 }
@@ -502,8 +454,8 @@ function dieWith(message: string): never {
 
 class SimNet {
   readonly counters = new Counters()
-  readonly heap = new Heap()
-  readonly timers = new TimerHeap()
+  readonly heap = new Heap<InFlight>()
+  readonly timers = new Heap<Timer>()
   private timerSeq = 0
   readonly prng: Prng
   readonly defaults: Link
