@@ -12,6 +12,7 @@ import { makeFast } from "../src/layers/crypto/fast.js"
 import { noble } from "../src/layers/crypto/noble.js"
 import type { CryptoImpl, SecretStreamState } from "../src/layers/crypto/types.js"
 import { SECRETSTREAM_TAG_FINAL, SECRETSTREAM_TAG_MESSAGE, SECRETSTREAM_TAG_PUSH, SECRETSTREAM_TAG_REKEY } from "../src/layers/crypto/types.js"
+import { xorshift32 } from "../src/util/random.js"
 
 // sodium-native refuses generichash keys of 1..15 bytes (its JS wrapper and its C binding both
 // assert crypto_generichash_KEYBYTES_MIN) although libsodium accepts 0..64: those are checked
@@ -20,13 +21,7 @@ import { SECRETSTREAM_TAG_FINAL, SECRETSTREAM_TAG_MESSAGE, SECRETSTREAM_TAG_PUSH
 // ---- deterministic randomness ----------------------------------------------------------
 
 const prng = (seed: number) => {
-  let x = seed >>> 0 || 1
-  const next = (): number => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return x >>> 0
-  }
+  const next = xorshift32(seed || 1)
   return {
     int: (n: number): number => next() % n,
     bytes: (n: number): Uint8Array => {

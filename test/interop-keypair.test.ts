@@ -5,22 +5,13 @@
  */
 import HyperDHT from "hyperdht"
 import { describe, expect, it } from "vitest"
+import { patternBytes } from "../src/util/random.js"
 import { Gateway as SourceGateway, InvalidSeed } from "../src/api/Gateway.js"
 
 // deterministic seeds: vectors' edge cases plus a seeded pseudo-random series
 const seeds = (): Array<Uint8Array> => {
   const out: Array<Uint8Array> = [new Uint8Array(32), new Uint8Array(32).fill(0xff), Uint8Array.from({ length: 32 }, (_, i) => i)]
-  let x = 0x9e3779b9
-  for (let n = 0; n < 200; n++) {
-    const s = new Uint8Array(32)
-    for (let i = 0; i < 32; i++) {
-      x ^= x << 13
-      x ^= x >>> 17
-      x ^= x << 5
-      s[i] = x & 0xff
-    }
-    out.push(s)
-  }
+  for (let n = 0; n < 200; n++) out.push(patternBytes(32, 0x9e3779b9 + n))
   return out
 }
 

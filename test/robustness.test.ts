@@ -18,20 +18,13 @@ import * as E from "../src/protocol/encoding.js"
 import * as Records from "../src/protocol/records.js"
 import * as SecretStream from "../src/protocol/secret-stream.js"
 import * as Udx from "../src/protocol/udx.js"
+import { xorshift32 } from "../src/util/random.js"
 import { loadVectors } from "./support/vectors.js"
 
 // ---- deterministic randomness ----------------------------------------------------
 
 const makeRng = (seed: number) => {
-  let s = seed >>> 0 || 1
-  const next = () => {
-    s ^= s << 13
-    s >>>= 0
-    s ^= s >>> 17
-    s ^= s << 5
-    s >>>= 0
-    return s
-  }
+  const next = xorshift32(seed || 1)
   return {
     int: (n: number) => next() % n,
     bytes: (n: number) => {

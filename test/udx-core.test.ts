@@ -8,24 +8,13 @@ import { describe, expect, it } from "vitest"
 import { MAX_RTO_EXPIRIES, RTO_MIN } from "../src/actors/session/udx-stream.js"
 import { deliver, Endpoint, fields, fromHex, hex, pair, run, sackBlocks } from "./support/udx-harness.js"
 import { loadVectors } from "./support/vectors.js"
+import { patternBytes } from "../src/util/random.js"
 
 const V: Record<string, any> = loadVectors("connect").udxPackets
 const ascii = (s: string) => new TextEncoder().encode(s)
 /** Byte equality (vitest's deep equality is far too slow for megabytes). */
 const same = (x: Uint8Array, y: Uint8Array) => Buffer.from(x.buffer, x.byteOffset, x.length).equals(Buffer.from(y.buffer, y.byteOffset, y.length))
-const pattern = (n: number, seed = 1) => {
-  const b = new Uint8Array(n)
-  let x = seed >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x >>>= 0
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    b[i] = x & 0xff
-  }
-  return b
-}
+const pattern = patternBytes
 /** Deterministic PRNG for loss patterns. */
 const prng = (seed: number) => {
   let s = seed >>> 0

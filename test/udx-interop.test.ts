@@ -10,23 +10,12 @@ import { createHash } from "node:crypto"
 import UDX from "udx-native"
 import { makeUdxMux, type UdxStream } from "../src/actors/session/udx.js"
 import { UdpTransport } from "../src/layers/transport/udp.js"
+import { patternBytes } from "../src/util/random.js"
 
 const MiB = 1 << 20
 const HOST = "127.0.0.1"
 
-const pattern = (n: number, seed: number): Uint8Array => {
-  const b = new Uint8Array(n)
-  let x = seed >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x >>>= 0
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    b[i] = x & 0xff
-  }
-  return b
-}
+const pattern = patternBytes
 const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex")
 
 /** A udx-native socket + stream, connected to an Omega stream. */

@@ -7,17 +7,7 @@ import { DhtNode, type DhtNodeOptions } from "../../src/actors/routing/node.js"
 import { CLIENT, SERVER, type SocketKind } from "../../src/actors/routing/rpc.js"
 import { noble } from "../../src/layers/crypto/noble.js"
 
-export const seededRandom = (seed: number) => {
-  let s = seed >>> 0 || 1
-  return () => {
-    s ^= s << 13
-    s >>>= 0
-    s ^= s >>> 17
-    s ^= s << 5
-    s >>>= 0
-    return s / 4294967296
-  }
-}
+export { seededRandom } from "../../src/util/random.js"
 
 interface Delivery {
   readonly at: number

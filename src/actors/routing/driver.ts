@@ -13,6 +13,7 @@ import { Crypto } from "../../layers/Crypto.js"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
 import { type BindError, type Datagram, Transport, type UdpSocket } from "../../layers/Transport.js"
 import { isIPv4 } from "../../protocol/encoding.js"
+import { seededRandom } from "../../util/random.js"
 import { type DhtEvent, DhtNode, type DhtNodeOptions } from "./node.js"
 import { type Query, QueryError, type QueryOptions } from "./query.js"
 import { CLIENT, type IncomingRequest, type IncomingResponse, RequestError, SERVER, type SocketKind } from "./rpc.js"
@@ -109,17 +110,6 @@ export interface NodeHandle {
   readonly sockets: () => { readonly server: UdpSocket; readonly client: UdpSocket }
 }
 
-const seededRandom = (seed: number): (() => number) => {
-  let s = seed >>> 0 || 0x9e3779b9
-  return () => {
-    s ^= s << 13
-    s >>>= 0
-    s ^= s >>> 17
-    s ^= s << 5
-    s >>>= 0
-    return s / 4294967296
-  }
-}
 
 const parseBootstrap = (e: BootstrapEntry): { host: string; port: number } | null => {
   if (typeof e === "number") return Number.isInteger(e) && e > 0 && e < 65536 ? { host: "127.0.0.1", port: e } : null
