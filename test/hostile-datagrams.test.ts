@@ -14,35 +14,14 @@ import * as dgram from "node:dgram"
 import { afterEach, describe, expect, it } from "vitest"
 import type { NodeHandle } from "../src/actors/routing/driver.js"
 import { Gateway } from "../src/index.js"
+import { HOST, randomPort, sleep, tracker, withTimeout } from "./support/live.js"
 
-const HOST = "127.0.0.1"
 
 // ---- lifecycle helpers ----------------------------------------------------------------
 
-interface Closable {
-  destroy(): Promise<unknown>
-}
-const open: Array<Closable> = []
-const track = <T extends Closable>(n: T): T => {
-  open.push(n)
-  return n
-}
-afterEach(async () => {
-  const all = open.splice(0)
-  await Promise.all(all.map((n) => withTimeout(Promise.resolve().then(() => n.destroy()), 10_000, "destroy").catch(() => {})))
-})
+const { track, destroyAll } = tracker()
+afterEach(destroyAll)
 
-const withTimeout = <A>(p: Promise<A>, ms: number, what: string): Promise<A> => {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms: ${what}`)), ms)
-    })
-  ]).finally(() => clearTimeout(timer))
-}
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
-const randomPort = (): number => 20_000 + Math.floor(Math.random() * 40_000)
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type RefNode = any

@@ -15,37 +15,16 @@ import { nodeId } from "../src/protocol/dht-rpc.js"
 import { noble } from "../src/layers/crypto/noble.js"
 import { Gateway } from "../src/index.js"
 import { CoreNet, seededRandom, type SimNode } from "./support/core-net.js"
+import { HOST, randomPort, sleep, tracker, withTimeout } from "./support/live.js"
 
-const HOST = "127.0.0.1"
 
 // ---- helpers -----------------------------------------------------------------------
 
-interface Closable {
-  destroy(): Promise<unknown>
-}
-const open: Array<Closable> = []
-const track = <T extends Closable>(n: T): T => {
-  open.push(n)
-  return n
-}
-afterEach(async () => {
-  const all = open.splice(0)
-  await Promise.all(all.map((n) => withTimeout(Promise.resolve().then(() => n.destroy()), 10_000, "destroy").catch(() => {})))
-})
+const { track, destroyAll } = tracker()
+afterEach(destroyAll)
 
-const randomPort = (): number => 20_000 + Math.floor(Math.random() * 40_000)
 
-const withTimeout = <A>(p: Promise<A>, ms: number, what: string): Promise<A> => {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms: ${what}`)), ms)
-    })
-  ]).finally(() => clearTimeout(timer))
-}
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 const ipv4Address = (host: string, port: number): Uint8Array => {
   const b = new Uint8Array(6)

@@ -21,28 +21,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Crypto, Gateway } from "../src/index.js"
 import { decode, type IPv4Address } from "../src/protocol/encoding.js"
 import * as R from "../src/protocol/records.js"
+import { type Closable, HOST, randomPort, withTimeout } from "./support/live.js"
 
-const HOST = "127.0.0.1"
 const Persistent = createRequire(import.meta.url)("hyperdht/lib/persistent.js")
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type RefNode = any
-
-interface Closable {
-  destroy(): Promise<unknown>
-}
-
-const randomPort = (): number => 20_000 + Math.floor(Math.random() * 40_000)
-
-const withTimeout = <A>(p: Promise<A>, ms: number, what: string): Promise<A> => {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timeout after ${ms} ms: ${what}`)), ms)
-    })
-  ]).finally(() => clearTimeout(timer))
-}
 
 const hex = (b: Uint8Array | null | undefined): string | null => (b == null ? null : Buffer.from(b).toString("hex"))
 const utf8 = (s: string): Buffer => Buffer.from(s, "utf8")
@@ -50,14 +34,12 @@ const OP = 15_000
 
 /** One network's nodes; `destroy` closes them all (bounded). */
 class Net {
-  readonly open: Array<Closable> = []
+  private readonly nodes = tracker()
   track<T extends Closable>(n: T): T {
-    this.open.push(n)
-    return n
+    return this.nodes.track(n)
   }
-  async destroy(): Promise<void> {
-    const all = this.open.splice(0)
-    await Promise.all(all.map((n) => withTimeout(Promise.resolve().then(() => n.destroy()), 10_000, "destroy").catch(() => {})))
+  destroy(): Promise<void> {
+    return this.nodes.destroyAll()
   }
 
   async refBootstrapper(): Promise<{ node: RefNode; port: number }> {
