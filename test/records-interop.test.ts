@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Crypto, Gateway } from "../src/index.js"
 import { decode, type IPv4Address } from "../src/protocol/encoding.js"
 import * as R from "../src/protocol/records.js"
-import { type Closable, HOST, randomPort, withTimeout } from "./support/live.js"
+import { type Closable, HOST, randomPort, tracker, withTimeout } from "./support/live.js"
 
 const Persistent = createRequire(import.meta.url)("hyperdht/lib/persistent.js")
 
