@@ -20,7 +20,26 @@ import { CLIENT, type IncomingRequest, type IncomingResponse, RequestError, SERV
 
 export type BootstrapEntry = string | number | { readonly host: string; readonly port: number }
 
-export interface NodeConfig {
+/** The core options a node's configuration passes through unchanged. */
+type CoreConfig = Pick<
+  DhtNodeOptions,
+  | "ephemeral"
+  | "adaptive"
+  | "firewalled"
+  | "quickFirewall"
+  | "concurrency"
+  | "maxWindow"
+  | "maxPingDelay"
+  | "sendDownHints"
+  | "downHintsRateLimit"
+  | "k"
+  | "nodes"
+  | "filterNode"
+  | "natSample"
+  | "onRequest"
+>
+
+export interface NodeConfig extends CoreConfig {
   /** Bootstrap nodes: "host:port", "suggestedIP@hostname:port", {host, port} or a port on 127.0.0.1. */
   readonly bootstrap?: ReadonlyArray<BootstrapEntry>
   /** Server socket port: a number N tries N..N+4, a range [start, end) tries each; 0 = any. */
@@ -29,24 +48,8 @@ export interface NodeConfig {
   readonly host?: string
   /** Bind any port when the candidates fail (default true). */
   readonly anyPort?: boolean
-  readonly ephemeral?: boolean
-  readonly adaptive?: boolean
-  readonly firewalled?: boolean
-  readonly quickFirewall?: boolean
-  readonly concurrency?: number
-  readonly maxWindow?: number
-  readonly maxPingDelay?: number
-  readonly sendDownHints?: boolean
-  readonly downHintsRateLimit?: number
-  readonly k?: number
-  readonly nodes?: ReadonlyArray<{ readonly host: string; readonly port: number }>
-  readonly filterNode?: (node: { readonly host: string; readonly port: number; readonly id: Uint8Array }) => boolean
-  /** Bootstrapper mode: our public address, sampled once (DHT.bootstrapper). */
-  readonly natSample?: { readonly host: string; readonly port: number }
   /** Seed for the node's random choices (simulations); real nodes use Math.random. */
   readonly randomSeed?: number
-  /** Application command handler (the hyperdht layer); return false when unhandled. */
-  readonly onRequest?: (req: IncomingRequest, node: DhtNode) => boolean
 }
 
 export interface NodeStatus {
@@ -194,26 +197,19 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     yield* startReaders()
 
     const now0 = yield* Clock.currentTimeMillis
+    const passThrough: Array<keyof CoreConfig> = [
+      "ephemeral", "adaptive", "firewalled", "quickFirewall", "concurrency", "maxWindow", "maxPingDelay",
+      "sendDownHints", "downHintsRateLimit", "k", "nodes", "filterNode", "natSample", "onRequest"
+    ]
+    const coreConfig: Record<string, unknown> = {}
+    for (const key of passThrough) if (config[key] !== undefined) coreConfig[key] = config[key]
     const coreOptions: DhtNodeOptions = {
+      ...(coreConfig as CoreConfig),
       crypto,
       random,
       ...(config.randomSeed !== undefined ? { randomBytes: (n: number) => { const b = new Uint8Array(n); for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256); return b } } : {}),
       transmit: (socket, to, data, ttl) => (socket === SERVER ? sockets.server : sockets.client).send(to, data, ttl || undefined),
-      serverPort: sockets.server.local.port,
-      ...(config.ephemeral !== undefined ? { ephemeral: config.ephemeral } : {}),
-      ...(config.adaptive !== undefined ? { adaptive: config.adaptive } : {}),
-      ...(config.firewalled !== undefined ? { firewalled: config.firewalled } : {}),
-      ...(config.quickFirewall !== undefined ? { quickFirewall: config.quickFirewall } : {}),
-      ...(config.concurrency !== undefined ? { concurrency: config.concurrency } : {}),
-      ...(config.maxWindow !== undefined ? { maxWindow: config.maxWindow } : {}),
-      ...(config.maxPingDelay !== undefined ? { maxPingDelay: config.maxPingDelay } : {}),
-      ...(config.sendDownHints !== undefined ? { sendDownHints: config.sendDownHints } : {}),
-      ...(config.downHintsRateLimit !== undefined ? { downHintsRateLimit: config.downHintsRateLimit } : {}),
-      ...(config.k !== undefined ? { k: config.k } : {}),
-      ...(config.nodes !== undefined ? { nodes: config.nodes } : {}),
-      ...(config.filterNode !== undefined ? { filterNode: config.filterNode } : {}),
-      ...(config.natSample !== undefined ? { natSample: config.natSample } : {}),
-      ...(config.onRequest !== undefined ? { onRequest: config.onRequest } : {})
+      serverPort: sockets.server.local.port
     }
     const core = new DhtNode(coreOptions, now0)
 
