@@ -7,11 +7,13 @@
 import NoiseSecretStreamRef from "@hyperswarm/secret-stream"
 import sodium from "sodium-native"
 import UDX from "udx-native"
-import { Effect, Fiber, Result, Stream } from "effect"
+import { Effect, Exit, Fiber, Result, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import { afterEach, beforeAll, describe, expect, it } from "vitest"
 import * as SS from "../src/actors/session/secret-stream.js"
 import { fromNodeDuplex, NoiseSecretStream } from "../src/actors/session/secret-stream-node.js"
+import { makeUdxMux } from "../src/actors/session/udx.js"
+import { UdpTransport } from "../src/layers/transport/udp.js"
 import { Crypto } from "../src/layers/Crypto.js"
 import { dhtNamespaces } from "../src/layers/crypto/derive.js"
 import * as Noise from "../src/layers/crypto/noise.js"
@@ -442,6 +444,93 @@ describe("interop over real UDX streams (udx-native) on 127.0.0.1", () => {
     }
     expect(ourMsgs[0]).toBe("udx message to ours")
     expect(refMsgs[0]).toBe("udx message to ref")
+
+    const closed = Promise.all([once(ref, "close"), once(ours, "close")])
+    const ends = Promise.all([once(ref, "end"), once(ours, "end")])
+    ref.end()
+    ours.end()
+    await ends
+    await closed
+    expect(errors).toEqual([])
+  })
+})
+
+describe("reference secret stream over udx-native <-> Omega secret stream over Omega UDX (127.0.0.1)", () => {
+  it("4 MiB both ways, REKEY both ways, unordered messages, end/close", async () => {
+    const keys = handshake(fast)
+    // reference side: udx-native socket + stream
+    const udx = new UDX()
+    const sa = udx.createSocket()
+    sa.bind(0, "127.0.0.1")
+    // Omega side: our UDP transport, our UDX mux and stream
+    const scope = Effect.runSync(Scope.make())
+    const { stream, port } = await Effect.runPromise(
+      Effect.gen(function*() {
+        const transport = yield* UdpTransport.make
+        const socket = yield* transport.bind({ host: "127.0.0.1", port: 0 })
+        const mux = yield* makeUdxMux(socket)
+        const s = yield* mux.connect(2, 1, { host: "127.0.0.1", port: sa.address().port })
+        return { stream: s, port: socket.local.port }
+      }).pipe(Scope.provide(scope))
+    )
+    const a = udx.createStream(1)
+    a.connect(sa, 2, port, "127.0.0.1")
+    cleanup.push(async () => {
+      a.destroy()
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+      await sa.close()
+    })
+    const ref = new NoiseSecretStreamRef(true, a, { handshake: keys.client })
+    const ours = new NoiseSecretStream(false, SS.fromUdxStream(stream), { handshake: keys.server, crypto: fast })
+    const errors: Array<unknown> = []
+    ref.on("error", (e: unknown) => errors.push(e))
+    ours.on("error", (e: unknown) => errors.push(e))
+    expect(await ours.opened).toBe(true)
+    const atRef = collect(ref)
+    const atOurs = collect(ours)
+
+    // bulk both ways at once
+    const big1 = Buffer.from(fast.randomBytes(4 * 1024 * 1024))
+    const big2 = Buffer.from(fast.randomBytes(4 * 1024 * 1024))
+    ref.write(big1)
+    ours.write(big2)
+    await Promise.all([atOurs.until(big1.length), atRef.until(big2.length)])
+    expect(sha(atOurs.chunks)).toBe(sha([big1]))
+    expect(sha(atRef.chunks)).toBe(sha([big2]))
+
+    // ours -> reference with REKEY-tagged frames in between
+    const refBefore = atRef.total
+    ours.write("one;")
+    expect(ours.core.write(Buffer.from("rekey;"), SECRETSTREAM_TAG_REKEY)).toBe(true)
+    ours.write("after rekey")
+    await atRef.until(refBefore + "one;rekey;after rekey".length)
+    expect(Buffer.concat(atRef.chunks).subarray(refBefore).toString()).toBe("one;rekey;after rekey")
+
+    // reference -> ours: a REKEY push on the reference's own state, written into its raw UDX stream
+    const oursBefore = atOurs.total
+    ref.write("hello;")
+    await atOurs.until(oursBefore + 6)
+    const plain = Buffer.from("rekeyed;")
+    const frame = Buffer.alloc(3 + plain.length + 17)
+    frame.writeUIntLE(plain.length + 17, 0, 3)
+    sodium.crypto_secretstream_xchacha20poly1305_push(ref._encrypt.state, frame.subarray(3), plain, null, SECRETSTREAM_TAG_REKEY)
+    a.write(frame)
+    ref.write("after")
+    await atOurs.until(oursBefore + "hello;rekeyed;after".length)
+    expect(Buffer.concat(atOurs.chunks).subarray(oursBefore).toString()).toBe("hello;rekeyed;after")
+
+    // unordered messages both ways (UDX MESSAGE packets)
+    const refMsgs: Array<string> = []
+    const ourMsgs: Array<string> = []
+    ref.on("message", (m: Buffer) => refMsgs.push(m.toString()))
+    ours.on("message", (m: Buffer) => ourMsgs.push(m.toString()))
+    for (let i = 0; i < 20 && (refMsgs.length === 0 || ourMsgs.length === 0); i++) {
+      if (ourMsgs.length === 0) ref.trySend(Buffer.from("to ours"))
+      if (refMsgs.length === 0) ours.trySend(Buffer.from("to ref"))
+      await sleep(20)
+    }
+    expect(ourMsgs[0]).toBe("to ours")
+    expect(refMsgs[0]).toBe("to ref")
 
     const closed = Promise.all([once(ref, "close"), once(ours, "close")])
     const ends = Promise.all([once(ref, "end"), once(ours, "end")])

@@ -27,6 +27,7 @@
  * secretstream operation and at most one copy per frame, no Effect per chunk.
  */
 import { Cause, Data, Deferred, Effect, Queue, Scope, Stream } from "effect"
+import type { UdxStream } from "./udx.js"
 import { Crypto } from "../../layers/Crypto.js"
 import { sendKey as deriveSendKey, streamId as deriveStreamId } from "../../layers/crypto/derive.js"
 import {
@@ -979,3 +980,59 @@ export const make = (
 
 /** The Effect API namespace. */
 export const SecretStream = { make } as const
+
+// ---------------------------------------------------------------------------
+// Omega UDX stream as the raw stream
+// ---------------------------------------------------------------------------
+
+/**
+ * A `RawStream` over an Omega UDX stream (src/actors/session/udx.ts): the
+ * transport hyperdht connections use. Read backpressure follows `pause` /
+ * `resume` by holding back the consumed-bytes reports, so the UDX receive
+ * window closes while the reader is paused.
+ */
+export const fromUdxStream = (udx: UdxStream): RawStream => {
+  let handlers: RawStreamHandlers | null = null
+  let paused = false
+  let held = 0
+  let waitingForDrain = false
+  return {
+    attach: (h) => {
+      handlers = h
+      udx.attachUnsafe({
+        onData: (chunk) => {
+          if (paused) held += chunk.length
+          else udx.consumedUnsafe(chunk.length)
+          h.onData(chunk)
+        },
+        onEnd: () => h.onEnd(),
+        onClose: (error) => (error === null ? h.onClose() : h.onClose(error)),
+        onMessage: (m) => h.onMessage(m)
+      })
+    },
+    write: (bytes) => {
+      const ok = udx.writeUnsafe(bytes)
+      if (!ok && !waitingForDrain) {
+        waitingForDrain = true
+        udx.onDrainUnsafe(() => {
+          waitingForDrain = false
+          handlers?.onDrain()
+        })
+      }
+      return ok
+    },
+    end: () => udx.endUnsafe(),
+    destroy: () => udx.destroyUnsafe(),
+    sendMessage: (bytes) => udx.trySend(bytes),
+    pause: () => {
+      paused = true
+    },
+    resume: () => {
+      paused = false
+      if (held > 0) {
+        udx.consumedUnsafe(held)
+        held = 0
+      }
+    }
+  }
+}
