@@ -101,6 +101,29 @@ const once = (s: { once(e: string, f: (...a: Array<any>) => void): unknown }, ev
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
+
+/** Unordered messages both ways (resent a few times: UDP), then end on both sides and wait for close. */
+const messagesThenClose = async (ref: any, ours: NoiseSecretStream, toOurs: string, toRef: string, errors: Array<unknown>) => {
+  const refMsgs: Array<string> = []
+  const ourMsgs: Array<string> = []
+  ref.on("message", (m: Buffer) => refMsgs.push(m.toString()))
+  ours.on("message", (m: Buffer) => ourMsgs.push(m.toString()))
+  for (let i = 0; i < 20 && (refMsgs.length === 0 || ourMsgs.length === 0); i++) {
+    if (ourMsgs.length === 0) ref.trySend(Buffer.from(toOurs))
+    if (refMsgs.length === 0) ours.trySend(Buffer.from(toRef))
+    await sleep(20)
+  }
+  expect(ourMsgs[0]).toBe(toOurs)
+  expect(refMsgs[0]).toBe(toRef)
+  const closed = Promise.all([once(ref, "close"), once(ours, "close")])
+  const ends = Promise.all([once(ref, "end"), once(ours, "end")])
+  ref.end()
+  ours.end()
+  await ends
+  await closed
+  expect(errors).toEqual([])
+}
+
 const cleanup: Array<() => void | Promise<void>> = []
 afterEach(async () => {
   while (cleanup.length > 0) await cleanup.pop()!()
@@ -422,11 +445,6 @@ describe("interop over real UDX streams (udx-native) on 127.0.0.1", () => {
     expect(await ours.opened).toBe(true)
     const atRef = collect(ref)
     const atOurs = collect(ours)
-    const refMsgs: Array<string> = []
-    const ourMsgs: Array<string> = []
-    ref.on("message", (m: Buffer) => refMsgs.push(m.toString()))
-    ours.on("message", (m: Buffer) => ourMsgs.push(m.toString()))
-
     const big = Buffer.from(fast.randomBytes(2 * 1024 * 1024))
     ref.write("hello over udx;")
     ref.write(big)
@@ -436,22 +454,7 @@ describe("interop over real UDX streams (udx-native) on 127.0.0.1", () => {
     expect(sha(atOurs.chunks)).toBe(sha([Buffer.from("hello over udx;"), big]))
     expect(sha(atRef.chunks)).toBe(sha([Buffer.from("hi back;"), big]))
 
-    // unordered messages (loopback: no loss expected; resend a few times to be robust)
-    for (let i = 0; i < 20 && (refMsgs.length === 0 || ourMsgs.length === 0); i++) {
-      if (ourMsgs.length === 0) ref.trySend(Buffer.from("udx message to ours"))
-      if (refMsgs.length === 0) ours.trySend(Buffer.from("udx message to ref"))
-      await sleep(20)
-    }
-    expect(ourMsgs[0]).toBe("udx message to ours")
-    expect(refMsgs[0]).toBe("udx message to ref")
-
-    const closed = Promise.all([once(ref, "close"), once(ours, "close")])
-    const ends = Promise.all([once(ref, "end"), once(ours, "end")])
-    ref.end()
-    ours.end()
-    await ends
-    await closed
-    expect(errors).toEqual([])
+    await messagesThenClose(ref, ours, "udx message to ours", "udx message to ref", errors)
   })
 })
 
@@ -519,25 +522,7 @@ describe("reference secret stream over udx-native <-> Omega secret stream over O
     await atOurs.until(oursBefore + "hello;rekeyed;after".length)
     expect(Buffer.concat(atOurs.chunks).subarray(oursBefore).toString()).toBe("hello;rekeyed;after")
 
-    // unordered messages both ways (UDX MESSAGE packets)
-    const refMsgs: Array<string> = []
-    const ourMsgs: Array<string> = []
-    ref.on("message", (m: Buffer) => refMsgs.push(m.toString()))
-    ours.on("message", (m: Buffer) => ourMsgs.push(m.toString()))
-    for (let i = 0; i < 20 && (refMsgs.length === 0 || ourMsgs.length === 0); i++) {
-      if (ourMsgs.length === 0) ref.trySend(Buffer.from("to ours"))
-      if (refMsgs.length === 0) ours.trySend(Buffer.from("to ref"))
-      await sleep(20)
-    }
-    expect(ourMsgs[0]).toBe("to ours")
-    expect(refMsgs[0]).toBe("to ref")
-
-    const closed = Promise.all([once(ref, "close"), once(ours, "close")])
-    const ends = Promise.all([once(ref, "end"), once(ours, "end")])
-    ref.end()
-    ours.end()
-    await ends
-    await closed
-    expect(errors).toEqual([])
+    // unordered messages both ways (UDX MESSAGE packets), then a clean close
+    await messagesThenClose(ref, ours, "to ours", "to ref", errors)
   })
 })
