@@ -14,7 +14,7 @@ import * as dgram from "node:dgram"
 import { afterEach, describe, expect, it } from "vitest"
 import type { NodeHandle } from "../src/actors/routing/driver.js"
 import { Gateway } from "../src/index.js"
-import { HOST, randomPort, sleep, tracker, withTimeout } from "./support/live.js"
+import { HOST, randomPort, sleep, tracker, withTimeout, onFreePort } from "./support/live.js"
 
 
 // ---- lifecycle helpers ----------------------------------------------------------------
@@ -33,22 +33,8 @@ const handleOf = (g: Gateway): NodeHandle => {
   return h
 }
 
-const omegaBootstrapper = async (): Promise<{ node: Gateway; port: number }> => {
-  let lastErr: unknown = null
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const port = randomPort()
-    const node = track(Gateway.bootstrapper(port, HOST, { host: HOST }))
-    node.on("error", () => {})
-    try {
-      await withTimeout(node.ready(), 10_000, "omega bootstrapper ready")
-      return { node, port }
-    } catch (err) {
-      lastErr = err // EADDRINUSE: another port
-      await node.destroy().catch(() => {})
-    }
-  }
-  throw lastErr
-}
+const omegaBootstrapper = (): Promise<{ node: Gateway; port: number }> =>
+  onFreePort("omega bootstrapper", (port) => Gateway.bootstrapper(port, HOST, { host: HOST }), track)
 
 // ---- hand-rolled dht-rpc encoding (spec §1, §3) ------------------------------------------
 

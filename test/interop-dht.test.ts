@@ -15,7 +15,7 @@ import { nodeId } from "../src/protocol/dht-rpc.js"
 import { noble } from "../src/layers/crypto/noble.js"
 import { Gateway } from "../src/index.js"
 import { CoreNet, seededRandom, type SimNode } from "./support/core-net.js"
-import { HOST, randomPort, sleep, tracker, withTimeout } from "./support/live.js"
+import { HOST, randomPort, sleep, tracker, withTimeout, onFreePort } from "./support/live.js"
 
 
 // ---- helpers -----------------------------------------------------------------------
@@ -42,39 +42,12 @@ const key = (n: { host: string; port: number }) => `${n.host}:${n.port}`
 type RefNode = any
 
 /** A reference bootstrapper (HyperDHT.bootstrapper) on a random free port. */
-const refBootstrapper = async (): Promise<{ node: RefNode; port: number }> => {
-  let lastErr: unknown = null
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const port = randomPort()
-    const node = track(HyperDHT.bootstrapper(port, HOST, { host: HOST }))
-    try {
-      await withTimeout(node.ready(), 10_000, "reference bootstrapper ready")
-      return { node, port }
-    } catch (err) {
-      lastErr = err // EADDRINUSE: try another port
-      await node.destroy().catch(() => {})
-    }
-  }
-  throw lastErr
-}
+const refBootstrapper = (): Promise<{ node: RefNode; port: number }> =>
+  onFreePort("reference bootstrapper", (port) => HyperDHT.bootstrapper(port, HOST, { host: HOST }), track)
 
 /** An Omega bootstrapper (Gateway.bootstrapper) on a random free port. */
-const omegaBootstrapper = async (): Promise<{ node: Gateway; port: number }> => {
-  let lastErr: unknown = null
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const port = randomPort()
-    const node = track(Gateway.bootstrapper(port, HOST, { host: HOST }))
-    node.on("error", () => {}) // a bind failure is also reported by ready()
-    try {
-      await withTimeout(node.ready(), 10_000, "omega bootstrapper ready")
-      return { node, port }
-    } catch (err) {
-      lastErr = err
-      await node.destroy().catch(() => {})
-    }
-  }
-  throw lastErr
-}
+const omegaBootstrapper = (): Promise<{ node: Gateway; port: number }> =>
+  onFreePort("omega bootstrapper", (port) => Gateway.bootstrapper(port, HOST, { host: HOST }), track)
 
 const refNode = (bootPort: number, opts: Record<string, unknown> = { ephemeral: false, firewalled: false }): RefNode =>
   // hyperdht defaults port 0 to 49737; a random high port avoids sharing that range with anything else

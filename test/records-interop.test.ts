@@ -21,7 +21,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Crypto, Gateway } from "../src/index.js"
 import { decode, type IPv4Address } from "../src/protocol/encoding.js"
 import * as R from "../src/protocol/records.js"
-import { type Closable, HOST, randomPort, tracker, withTimeout } from "./support/live.js"
+import { type Closable, HOST, randomPort, tracker, withTimeout, onFreePort } from "./support/live.js"
 
 const Persistent = createRequire(import.meta.url)("hyperdht/lib/persistent.js")
 
@@ -42,37 +42,12 @@ class Net {
     return this.nodes.destroyAll()
   }
 
-  async refBootstrapper(): Promise<{ node: RefNode; port: number }> {
-    let lastErr: unknown = null
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const port = randomPort()
-      const node = this.track(HyperDHT.bootstrapper(port, HOST, { host: HOST }))
-      try {
-        await withTimeout(node.ready(), 10_000, "reference bootstrapper ready")
-        return { node, port }
-      } catch (err) {
-        lastErr = err
-        await node.destroy().catch(() => {})
-      }
-    }
-    throw lastErr
+  refBootstrapper(): Promise<{ node: RefNode; port: number }> {
+    return onFreePort("reference bootstrapper", (port) => HyperDHT.bootstrapper(port, HOST, { host: HOST }), (n) => this.track(n))
   }
 
-  async omegaBootstrapper(): Promise<{ node: Gateway; port: number }> {
-    let lastErr: unknown = null
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const port = randomPort()
-      const node = this.track(Gateway.bootstrapper(port, HOST, { host: HOST }))
-      node.on("error", () => {})
-      try {
-        await withTimeout(node.ready(), 10_000, "omega bootstrapper ready")
-        return { node, port }
-      } catch (err) {
-        lastErr = err
-        await node.destroy().catch(() => {})
-      }
-    }
-    throw lastErr
+  omegaBootstrapper(): Promise<{ node: Gateway; port: number }> {
+    return onFreePort("omega bootstrapper", (port) => Gateway.bootstrapper(port, HOST, { host: HOST }), (n) => this.track(n))
   }
 
   refNode(bootPort: number, opts: Record<string, unknown> = { ephemeral: false, firewalled: false }): RefNode {

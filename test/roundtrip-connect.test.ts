@@ -65,23 +65,20 @@ import {
   type Unpair,
   unpair
 } from "../src/protocol/blind-relay.js"
+import { seededRandom } from "../src/util/random.js"
 
 // ---------------------------------------------------------------------------
 // Seeded generators
 // ---------------------------------------------------------------------------
 
-/** mulberry32: small, fast, deterministic. */
+/** Seeded generator (xorshift32 from src/util/random). */
 class Rng {
-  private s: number
+  private readonly rand: () => number
   constructor(seed: number) {
-    this.s = seed >>> 0
+    this.rand = seededRandom(seed)
   }
   next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0
-    let t = this.s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    return this.rand()
   }
   /** Integer in [lo, hi] (inclusive), hi - lo < 2^32. */
   int(lo: number, hi: number): number {

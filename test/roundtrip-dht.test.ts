@@ -46,25 +46,22 @@ import {
   type Peer,
   type PluginRequest
 } from "../src/protocol/records.js"
+import { seededRandom } from "../src/util/random.js"
 
 const CASES = 500
 
 // ---------------------------------------------------------------------------
-// Seeded generator (mulberry32)
+// Seeded generator
 // ---------------------------------------------------------------------------
 
 class Gen {
-  private s: number
+  private readonly rand: () => number
   constructor(seed: number) {
-    this.s = seed >>> 0
+    this.rand = seededRandom(seed)
   }
   /** Float in [0, 1). */
   next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0
-    let t = this.s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    return this.rand()
   }
   int(n: number): number {
     return Math.floor(this.next() * n)

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest"
 import { MAX_RTO_EXPIRIES, RTO_MIN } from "../src/actors/session/udx-stream.js"
 import { deliver, Endpoint, fields, fromHex, hex, pair, run, sackBlocks } from "./support/udx-harness.js"
 import { loadVectors } from "./support/vectors.js"
-import { patternBytes } from "../src/util/random.js"
+import { patternBytes, seededRandom } from "../src/util/random.js"
 
 const V: Record<string, any> = loadVectors("connect").udxPackets
 const ascii = (s: string) => new TextEncoder().encode(s)
@@ -16,16 +16,7 @@ const ascii = (s: string) => new TextEncoder().encode(s)
 const same = (x: Uint8Array, y: Uint8Array) => Buffer.from(x.buffer, x.byteOffset, x.length).equals(Buffer.from(y.buffer, y.byteOffset, y.length))
 const pattern = patternBytes
 /** Deterministic PRNG for loss patterns. */
-const prng = (seed: number) => {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+const prng = seededRandom
 
 describe("UDX core: wire format (captured udx-native packets)", () => {
   it("DATA, pure ACK, MESSAGE and DESTROY are byte-identical to the captures", () => {

@@ -11,6 +11,7 @@ import UDX from "udx-native"
 import { makeUdxMux, type UdxStream } from "../src/actors/session/udx.js"
 import { UdpTransport } from "../src/layers/transport/udp.js"
 import { patternBytes } from "../src/util/random.js"
+import { readAllHashed } from "./support/udx-harness.js"
 
 const MiB = 1 << 20
 const HOST = "127.0.0.1"
@@ -63,19 +64,7 @@ const omegaWrite = (s: UdxStream, data: Uint8Array) =>
     for (let off = 0; off < data.length; off += 65_536) yield* s.write(data.subarray(off, Math.min(data.length, off + 65_536)))
     yield* s.end()
   })
-const omegaRead = (s: UdxStream) =>
-  Effect.gen(function*() {
-    const h = createHash("sha256")
-    let n = 0
-    yield* Stream.runForEachArray(s.readable, (chunks) =>
-      Effect.sync(() => {
-        for (const c of chunks) {
-          h.update(c)
-          n += c.length
-        }
-      }))
-    return { bytes: n, sha256: h.digest("hex") }
-  })
+const omegaRead = readAllHashed
 
 const omegaSide = Effect.gen(function*() {
   const transport = yield* UdpTransport.makeWith({ recvBufferSize: 4 * MiB, sendBufferSize: 4 * MiB })

@@ -11,6 +11,7 @@ import { createHash } from "node:crypto"
 import { makeUdxMux, type UdxError, type UdxStream } from "../src/actors/session/udx.js"
 import { SimNetwork, type SimNetworkOptions } from "../src/layers/transport/sim.js"
 import { patternBytes } from "../src/util/random.js"
+import { readAllHashed } from "./support/udx-harness.js"
 
 const MiB = 1 << 20
 
@@ -25,19 +26,7 @@ const writeAll = (s: UdxStream, data: Uint8Array, end = true) =>
   })
 
 /** Read until end-of-stream: byte count + SHA-256. */
-const readAll = (s: UdxStream) =>
-  Effect.gen(function*() {
-    const h = createHash("sha256")
-    let n = 0
-    yield* Stream.runForEachArray(s.readable, (chunks) =>
-      Effect.sync(() => {
-        for (const c of chunks) {
-          h.update(c)
-          n += c.length
-        }
-      }))
-    return { bytes: n, sha256: h.digest("hex") }
-  })
+const readAll = readAllHashed
 
 /** Advance virtual time in `step` ms increments until every fiber is done (or `limit` ms). */
 const drive = (fibers: ReadonlyArray<Fiber.Fiber<unknown, unknown>>, step = 100, limit = 600_000) =>

@@ -34,3 +34,34 @@ export const tracker = () => {
     }
   }
 }
+
+interface Readyable extends Closable {
+  ready(): Promise<unknown>
+}
+
+/**
+ * Start a node that must own a port (a bootstrapper) on a random free port:
+ * `make(port)` builds it, `track` registers it for cleanup; a bind failure
+ * (EADDRINUSE) tries another port, up to 8 times.
+ */
+export const onFreePort = async <N extends Readyable>(
+  what: string,
+  make: (port: number) => N,
+  track: <T extends Closable>(n: T) => T
+): Promise<{ node: N; port: number }> => {
+  let lastErr: unknown = null
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const port = randomPort()
+    const node = track(make(port))
+    const emitter = node as unknown as { on?: (e: string, f: () => void) => unknown }
+    if (typeof emitter.on === "function") emitter.on("error", () => {}) // a bind failure is also reported by ready()
+    try {
+      await withTimeout(node.ready(), 10_000, `${what} ready`)
+      return { node, port }
+    } catch (err) {
+      lastErr = err // EADDRINUSE: another port
+      await node.destroy().catch(() => {})
+    }
+  }
+  throw lastErr
+}

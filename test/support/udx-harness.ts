@@ -3,6 +3,9 @@
  * transmits and emits, and a tiny deterministic "wire" that moves recorded
  * packets between two cores with optional loss / reordering.
  */
+import { Effect, Stream } from "effect"
+import { createHash } from "node:crypto"
+import type { UdxStream } from "../../src/actors/session/udx.js"
 import { type UdxError, UdxStreamCore, type UdxStreamEvents, type UdxStreamOptions } from "../../src/actors/session/udx-stream.js"
 
 export const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex")
@@ -132,3 +135,18 @@ export const run = (
   }
   return now
 }
+
+/** Read an Omega UDX stream to its end: byte count and SHA-256 of everything read. */
+export const readAllHashed = (s: UdxStream) =>
+  Effect.gen(function*() {
+    const h = createHash("sha256")
+    let n = 0
+    yield* Stream.runForEachArray(s.readable, (chunks) =>
+      Effect.sync(() => {
+        for (const c of chunks) {
+          h.update(c)
+          n += c.length
+        }
+      }))
+    return { bytes: n, sha256: h.digest("hex") }
+  })
