@@ -7,6 +7,7 @@
  * Results leave through the `onreply` / `onend` callbacks supplied by the
  * owner (the node's driver turns them into an Effect Stream).
  */
+import { Data } from "effect"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import type { IncomingResponse, NodeAddress, OutRequest, RequestError } from "./rpc.js"
 
@@ -58,10 +59,20 @@ export interface QueryOptions {
   readonly commit?: boolean | ((reply: IncomingResponse, query: Query, done: (err: unknown | null) => void) => void)
 }
 
-export class QueryError extends Error {
-  readonly _tag = "QueryError"
-  constructor(readonly reason: "TooFewNodes" | "CommitFailed" | "Destroyed" | "NodeDestroyed", readonly cause_: unknown = null) {
-    super(reason === "TooFewNodes" ? "Too few nodes responded" : reason === "CommitFailed" ? `All commits failed: ${String(cause_)}` : `Query ${reason}`)
+export class QueryError extends Data.TaggedError("QueryError")<{
+  readonly reason: "TooFewNodes" | "CommitFailed" | "Destroyed" | "NodeDestroyed"
+  /** The last commit error (CommitFailed). */
+  readonly lastError?: unknown
+}> {
+  override get message(): string {
+    switch (this.reason) {
+      case "TooFewNodes":
+        return "Too few nodes responded"
+      case "CommitFailed":
+        return `All commits failed: ${String(this.lastError)}`
+      default:
+        return `Query ${this.reason}`
+    }
   }
 }
 
@@ -134,7 +145,7 @@ export class Query {
   }
 
   /** Stop: cancel in-flight requests; `onend` is not called again if already done. */
-  destroy(reason: QueryError | null = new QueryError("Destroyed")): void {
+  destroy(reason: QueryError | null = new QueryError({ reason: "Destroyed" })): void {
     if (this.done) return
     this.done = true
     for (const req of [...this.group]) {
@@ -241,7 +252,7 @@ export class Query {
         r.oncycle = (rq) => this.oncycle(rq)
       }
     )
-    if (req === null) this.destroy(new QueryError("NodeDestroyed"))
+    if (req === null) this.destroy(new QueryError({ reason: "NodeDestroyed" }))
   }
 
   private dec(req: OutRequest): void {
@@ -317,7 +328,7 @@ export class Query {
     }
     const replies = [...this.closestReplies]
     if (replies.length === 0) {
-      this.finish(new QueryError("TooFewNodes"))
+      this.finish(new QueryError({ reason: "TooFewNodes" }))
       return
     }
     let pending = replies.length
@@ -331,7 +342,7 @@ export class Query {
         settled = true
         if (err === null) success++
         else lastError = err
-        if (--pending === 0) this.finish(success > 0 ? null : new QueryError("CommitFailed", lastError))
+        if (--pending === 0) this.finish(success > 0 ? null : new QueryError({ reason: "CommitFailed", lastError }))
       })
     }
   }
