@@ -119,8 +119,13 @@ const decode = (b: Buffer): Decoded => {
       p += 2
       return v
     }
-    const v = b.readUInt32LE(p)
-    p += 4
+    if (x === 0xfe) {
+      const v = b.readUInt32LE(p)
+      p += 4
+      return v
+    }
+    const v = b.readUInt32LE(p) + b.readUInt32LE(p + 4) * 2 ** 32
+    p += 8
     return v
   }
   const readAddr = () => {
@@ -278,6 +283,9 @@ describe("hostile datagrams against an Omega node over UDP", () => {
 
     // ---- 1. 2,000 random garbage datagrams, sizes 0..3000 (1,500 to the server socket, 500 to the client)
     const garbage = Array.from({ length: 2000 }, () => rnd(Math.floor(Math.random() * 3001)))
+    // one "garbage" request that is well-formed with a 3-byte flags field (0xfd + uint16): the
+    // tid then sits at offset 4, and the node answers it like any request
+    garbage[0] = Buffer.from([0x03, 0xfd, 0x04, 0x00, 0x34, 0x12, ...ipv4(server.host, server.port), 0x02])
     await blastTarget(server, garbage.slice(0, 1500), badFirstByte)
     await blastTarget(client, garbage.slice(1500), badFirstByte)
 
@@ -337,7 +345,15 @@ describe("hostile datagrams against an Omega node over UDP", () => {
     // (first byte 0x03; the reference answers those too, e.g. with UNKNOWN_COMMAND / INVALID_TOKEN)
     const requestLike = garbage.filter((d) => d.length >= 10 && d[0] === 0x03)
     expect(attacker.inbox.length).toBeLessThanOrEqual(requestLike.length)
-    const requestTids = new Set(requestLike.map((d) => d.readUInt16LE(2)))
+    // flags is a compact uint: a flags byte of 0xfd..0xff moves the tid further along
+    const tidOf = (d: Buffer): number | null => {
+      try {
+        return decode(d).tid
+      } catch {
+        return null // too short to hold a tid after a long flags field: never answered
+      }
+    }
+    const requestTids = new Set(requestLike.map(tidOf).filter((t): t is number => t !== null))
     for (const m of attacker.inbox) {
       const r = decode(m.msg)
       expect(r.type).toBe(0x13)
