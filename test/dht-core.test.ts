@@ -90,6 +90,12 @@ describe("routing table closestByDistance", () => {
       }
       const target = rand() < 0.3 ? Uint8Array.from(table.id) : bytes()
       if (rand() < 0.3) target.set(table.id.subarray(0, 2))
+      // ids sharing the target's first 4..6 bytes: the uint32 sort key ties
+      for (let i = 0; i < 8; i++) {
+        const id = bytes()
+        id.set(target.subarray(0, 4 + Math.floor(rand() * 3)))
+        table.add({ id })
+      }
       const all = table.toArray().map((x) => x.id).sort(xorCmp(target))
       for (const k of [1, 5, 20, 400]) {
         expect(table.closestByDistance(target, k).map((x) => toHex(x.id))).toEqual(all.slice(0, k).map(toHex))

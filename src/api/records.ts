@@ -411,17 +411,25 @@ export const mutableGet = (
     if (!Number.isSafeInteger(minSeq) || minSeq < 0) return yield* new InvalidArgument({ argument: "seq", detail: `${minSeq} is not an unsigned integer` })
     const c = h.core.crypto
     const target = c.blake2b(publicKey)
+    const latest = opts.latest !== false
+    // With `latest`, only a higher seq than the best verified one can change
+    // the result, so replies that cannot are not verified at all: the k
+    // closest nodes usually all hold the same record, and a signature check
+    // is the dearest step of a read.
+    let bestSeq = -1
     const verified = h.query({ target, command: R.Command.MUTABLE_GET, value: Result.getOrThrow(encode(uint, minSeq)) }, opts).pipe(
       filterMapOption((r: IncomingResponse): Option.Option<MutableGetResult> => {
         if (r.value === null) return Option.none()
         const m = decode(R.mutableGetResponse, r.value)
         if (Result.isFailure(m) || m.success.seq < minSeq) return Option.none()
+        if (latest && m.success.seq <= bestSeq) return Option.none()
         const signable = R.mutableSignable64(c.blake2b, m.success.seq, m.success.value)
         if (Result.isFailure(signable) || !c.verify(m.success.signature, signable.success, publicKey)) return Option.none()
+        bestSeq = m.success.seq
         return Option.some({ token: r.token, from: r.from, to: r.to, seq: m.success.seq, value: m.success.value, signature: m.success.signature })
       })
     )
-    if (opts.latest === false) return Option.getOrNull(yield* Stream.runHead(verified))
+    if (!latest) return Option.getOrNull(yield* Stream.runHead(verified))
     let best: MutableGetResult | null = null
     yield* Stream.runForEach(verified, (r) =>
       Effect.sync(() => {

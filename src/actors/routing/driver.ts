@@ -16,7 +16,7 @@ import { isIPv4 } from "../../protocol/encoding.js"
 import { seededRandom } from "../../util/random.js"
 import { type DhtEvent, DhtNode, type DhtNodeOptions } from "./node.js"
 import { type Query, QueryError, type QueryOptions } from "./query.js"
-import { CLIENT, type IncomingRequest, type IncomingResponse, RequestError, SERVER, type SocketKind } from "./rpc.js"
+import { CLIENT, type IncomingRequest, type IncomingResponse, RequestError, requestError, SERVER, type SocketKind } from "./rpc.js"
 
 export type BootstrapEntry = string | number | { readonly host: string; readonly port: number }
 
@@ -364,7 +364,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
             if (r === null) {
               Deferred.doneUnsafe(
                 d,
-                Exit.fail(new RequestError({ code: "NODE_DESTROYED", to: { host: to.host, port: to.port }, command: args.command, internal: args.internal === true }))
+                Exit.fail(requestError("NODE_DESTROYED", to, args.command, args.internal === true))
               )
             }
           }),

@@ -177,6 +177,7 @@ class Health {
 
 export class DhtNode {
   readonly crypto: CryptoImpl
+  private readonly nodeIds: (host: string, port: number) => Uint8Array | null
   readonly io: RpcIo
   table: RoutingTable<TableNode>
   /** Time-ordered set of table nodes, oldest first (Map keeps insertion order). */
@@ -230,6 +231,7 @@ export class DhtNode {
 
   constructor(options: DhtNodeOptions, now: number) {
     this.crypto = options.crypto
+    this.nodeIds = Rpc.makeNodeIdCache(options.crypto.blake2b)
     this.random = options.random
     const randomBytes = options.randomBytes ?? defaultRandomBytes(options.random)
     this.now = now
@@ -239,6 +241,7 @@ export class DhtNode {
     this.io = new RpcIo(
       {
         crypto: this.crypto,
+        nodeId: (host, port) => this.nodeIdOf(host, port),
         tableId: () => this.table.id,
         closest: (target) => this.table.closestByDistance(target),
         transmit: (socket, to, data, ttl) => this.transmitFn(socket, to, data, ttl),
@@ -308,7 +311,7 @@ export class DhtNode {
   }
 
   nodeIdOf(host: string, port: number): Uint8Array | null {
-    return Rpc.nodeId(this.crypto.blake2b, host, port)
+    return this.nodeIds(host, port)
   }
 
   private randomOffset(n: number): number {

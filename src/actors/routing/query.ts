@@ -145,9 +145,10 @@ export class Query {
   }
 
   /** Stop: cancel in-flight requests; `onend` is not called again if already done. */
-  destroy(reason: QueryError | null = new QueryError({ reason: "Destroyed" })): void {
+  destroy(reason?: QueryError | null): void {
     if (this.done) return
     this.done = true
+    if (reason === undefined) reason = new QueryError({ reason: "Destroyed" })
     for (const req of [...this.group]) {
       req.onerror = () => {}
       req.onresponse = () => {}

@@ -41,6 +41,27 @@ export class RequestError extends Data.TaggedError("RequestError")<{
   }
 }
 
+/**
+ * A RequestError without a captured stack: these are protocol outcomes
+ * (timeouts, cancellations) raised from timers and query teardown, where a
+ * stack names only our own loop and capturing it costs more than the rest of
+ * the request (a cancelled lookup cancels up to `concurrency` requests).
+ */
+export const requestError = (
+  code: RequestErrorCode,
+  to: { readonly host: string; readonly port: number },
+  command: number,
+  internal: boolean
+): RequestError => {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return new RequestError({ code, to: { host: to.host, port: to.port }, command, internal })
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
+
 export interface IncomingRequest {
   readonly tid: number
   /** Sender; `port` may be replaced (PING_NAT). `id` is validated against the address. */
@@ -111,6 +132,8 @@ export interface RpcStats {
 
 export interface RpcHost {
   readonly crypto: CryptoImpl
+  /** `nodeId(host, port)` (dht-rpc.md §4), possibly memoized. */
+  nodeId(host: string, port: number): Uint8Array | null
   /** Our table id (put on the wire when persistent and sending from the server socket). */
   tableId(): Uint8Array
   /** closest(target) from the routing table, for closer-node lists. */
@@ -291,7 +314,7 @@ export class RpcIo {
     if (req.group !== null) req.group.delete(req)
     this.stats.requests.active--
     this.congestion.recv()
-    req.onerror(new RequestError({ code, to: { host: req.to.host, port: req.to.port }, command: req.command, internal: req.internal }), req)
+    req.onerror(requestError(code, req.to, req.command, req.internal), req)
   }
 
   private encodeRequest(
@@ -373,7 +396,7 @@ export class RpcIo {
 
   private validateId(id: Uint8Array | null, host: string, port: number): Uint8Array | null {
     if (id === null) return null
-    const expected = Rpc.nodeId(this.host.crypto.blake2b, host, port)
+    const expected = this.host.nodeId(host, port)
     return expected !== null && equalBytes(expected, id) ? expected : null
   }
 

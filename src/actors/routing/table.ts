@@ -27,6 +27,8 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
   /** Number of nodes in the table. */
   size = 0
   private readonly rows: Array<Array<N> | undefined>
+  /** Sort keys for closestByDistance (one row at a time). */
+  private readonly keyScratch: Array<number> = []
 
   constructor(id: Uint8Array, options?: RoutingTableOptions) {
     this.id = id
@@ -124,45 +126,54 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
     const out: Array<N> = []
     if (n <= 0) return out
     const d = this.row(target)
-    // Within a row, order by XOR distance (rows hold at most k nodes): the
-    // first 4 bytes as a uint32 key decide almost always; ties fall back to
-    // the full comparison.
-    const t0 = ((target[0]! << 24) | (target[1]! << 16) | (target[2]! << 8) | target[3]!) >>> 0
-    const key = (id: Uint8Array): number => (((id[0]! << 24) | (id[1]! << 16) | (id[2]! << 8) | id[3]!) ^ t0) >>> 0
-    const byDistance = (a: N, b: N): number => {
-      const ka = key(a.id)
-      const kb = key(b.id)
-      if (ka !== kb) return ka - kb
-      for (let i = 4; i < target.length; i++) {
-        const x = a.id[i]! ^ target[i]!
-        const y = b.id[i]! ^ target[i]!
-        if (x !== y) return x - y
-      }
-      return 0
-    }
-    const takeRow = (i: number): boolean => {
-      const nodes = this.rows[i]
-      if (nodes === undefined || nodes.length === 0) return out.length >= n
-      const sorted = nodes.length === 1 ? nodes : [...nodes].sort(byDistance)
-      for (const node of sorted) {
-        if (out.length >= n) return true
-        out.push(node)
-      }
-      return out.length >= n
-    }
-    if (takeRow(d)) return out
+    const t0 = prefix32(target)
+    if (this.takeRowByDistance(d, target, t0, n, out)) return out
     // Rows above d all differ from the target first at bit d. Between them,
     // bit j (j > d) of own ^ target decides: where it is 1, row j is closer
     // than every deeper row; where it is 0, every deeper row is closer. So:
     // the "1" rows in increasing order, then the "0" rows in decreasing order.
     const own = this.id
-    const bitDiffers = (j: number): boolean => (((own[j >> 3]! ^ target[j >> 3]!) >> (7 - (j & 7))) & 1) === 1
     const last = this.rows.length
-    for (let j = d + 1; j < last; j++) if (bitDiffers(j) && takeRow(j)) return out
-    for (let j = last - 1; j > d; j--) if (!bitDiffers(j) && takeRow(j)) return out
+    for (let j = d + 1; j < last; j++) {
+      if (bitDiffers(own, target, j) && this.takeRowByDistance(j, target, t0, n, out)) return out
+    }
+    for (let j = last - 1; j > d; j--) {
+      if (!bitDiffers(own, target, j) && this.takeRowByDistance(j, target, t0, n, out)) return out
+    }
     // rows below d: row i differs from the target first at bit i
-    for (let i = d - 1; i >= 0; i--) if (takeRow(i)) return out
+    for (let i = d - 1; i >= 0; i--) if (this.takeRowByDistance(i, target, t0, n, out)) return out
     return out
+  }
+
+  /**
+   * Append row i to `out` in XOR-distance order to `target` (an insertion
+   * sort on the first 4 bytes of id ^ target as a uint32, which decides
+   * almost always; ties fall back to the full comparison), keeping at most
+   * `n` nodes in `out`. True when `out` is full.
+   */
+  private takeRowByDistance(i: number, target: Uint8Array, t0: number, n: number, out: Array<N>): boolean {
+    const nodes = this.rows[i]
+    if (nodes === undefined || nodes.length === 0) return out.length >= n
+    const start = out.length
+    const keys = this.keyScratch
+    let count = 0
+    for (let j = 0; j < nodes.length; j++) {
+      const node = nodes[j]!
+      const key = (prefix32(node.id) ^ t0) >>> 0
+      let p = count
+      while (p > 0) {
+        const kp = keys[p - 1]!
+        if (kp < key || (kp === key && compareDistance(out[start + p - 1]!.id, node.id, target) <= 0)) break
+        keys[p] = kp
+        out[start + p] = out[start + p - 1]!
+        p--
+      }
+      keys[p] = key
+      out[start + p] = node
+      count++
+    }
+    if (out.length > n) out.length = n
+    return out.length >= n
   }
 
   /** Every node (the reference's `toArray`: closest to our own id, unbounded). */
@@ -193,6 +204,22 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
 }
 
 const EMPTY: ReadonlyArray<never> = Object.freeze([])
+
+/** The first 4 bytes of an id as a uint32. */
+const prefix32 = (id: Uint8Array): number => ((id[0]! << 24) | (id[1]! << 16) | (id[2]! << 8) | id[3]!) >>> 0
+
+/** Bit j (0 = most significant) of a ^ b. */
+const bitDiffers = (a: Uint8Array, b: Uint8Array, j: number): boolean => (((a[j >> 3]! ^ b[j >> 3]!) >> (7 - (j & 7))) & 1) === 1
+
+/** Compare the XOR distances of a and b to target, from byte 4 on (the first 4 are equal). */
+const compareDistance = (a: Uint8Array, b: Uint8Array, target: Uint8Array): number => {
+  for (let i = 4; i < target.length; i++) {
+    const x = a[i]! ^ target[i]!
+    const y = b[i]! ^ target[i]!
+    if (x !== y) return x - y
+  }
+  return 0
+}
 
 /** Byte-wise comparison of two ids starting at `offset`. */
 const compareFrom = (a: Uint8Array, b: Uint8Array, offset: number): number => {
