@@ -43,6 +43,16 @@ export class EncodeError extends Data.TaggedError("EncodeError")<{
   }
 }
 
+/**
+ * One-entry memos for IPv4 text <-> bytes (Reader.ipv4 / Writer.ipv4): the
+ * addresses in a closer-node list mostly share a host, and parsing or
+ * formatting it each time is most of the cost of encoding one.
+ */
+let lastReadIPv4 = -1
+let lastReadHost = ""
+let lastWrittenHost = "0.0.0.0"
+let lastWrittenIPv4 = 0
+
 /** Largest element count `array(T)` accepts on decode (compact-encoding rule). */
 export const MAX_ARRAY_LENGTH = 0x100000
 
@@ -209,7 +219,13 @@ export class Reader {
     const b = this.buf
     const p = this.pos
     this.pos = p + 4
-    return `${b[p]}.${b[p + 1]}.${b[p + 2]}.${b[p + 3]}`
+    // closer-node lists repeat a few hosts: reuse the last string made
+    const v = ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0
+    if (v === lastReadIPv4) return lastReadHost
+    const host = `${b[p]}.${b[p + 1]}.${b[p + 2]}.${b[p + 3]}`
+    lastReadIPv4 = v
+    lastReadHost = host
+    return host
   }
 
   ipv4Address(): IPv4Address {
@@ -426,13 +442,21 @@ export class Writer {
   }
 
   ipv4(host: string): void {
-    const parts = parseIPv4(host)
-    if (parts === null) return this.fail("ipv4", `${JSON.stringify(host)} is not a dotted-quad IPv4 address`)
+    let v: number
+    if (host === lastWrittenHost) v = lastWrittenIPv4
+    else {
+      const parts = parseIPv4(host)
+      if (parts === null) return this.fail("ipv4", `${JSON.stringify(host)} is not a dotted-quad IPv4 address`)
+      v = ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0
+      lastWrittenHost = host
+      lastWrittenIPv4 = v
+    }
     this.ensure(4)
-    this.buf[this.pos++] = parts[0]!
-    this.buf[this.pos++] = parts[1]!
-    this.buf[this.pos++] = parts[2]!
-    this.buf[this.pos++] = parts[3]!
+    const b = this.buf
+    b[this.pos++] = v >>> 24
+    b[this.pos++] = (v >>> 16) & 0xff
+    b[this.pos++] = (v >>> 8) & 0xff
+    b[this.pos++] = v & 0xff
   }
 
   ipv4Address(a: IPv4Address): void {

@@ -20,6 +20,7 @@ export type SocketKind = typeof SERVER | typeof CLIENT
 export const DEFAULT_MAX_WINDOW = 80
 export const DRAIN_INTERVAL = 750
 export const DEFAULT_TIMEOUT = 1000
+const TOKEN_MEMO_MAX = 4096
 
 export interface NodeAddress {
   readonly host: string
@@ -203,6 +204,7 @@ export class RpcIo {
 
   private tid: number
   private secrets: Rpc.TokenSecrets | null = null
+  private readonly tokenMemo: readonly [Map<string, Uint8Array>, Map<string, Uint8Array>] = [new Map(), new Map()]
   private rotateIn = 10
   private readonly congestion: CongestionWindow
   private pending: Array<OutRequest> = []
@@ -229,7 +231,15 @@ export class RpcIo {
 
   token(host: string, i: 0 | 1): Uint8Array {
     if (this.secrets === null) this.secrets = Rpc.makeTokenSecrets(this.randomBytes)
-    return Rpc.token(this.host.crypto.blake2b, this.secrets[i], host)
+    // a token depends only on (secret, host): memoized until the secrets rotate
+    const memo = this.tokenMemo[i]
+    let tok = memo.get(host)
+    if (tok === undefined) {
+      tok = Rpc.token(this.host.crypto.blake2b, this.secrets[i], host)
+      if (memo.size >= TOKEN_MEMO_MAX) memo.clear()
+      memo.set(host, tok)
+    }
+    return tok
   }
 
   private tokenValid(tok: Uint8Array, host: string): boolean {
@@ -506,6 +516,8 @@ export class RpcIo {
     if (this.secrets !== null && --this.rotateIn === 0) {
       this.rotateIn = 10
       this.secrets = Rpc.rotateTokenSecrets(this.host.crypto.blake2b, this.secrets)
+      this.tokenMemo[0].clear()
+      this.tokenMemo[1].clear()
     }
     this.congestion.drain()
     while (!this.congestion.isFull()) {

@@ -27,6 +27,8 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
   /** Number of nodes in the table. */
   size = 0
   private readonly rows: Array<Array<N> | undefined>
+  /** Rows at this index and above have never held a node. */
+  private rowsInUse = 0
   /** Sort keys for closestByDistance (one row at a time). */
   private readonly keyScratch: Array<number> = []
 
@@ -61,7 +63,10 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
   add(node: N): AddResult {
     const r = this.row(node.id)
     let nodes = this.rows[r]
-    if (nodes === undefined) nodes = this.rows[r] = []
+    if (nodes === undefined) {
+      nodes = this.rows[r] = []
+      if (r >= this.rowsInUse) this.rowsInUse = r + 1
+    }
     const offset = r >> 3
     const at = search(nodes, node.id, offset)
     if (at >= 0) {
@@ -133,7 +138,7 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
     // than every deeper row; where it is 0, every deeper row is closer. So:
     // the "1" rows in increasing order, then the "0" rows in decreasing order.
     const own = this.id
-    const last = this.rows.length
+    const last = this.rowsInUse
     for (let j = d + 1; j < last; j++) {
       if (bitDiffers(own, target, j) && this.takeRowByDistance(j, target, t0, n, out)) return out
     }
