@@ -69,22 +69,26 @@ describe("DHT simulation on TestClock", () => {
       }
       assert.isAtLeast(killed / dht.nodes.length, 0.29)
       // Right after the kill every routing table still lists the dead 30%, so a
-      // closer-node list of 20 can crowd out the 20th live node: lookups all
-      // complete with k live nodes and miss at most one of the true k closest.
-      // Down hints and liveness checks clean the tables within ~2 minutes;
-      // from then on lookups are exact.
+      // closer-node list of 20 can crowd out the last live ones (nodes ranked
+      // just past 20th in every table are never named): lookups all complete
+      // with k live nodes and miss at most two of the true k closest, one on
+      // average at the very most. Down hints and liveness checks clean the
+      // tables within ~2 minutes; from then on lookups are exact.
       const alive = dht.nodes.filter((n) => n.alive)
       let early = 0
+      let earlyFound = 0
       let exact = 0
       for (let i = 0; i < 120; i++) {
         yield* advance(6_000)
         const from = alive[(i * 37 + 1) % alive.length]!
         const r = yield* lookup(dht, from, targetOf(crypto, i + 1000))
         if (i < 20) {
-          assert.isAtLeast(r.found, 19, `lookup ${i} right after the kill`)
+          assert.isAtLeast(r.found, 18, `lookup ${i} right after the kill`)
+          earlyFound += r.found
           if (r.exact) early++
         } else if (r.exact) exact++
       }
+      assert.isAtLeast(earlyFound / 20, 19.5)
       assert.isAtLeast(early, 15)
       assert.isAtLeast(exact, 99)
     }), { timeout: 300_000 })

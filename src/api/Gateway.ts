@@ -5,10 +5,10 @@
  * `request`, `address()`, `destroy()`, events).
  *
  * Behind it runs the Effect node actor (../actors/routing/driver.ts) in a
- * ManagedRuntime; the facade converts Effects to promises and Streams to
- * async iterables.
+ * ManagedRuntime; the facade converts Effects to promises, and hands query
+ * replies to async iterables straight from the node (GatewayQuery).
  */
-import { Cause, Effect, Exit, Fiber, Layer, ManagedRuntime, Result, Scope, Stream } from "effect"
+import { Effect, Exit, Layer, ManagedRuntime, Result, Scope } from "effect"
 import { EventEmitter } from "node:events"
 import type { NodeHandle, NodeStatus, QueryReply } from "../actors/routing/driver.js"
 import type { DhtEvent } from "../actors/routing/node.js"
@@ -20,6 +20,7 @@ import type { Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
 import { type GatewayConfig, type GatewayHandle, GatewayService, makeGateway } from "./GatewayService.js"
 import * as Records from "./records.js"
+import { Command } from "../protocol/records.js"
 import { facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
 
 export interface GatewayKeyPair {
@@ -38,6 +39,9 @@ export interface GatewayOptions extends GatewayConfig {
   readonly crypto?: Layer.Layer<Crypto>
 }
 
+const identity = <A>(a: A): A => a
+const isBytes = (x: unknown, n: number): x is Uint8Array => x instanceof Uint8Array && x.length === n
+
 const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
 export class GatewayDestroyed extends Error {
@@ -47,48 +51,59 @@ export class GatewayDestroyed extends Error {
   }
 }
 
-/** A running query: an async iterable of replies, like the reference's query stream. */
-export class GatewayQuery implements AsyncIterable<QueryReply> {
-  private readonly buffer: Array<QueryReply> = []
+type QueryArgs = { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null }
+
+/**
+ * A running query: an async iterable of replies, like the reference's query
+ * stream. Replies go from the node's core to the iterator through plain
+ * callbacks (no Effect queue), so a consumer sees each reply in the
+ * microtask after the datagram that carried it; leaving a `for await` loop
+ * early (break, return, throw) stops the query, as destroying the
+ * reference's stream does.
+ */
+export class GatewayQuery<A = QueryReply> implements AsyncIterable<A> {
+  private readonly buffer: Array<A> = []
   private waiters: Array<() => void> = []
   private ended = false
   private error: unknown = null
-  private fiber: Fiber.Fiber<void, unknown> | null = null
+  private stopped = false
   private query: Query | null = null
+  private handle: NodeHandle | null = null
   private readonly done: Promise<void>
 
-  constructor(start: Promise<NodeHandle>, open: (h: NodeHandle) => Effect.Effect<{ readonly query: Query; readonly replies: Stream.Stream<QueryReply, unknown> }, never, Scope.Scope>) {
-    this.done = start.then(
-      (h) =>
-        new Promise<void>((resolve) => {
-          const program = Effect.scoped(
-            Effect.flatMap(open(h), ({ query, replies }) => {
-              this.query = query
-              return Stream.runForEach(replies, (r) =>
-                Effect.sync(() => {
-                  this.buffer.push(r)
-                  this.wake()
-                })
-              )
-            })
-          )
-          this.fiber = Effect.runFork(program)
-          this.fiber.addObserver((exit) => {
-            if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) this.error = Cause.squash(exit.cause)
-            this.ended = true
-            this.wake()
-            resolve()
-          })
-        }),
-      (err) => {
-        this.error = err
-        this.ended = true
-        this.wake()
-      }
-    )
+  constructor(start: Promise<NodeHandle> | NodeHandle, args: QueryArgs | (() => unknown), opts: QueryOptions | undefined, map: (r: QueryReply) => A | null) {
+    let finish: () => void = () => {}
+    this.done = new Promise<void>((resolve) => (finish = resolve))
+    const end = (err: unknown): void => {
+      if (this.ended) return
+      this.error = err
+      this.ended = true
+      this.wake()
+      finish()
+    }
+    const open = (h: NodeHandle): void => {
+      this.handle = h
+      if (typeof args === "function") return end(args()) // invalid arguments: fail on first use
+      h.exec((node) => {
+        if (this.stopped) return end(null)
+        const q = args.internal === true ? node.findNode(args.target, opts) : node.query({ target: args.target, command: args.command, value: args.value ?? null }, opts)
+        this.query = q
+        q.onreply = (r) => {
+          const a = map(r)
+          if (a === null) return
+          this.buffer.push(a)
+          this.wake()
+        }
+        q.onend = end
+        q.start()
+      })
+    }
+    if (start instanceof Promise) start.then(open, end)
+    else open(start)
   }
 
   private wake(): void {
+    if (this.waiters.length === 0) return
     const w = this.waiters
     this.waiters = []
     for (const f of w) f()
@@ -117,38 +132,16 @@ export class GatewayQuery implements AsyncIterable<QueryReply> {
     if (this.error !== null) throw this.error
   }
 
-  /** Stop the query. */
+  /** Stop the query (it ends without an error). */
   destroy(): void {
-    if (this.fiber !== null) Effect.runFork(Fiber.interrupt(this.fiber))
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<QueryReply> {
-    let i = 0
-    while (true) {
-      if (i < this.buffer.length) {
-        yield this.buffer[i++]!
-        continue
-      }
-      if (this.ended) {
-        if (this.error !== null) throw this.error
-        return
-      }
-      await new Promise<void>((r) => this.waiters.push(r))
+    if (this.stopped || this.ended) return
+    this.stopped = true
+    const q = this.query
+    if (q !== null && this.handle !== null) {
+      this.handle.exec(() => {
+        if (!q.done) q.destroy(null)
+      })
     }
-  }
-}
-
-let shared: ManagedRuntime.ManagedRuntime<Transport | Crypto, never> | null = null
-const sharedRuntime = (): ManagedRuntime.ManagedRuntime<Transport | Crypto, never> =>
-  (shared ??= ManagedRuntime.make(Layer.mergeAll(UdpTransport.layer, Crypto.layer)))
-
-/** An async iterable over an Effect Stream (lookup, findPeer). */
-export class GatewayStream<A> implements AsyncIterable<A> {
-  constructor(private readonly stream: Promise<Stream.Stream<A, unknown>>) {}
-
-  async *[Symbol.asyncIterator](): AsyncIterator<A> {
-    const s = await this.stream
-    yield* Stream.toAsyncIterable(s)
   }
 
   /** Collect every item. */
@@ -157,7 +150,30 @@ export class GatewayStream<A> implements AsyncIterable<A> {
     for await (const x of this) out.push(x)
     return out
   }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<A> {
+    let i = 0
+    try {
+      while (true) {
+        if (i < this.buffer.length) {
+          yield this.buffer[i++]!
+          continue
+        }
+        if (this.ended) {
+          if (this.error !== null) throw this.error
+          return
+        }
+        await new Promise<void>((r) => this.waiters.push(r))
+      }
+    } finally {
+      if (!this.ended) this.destroy()
+    }
+  }
 }
+
+let shared: ManagedRuntime.ManagedRuntime<Transport | Crypto, never> | null = null
+const sharedRuntime = (): ManagedRuntime.ManagedRuntime<Transport | Crypto, never> =>
+  (shared ??= ManagedRuntime.make(Layer.mergeAll(UdpTransport.layer, Crypto.layer)))
 
 export class Gateway extends EventEmitter {
   private keyPairValue: GatewayKeyPair | null = null
@@ -262,6 +278,11 @@ export class Gateway extends EventEmitter {
   }
 
   // ---- lifecycle ------------------------------------------------------------------
+
+  /** The node handle at once when the node is open (no promise hop), else as node() gives it. */
+  private nodeNow(): GatewayHandle | Promise<GatewayHandle> {
+    return this.handle !== null && !this.destroyed ? this.handle : this.node()
+  }
 
   private async node(): Promise<GatewayHandle> {
     if (this.destroyed) throw new GatewayDestroyed()
@@ -370,11 +391,11 @@ export class Gateway extends EventEmitter {
   }
 
   findNode(target: Uint8Array, opts?: QueryOptions): GatewayQuery {
-    return new GatewayQuery(this.node(), (h) => h.startQuery({ target, command: 2, internal: true }, opts))
+    return new GatewayQuery(this.nodeNow(), { target, command: 2, internal: true }, opts, identity)
   }
 
   query(args: { readonly target: Uint8Array; readonly command: number; readonly value?: Uint8Array | null }, opts?: QueryOptions): GatewayQuery {
-    return new GatewayQuery(this.node(), (h) => h.startQuery({ target: args.target, command: args.command, value: args.value ?? null }, opts))
+    return new GatewayQuery(this.nodeNow(), { target: args.target, command: args.command, value: args.value ?? null }, opts, identity)
   }
 
   async ping(to: { readonly host: string; readonly port: number }, opts: { readonly size?: number; readonly retry?: boolean } = {}): Promise<IncomingResponse> {
@@ -399,13 +420,19 @@ export class Gateway extends EventEmitter {
   }
 
   /** LOOKUP `topic` (32 bytes): an async iterable of `{ token, from, to, peers, bump }` replies. */
-  lookup(topic: Uint8Array, opts?: QueryOptions): GatewayStream<Records.LookupResult> {
-    return new GatewayStream(this.node().then((h) => Records.lookup(h, topic, opts)))
+  lookup(topic: Uint8Array, opts?: QueryOptions): GatewayQuery<Records.LookupResult> {
+    const args = isBytes(topic, 32)
+      ? { target: topic, command: Command.LOOKUP }
+      : () => new Records.InvalidArgument({ argument: "topic", detail: "expected 32 bytes" })
+    return new GatewayQuery(this.nodeNow(), args, opts, Records.lookupResultOf)
   }
 
   /** FIND_PEER: replies carrying the announced record of `publicKey`. */
-  findPeer(publicKey: Uint8Array, opts?: QueryOptions & { readonly hash?: boolean }): GatewayStream<Records.FindPeerResult> {
-    return new GatewayStream(this.node().then((h) => Records.findPeer(h, publicKey, opts)))
+  findPeer(publicKey: Uint8Array, opts?: QueryOptions & { readonly hash?: boolean }): GatewayQuery<Records.FindPeerResult> {
+    const args = isBytes(publicKey, 32)
+      ? { target: opts?.hash === false ? publicKey : Gateway.hash(publicKey), command: Command.FIND_PEER }
+      : () => new Records.InvalidArgument({ argument: "publicKey", detail: "expected 32 bytes" })
+    return new GatewayQuery(this.nodeNow(), args, opts, Records.findPeerResultOf)
   }
 
   /**

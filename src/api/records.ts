@@ -200,17 +200,26 @@ const runWrite = (
   tally: Tally,
   commit: NonNullable<QueryOptions["commit"]>
 ): Effect.Effect<WriteSummary, WriteRejected> =>
-  Effect.scoped(
-    Effect.gen(function*() {
-      const { query, replies } = yield* h.startQuery(args, { ...opts, commit })
-      const ended = yield* Effect.result(Stream.runDrain(replies))
-      const attempted = query.closestReplies.length
-      if (Result.isFailure(ended) || tally.accepted === 0) {
-        return yield* Effect.fail(new WriteRejected({ operation, attempted, counts: { ...tally } }))
-      }
-      return { ...tally, closestNodes: query.closestReplies.map((r) => r.from) }
-    })
-  )
+  writeSummary(h, operation, tally, args, { ...opts, commit }, () => {})
+
+/** Run a write query; its tally as a summary, or a WriteRejected when no node accepted. */
+const writeSummary = (
+  h: NodeHandle,
+  operation: string,
+  tally: Tally,
+  args: { readonly target: Uint8Array; readonly command: number; readonly value?: Uint8Array | null },
+  opts: QueryOptions,
+  onreply: (r: IncomingResponse) => void
+): Effect.Effect<WriteSummary, WriteRejected> => {
+  let query: Query | null = null
+  return Effect.flatMap(Effect.result(h.runQuery(args, opts, onreply, (q) => (query = q))), (ended) => {
+    const replies = (query as Query | null)?.closestReplies ?? []
+    if (Result.isFailure(ended) || tally.accepted === 0) {
+      return Effect.fail(new WriteRejected({ operation, attempted: replies.length, counts: { ...tally } }))
+    }
+    return Effect.succeed({ ...tally, closestNodes: replies.map((r) => r.from) })
+  })
+}
 
 // ---- operations -------------------------------------------------------------------------------
 
@@ -220,12 +229,15 @@ export const lookup = (h: NodeHandle, topic: Uint8Array, opts: QueryOptions = {}
     ? Stream.fail(new InvalidArgument({ argument: "topic", detail: "expected 32 bytes" }))
     : h.query({ target: topic, command: R.Command.LOOKUP }, opts).pipe(filterMapOption(toLookupResult))
 
-const toLookupResult = (r: IncomingResponse): Option.Option<LookupResult> => {
-  if (r.value === null) return Option.none()
+/** A LOOKUP reply as a LookupResult, or null when it carries no (decodable) peer list. */
+export const lookupResultOf = (r: IncomingResponse): LookupResult | null => {
+  if (r.value === null) return null
   const m = decode(R.lookupReply, r.value)
-  if (Result.isFailure(m)) return Option.none()
-  return Option.some({ token: r.token, from: r.from, to: r.to, peers: m.success.peers, bump: m.success.bump })
+  if (Result.isFailure(m)) return null
+  return { token: r.token, from: r.from, to: r.to, peers: m.success.peers, bump: m.success.bump }
 }
+
+const toLookupResult = (r: IncomingResponse): Option.Option<LookupResult> => Option.fromNullishOr(lookupResultOf(r))
 
 export interface AnnounceOptions extends QueryOptions {
   readonly bump?: number
@@ -271,24 +283,10 @@ export const announce = (
       })
       return Result.isSuccess(value) ? { command: R.Command.ANNOUNCE, target: topic, value: value.success } : null
     })
-    const summary = yield* Effect.scoped(
-      Effect.gen(function*() {
-        const { query, replies } = yield* h.startQuery({ target: topic, command: R.Command.LOOKUP }, { ...opts, commit })
-        const ended = yield* Effect.result(
-          Stream.runForEach(replies, (r) =>
-            Effect.sync(() => {
-              const x = toLookupResult(r)
-              if (Option.isSome(x)) collected.push(x.value)
-            })
-          )
-        )
-        const attempted = query.closestReplies.length
-        if (Result.isFailure(ended) || tally.accepted === 0) {
-          return yield* Effect.fail(new WriteRejected({ operation: "announce", attempted, counts: { ...tally } }))
-        }
-        return { ...tally, closestNodes: query.closestReplies.map((r) => r.from) }
-      })
-    )
+    const summary = yield* writeSummary(h, "announce", tally, { target: topic, command: R.Command.LOOKUP }, { ...opts, commit }, (r) => {
+      const x = lookupResultOf(r)
+      if (x !== null) collected.push(x)
+    })
     return { ...summary, replies: collected }
   })
 
@@ -333,13 +331,14 @@ export const findPeer = (
 ): Stream.Stream<FindPeerResult, QueryError | InvalidArgument> => {
   if (!isBytes(publicKey, 32)) return Stream.fail(new InvalidArgument({ argument: "publicKey", detail: "expected 32 bytes" }))
   const target = opts.hash === false ? publicKey : h.core.crypto.blake2b(publicKey)
-  return h.query({ target, command: R.Command.FIND_PEER }, opts).pipe(
-    filterMapOption((r: IncomingResponse): Option.Option<FindPeerResult> => {
-      if (r.value === null) return Option.none()
-      const m = decode(R.peer, r.value)
-      return Result.isSuccess(m) ? Option.some({ token: r.token, from: r.from, to: r.to, peer: m.success }) : Option.none()
-    })
-  )
+  return h.query({ target, command: R.Command.FIND_PEER }, opts).pipe(filterMapOption((r) => Option.fromNullishOr(findPeerResultOf(r))))
+}
+
+/** A FIND_PEER reply as a FindPeerResult, or null when it carries no (decodable) record. */
+export const findPeerResultOf = (r: IncomingResponse): FindPeerResult | null => {
+  if (r.value === null) return null
+  const m = decode(R.peer, r.value)
+  return Result.isSuccess(m) ? { token: r.token, from: r.from, to: r.to, peer: m.success } : null
 }
 
 /** Store an immutable value under BLAKE2b-256(value) on the closest nodes. */
@@ -359,15 +358,14 @@ export const immutableGet = (h: NodeHandle, hash: Uint8Array, opts: QueryOptions
   Effect.gen(function*() {
     if (!isBytes(hash, 32)) return yield* new InvalidArgument({ argument: "hash", detail: "expected 32 bytes" })
     const c = h.core.crypto
-    const found = yield* h.query({ target: hash, command: R.Command.IMMUTABLE_GET }, opts).pipe(
-      Stream.filter((r) => r.value !== null && equalBytes(c.blake2b(r.value), hash)),
-      Stream.take(1),
-      Stream.runHead
-    )
-    return Option.match(found, {
-      onNone: () => null,
-      onSome: (r) => ({ token: r.token, from: r.from, to: r.to, value: r.value! })
+    let found: ImmutableGetResult | null = null
+    yield* h.runQuery({ target: hash, command: R.Command.IMMUTABLE_GET }, opts, (r, stop) => {
+      if (r.value !== null && equalBytes(c.blake2b(r.value), hash)) {
+        found = { token: r.token, from: r.from, to: r.to, value: r.value }
+        stop()
+      }
     })
+    return found
   })
 
 /** Store a signed mutable value under BLAKE2b-256(publicKey). */
@@ -416,26 +414,17 @@ export const mutableGet = (
     // the result, so replies that cannot are not verified at all: the k
     // closest nodes usually all hold the same record, and a signature check
     // is the dearest step of a read.
-    let bestSeq = -1
-    const verified = h.query({ target, command: R.Command.MUTABLE_GET, value: Result.getOrThrow(encode(uint, minSeq)) }, opts).pipe(
-      filterMapOption((r: IncomingResponse): Option.Option<MutableGetResult> => {
-        if (r.value === null) return Option.none()
-        const m = decode(R.mutableGetResponse, r.value)
-        if (Result.isFailure(m) || m.success.seq < minSeq) return Option.none()
-        if (latest && m.success.seq <= bestSeq) return Option.none()
-        const signable = R.mutableSignable64(c.blake2b, m.success.seq, m.success.value)
-        if (Result.isFailure(signable) || !c.verify(m.success.signature, signable.success, publicKey)) return Option.none()
-        bestSeq = m.success.seq
-        return Option.some({ token: r.token, from: r.from, to: r.to, seq: m.success.seq, value: m.success.value, signature: m.success.signature })
-      })
-    )
-    if (!latest) return Option.getOrNull(yield* Stream.runHead(verified))
     let best: MutableGetResult | null = null
-    yield* Stream.runForEach(verified, (r) =>
-      Effect.sync(() => {
-        if (best === null || r.seq > best.seq) best = r
-      })
-    )
+    yield* h.runQuery({ target, command: R.Command.MUTABLE_GET, value: Result.getOrThrow(encode(uint, minSeq)) }, opts, (r, stop) => {
+      if (r.value === null) return
+      const m = decode(R.mutableGetResponse, r.value)
+      if (Result.isFailure(m) || m.success.seq < minSeq) return
+      if (best !== null && m.success.seq <= best.seq) return
+      const signable = R.mutableSignable64(c.blake2b, m.success.seq, m.success.value)
+      if (Result.isFailure(signable) || !c.verify(m.success.signature, signable.success, publicKey)) return
+      best = { token: r.token, from: r.from, to: r.to, seq: m.success.seq, value: m.success.value, signature: m.success.signature }
+      if (!latest) stop()
+    })
     return best
   })
 

@@ -76,6 +76,13 @@ type Message =
   | { readonly _tag: "Wake" }
 
 const WAKE: Message = { _tag: "Wake" }
+
+/** An exception from a step run in a socket callback (a throwing event listener): raise it outside the node, like a throwing listener of a Node stream. */
+const rethrowLater = (e: unknown): void => {
+  setImmediate(() => {
+    throw e
+  })
+}
 const NETWORK_POLL_MS = 5000
 
 export interface QueryReply extends IncomingResponse {}
@@ -84,6 +91,12 @@ export interface NodeHandle {
   readonly core: DhtNode
   /** Run a synchronous step against the core inside the actor (the only way to touch it). */
   readonly run: <A>(f: (node: DhtNode, now: number) => A) => Effect.Effect<A>
+  /**
+   * The same as a plain call: the step runs at once when the actor is idle,
+   * else right after its current step. For callback-driven callers (queries
+   * whose replies are consumed by callbacks, the promise facade).
+   */
+  readonly exec: (f: (node: DhtNode, now: number) => void) => void
   readonly findNode: (target: Uint8Array, opts?: QueryOptions) => Stream.Stream<QueryReply, QueryError>
   readonly query: (
     args: { readonly target: Uint8Array; readonly command: number; readonly value?: Uint8Array | null },
@@ -94,6 +107,18 @@ export interface NodeHandle {
     args: { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null },
     opts?: QueryOptions
   ) => Effect.Effect<{ readonly query: Query; readonly replies: Stream.Stream<QueryReply, QueryError> }, never, Scope.Scope>
+  /**
+   * Run a query to its end with replies handed to `onreply` as they arrive
+   * (`stop()` ends it early, successfully); yields the finished Query (its
+   * `closestReplies`, `successes`, ...). Interrupting destroys the query.
+   */
+  readonly runQuery: (
+    args: { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null },
+    opts: QueryOptions | undefined,
+    onreply: (reply: QueryReply, stop: () => void) => void,
+    /** Called with the query as it starts (to read it after a failure). */
+    onstart?: (query: Query) => void
+  ) => Effect.Effect<Query, QueryError>
   readonly request: (
     args: { readonly token?: Uint8Array | null; readonly command: number; readonly target?: Uint8Array | null; readonly value?: Uint8Array | null; readonly internal?: boolean },
     to: { readonly host: string; readonly port: number },
@@ -157,6 +182,14 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     const scope = yield* Effect.scope
     const random = config.randomSeed !== undefined ? seededRandom(config.randomSeed) : Math.random
     const mailbox = yield* Queue.unbounded<Message>()
+    const clock = yield* Clock.Clock
+    // The core is a plain state machine touched only in synchronous steps: the
+    // actor loop's batch, or `exec`/push steps run directly when the loop is
+    // idle. On one JS thread such steps never interleave; `busy` guards
+    // re-entry from inside a step (event listeners), which then goes through
+    // the mailbox instead. `alive` turns direct steps off once the actor ends.
+    let busy = true // until the actor loop runs: the core does not exist yet
+    let alive = true
     const events = yield* PubSub.unbounded<DhtEvent>()
     const ready = yield* Deferred.make<void>()
     const closed = yield* Deferred.make<void>()
@@ -180,10 +213,24 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       Effect.forever(
         Effect.flatMap(socket.receive, (batch) => Effect.sync(() => Queue.offerUnsafe(mailbox, { _tag: "Datagrams", socket: kind, batch })))
       )
-    // push mode: the socket hands each datagram straight to the mailbox (no
-    // reader fiber); the pull readers remain for transports without it
+    // push mode: the socket hands each datagram to the core at once when the
+    // actor is idle (see `exec` below), else to the mailbox (no reader fiber);
+    // the pull readers remain for transports without push mode
     const push = (kind: SocketKind) => (d: Datagram): void => {
-      Queue.offerUnsafe(mailbox, { _tag: "Datagram", socket: kind, from: d.from, data: d.data })
+      if (busy || !alive) {
+        Queue.offerUnsafe(mailbox, { _tag: "Datagram", socket: kind, from: d.from, data: d.data })
+        return
+      }
+      busy = true
+      try {
+        const now = clock.currentTimeMillisUnsafe()
+        core.onDatagram(now, kind, d.from, d.data)
+        afterStep(now)
+      } catch (e) {
+        rethrowLater(e)
+      } finally {
+        busy = false
+      }
     }
     const startReaders = () =>
       Effect.gen(function*() {
@@ -264,15 +311,53 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
         )
       )
     }
+    // After a direct step: due timers, events, and an earlier alarm if the
+    // step moved the next deadline forward (with a shared-timer transport at
+    // once, else by waking the loop, which arms it).
+    let wakePosted = false
+    const afterStep = (now: number): void => {
+      if (core.nextDeadline() <= now) core.onTimers(now)
+      flushEvents()
+      const deadline = core.nextDeadline()
+      if (deadline >= armedAt || deadline === Infinity) return
+      if (schedule !== undefined) {
+        armedAt = deadline
+        schedule(deadline, onAlarm(deadline))
+      } else if (!wakePosted) {
+        wakePosted = true
+        Queue.offerUnsafe(mailbox, WAKE)
+      }
+    }
+    const exec = (f: (node: DhtNode, now: number) => void): void => {
+      if (busy || !alive) {
+        Queue.offerUnsafe(mailbox, { _tag: "Run", run: f })
+        return
+      }
+      busy = true
+      try {
+        const now = clock.currentTimeMillisUnsafe()
+        f(core, now)
+        afterStep(now)
+      } finally {
+        busy = false
+      }
+    }
     const loop = Effect.gen(function*() {
       let now = yield* Clock.currentTimeMillis
       yield* arm(core.nextDeadline(), now)
+      busy = false
       while (true) {
         const batch = yield* Queue.takeAll(mailbox)
         now = yield* Clock.currentTimeMillis
-        for (const m of batch) handle(m, now)
-        if (core.nextDeadline() <= now) core.onTimers(now)
-        flushEvents()
+        wakePosted = false
+        busy = true
+        try {
+          for (const m of batch) handle(m, now)
+          if (core.nextDeadline() <= now) core.onTimers(now)
+          flushEvents()
+        } finally {
+          busy = false
+        }
         yield* arm(core.nextDeadline(), now)
       }
     })
@@ -306,19 +391,33 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     }
 
     const run = <A>(f: (node: DhtNode, now: number) => A): Effect.Effect<A> =>
-      Effect.flatMap(Deferred.make<A>(), (d) =>
-        Effect.andThen(
-          Effect.sync(() =>
-            Queue.offerUnsafe(mailbox, {
-              _tag: "Run",
-              run: (node, now) => {
-                Deferred.doneUnsafe(d, Exit.succeed(f(node, now)))
-              }
-            })
-          ),
-          Deferred.await(d)
+      Effect.suspend(() => {
+        if (!busy && alive) {
+          let a: A
+          busy = true
+          try {
+            const now = clock.currentTimeMillisUnsafe()
+            a = f(core, now)
+            afterStep(now)
+          } finally {
+            busy = false
+          }
+          return Effect.succeed(a)
+        }
+        return Effect.flatMap(Deferred.make<A>(), (d) =>
+          Effect.andThen(
+            Effect.sync(() =>
+              Queue.offerUnsafe(mailbox, {
+                _tag: "Run",
+                run: (node, now) => {
+                  Deferred.doneUnsafe(d, Exit.succeed(f(node, now)))
+                }
+              })
+            ),
+            Deferred.await(d)
+          )
         )
-      )
+      })
 
     const startQuery: NodeHandle["startQuery"] = (args, opts) =>
       Effect.gen(function*() {
@@ -343,6 +442,43 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
           void node
         }))
         return { query, replies: Stream.fromQueue(results) }
+      })
+
+    // A query consumed by a callback: no queue between the core and the
+    // consumer, so a reply reaches it in the same step that received it
+    // (first-match reads end the query right there). `stop()` ends the query
+    // early, successfully; interruption destroys it.
+    const runQuery: NodeHandle["runQuery"] = (args, opts, onreply, onstart) =>
+      Effect.callback<Query, QueryError>((resume) => {
+        let query: Query | null = null
+        let cancelled = false
+        exec((node) => {
+          if (cancelled) return
+          const q =
+            args.internal === true
+              ? node.findNode(args.target, opts)
+              : node.query({ target: args.target, command: args.command, value: args.value ?? null }, opts)
+          query = q
+          if (onstart !== undefined) onstart(q)
+          const stop = (): void => {
+            if (!q.done) q.destroy(null)
+          }
+          q.onreply = (r) => {
+            if (!q.done) onreply(r, stop)
+          }
+          q.onend = (err) => resume(err === null ? Effect.succeed(q) : Effect.fail(err))
+          q.start()
+        })
+        return Effect.sync(() => {
+          cancelled = true
+          exec(() => {
+            const q = query as Query | null
+            if (q !== null && !q.done) {
+              q.onend = () => {}
+              q.destroy(null)
+            }
+          })
+        })
       })
 
     const queryStream = (
@@ -460,15 +596,22 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       yield* Scope.close(socketScope, Exit.void)
     })
     yield* Effect.addFinalizer(() =>
-      Effect.andThen(Effect.ignore(Effect.timeoutOption(destroy, 1000)), Fiber.interrupt(actor))
+      Effect.andThen(
+        Effect.ignore(Effect.timeoutOption(destroy, 1000)),
+        Effect.andThen(Fiber.interrupt(actor), Effect.sync(() => {
+          alive = false
+        }))
+      )
     )
 
     return {
       core,
       run,
+      exec,
       findNode: (target, opts) => queryStream({ target, command: 2, internal: true }, opts),
       query: (args, opts) => queryStream({ target: args.target, command: args.command, value: args.value ?? null }, opts),
       startQuery,
+      runQuery,
       request,
       ping,
       addNode: (n) => run((node) => node.addNode(n)),
