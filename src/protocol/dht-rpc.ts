@@ -277,7 +277,7 @@ export const nodeId = (blake2b: Blake2b, host: string, port: number): Uint8Array
  * an IPv4 parse and a BLAKE2b. The ids handed out are shared: callers treat
  * node ids as immutable values. The memo is emptied when it reaches `max`.
  */
-export const makeNodeIdCache = (blake2b: Blake2b, max = 8192): ((host: string, port: number) => Uint8Array | null) => {
+export const makeNodeIdCache = (blake2b: Blake2b, max = 16384): ((host: string, port: number) => Uint8Array | null) => {
   let byHost = new Map<string, Map<number, Uint8Array | null>>()
   let size = 0
   return (host, port) => {
@@ -298,6 +298,20 @@ export const makeNodeIdCache = (blake2b: Blake2b, max = 8192): ((host: string, p
     size++
     return id
   }
+}
+
+const sharedNodeIdCaches = new WeakMap<Blake2b, (host: string, port: number) => Uint8Array | null>()
+
+/**
+ * One memo per BLAKE2b implementation, shared by every node in the process
+ * (a node id is a pure function of the address): nodes that share a process
+ * (simulations, `ogateway --nodes N`) share one bounded memo instead of
+ * holding one each.
+ */
+export const sharedNodeIdCache = (blake2b: Blake2b): ((host: string, port: number) => Uint8Array | null) => {
+  let cache = sharedNodeIdCaches.get(blake2b)
+  if (cache === undefined) sharedNodeIdCaches.set(blake2b, (cache = makeNodeIdCache(blake2b)))
+  return cache
 }
 
 // ---------------------------------------------------------------------------

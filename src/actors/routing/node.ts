@@ -231,7 +231,7 @@ export class DhtNode {
 
   constructor(options: DhtNodeOptions, now: number) {
     this.crypto = options.crypto
-    this.nodeIds = Rpc.makeNodeIdCache(options.crypto.blake2b)
+    this.nodeIds = Rpc.sharedNodeIdCache(options.crypto.blake2b)
     this.random = options.random
     const randomBytes = options.randomBytes ?? defaultRandomBytes(options.random)
     this.now = now

@@ -20,7 +20,7 @@ export type SocketKind = typeof SERVER | typeof CLIENT
 export const DEFAULT_MAX_WINDOW = 80
 export const DRAIN_INTERVAL = 750
 export const DEFAULT_TIMEOUT = 1000
-const TOKEN_MEMO_MAX = 4096
+const TOKEN_MEMO_MAX = 64
 
 export interface NodeAddress {
   readonly host: string
