@@ -213,7 +213,22 @@ const bindSocket = (options: UdpTransportOptions, bindOptions: BindOptions | und
   )
 }
 
+/**
+ * The host's non-internal IPv4 addresses, read at most once per second per
+ * process: os.networkInterfaces() costs ~80 µs, every node asks at start and
+ * then every few seconds, and many nodes may share a process.
+ */
+let interfacesAt = -Infinity
+let interfaces: ReadonlyArray<string> = []
 const localAddresses = (): ReadonlyArray<string> => {
+  const now = performance.now()
+  if (now - interfacesAt < 1000) return interfaces
+  interfaces = readLocalAddresses()
+  interfacesAt = now
+  return interfaces
+}
+
+const readLocalAddresses = (): ReadonlyArray<string> => {
   const out: Array<string> = []
   const ifaces = networkInterfaces()
   for (const name of Object.keys(ifaces)) {
