@@ -271,31 +271,22 @@ export const nodeId = (blake2b: Blake2b, host: string, port: number): Uint8Array
 }
 
 /**
- * `nodeId` behind a bounded memo (host -> port -> id). Every closer-node list
+ * `nodeId` behind a bounded memo ("host:port" -> id). Every closer-node list
  * names up to 20 nodes whose ids a query must derive, mostly the same few
- * hundred addresses again and again; a hit costs two Map lookups instead of
+ * hundred addresses again and again; a hit costs a Map lookup instead of
  * an IPv4 parse and a BLAKE2b. The ids handed out are shared: callers treat
  * node ids as immutable values. The memo is emptied when it reaches `max`.
  */
 export const makeNodeIdCache = (blake2b: Blake2b, max = 16384): ((host: string, port: number) => Uint8Array | null) => {
-  let byHost = new Map<string, Map<number, Uint8Array | null>>()
-  let size = 0
+  let memo = new Map<string, Uint8Array | null>()
   return (host, port) => {
-    let ports = byHost.get(host)
-    if (ports !== undefined) {
-      const hit = ports.get(port)
-      if (hit !== undefined) return hit
-    }
+    if (typeof host !== "string" || typeof port !== "number") return nodeId(blake2b, host, port)
+    const key = host + ":" + port
+    const hit = memo.get(key)
+    if (hit !== undefined) return hit
     const id = nodeId(blake2b, host, port)
-    if (typeof host !== "string" || typeof port !== "number") return id
-    if (size >= max) {
-      byHost = new Map()
-      size = 0
-      ports = undefined
-    }
-    if (ports === undefined) byHost.set(host, (ports = new Map()))
-    ports.set(port, id)
-    size++
+    if (memo.size >= max) memo = new Map()
+    memo.set(key, id)
     return id
   }
 }
