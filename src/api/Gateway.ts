@@ -18,7 +18,7 @@ import { Crypto } from "../layers/Crypto.js"
 import type { KeyPair } from "../layers/crypto/types.js"
 import type { Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
-import { type GatewayConfig, type GatewayHandle, GatewayService, makeGateway } from "./GatewayService.js"
+import { defaultVerifyWorkers, type GatewayConfig, type GatewayHandle, GatewayService, makeGateway } from "./GatewayService.js"
 import * as Records from "./records.js"
 import { Command } from "../protocol/records.js"
 import { facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
@@ -204,7 +204,9 @@ export class Gateway extends EventEmitter {
     const scope = this.scope
     this.opening = this.runtime.runPromise(
       Effect.gen({ self: this }, function*() {
-        const h = yield* makeGateway(opts).pipe(Scope.provide(scope))
+        // on real UDP, writes' signature checks go to worker threads by default
+        const verifyWorkers = opts.verifyWorkers ?? (opts.transport === undefined ? defaultVerifyWorkers() : 0)
+        const h = yield* makeGateway({ ...opts, verifyWorkers }).pipe(Scope.provide(scope))
         // events reach the EventEmitter synchronously from the node actor,
         // deferred to a microtask so listeners never run inside the actor
         h.onEvent((e) => queueMicrotask(() => this.dispatch(e)))

@@ -7,7 +7,9 @@
  */
 import { Context, Effect, Layer, type Scope } from "effect"
 import { makeNode, type NodeConfig, type NodeHandle } from "../actors/routing/driver.js"
-import { type HyperDht, type HyperDhtOptions, makeHyperDht } from "../actors/routing/hyperdht.js"
+import { type AsyncVerify, type HyperDht, type HyperDhtOptions, makeHyperDht } from "../actors/routing/hyperdht.js"
+import { sharedVerifyPool } from "../layers/crypto/verify-pool.js"
+import { availableParallelism } from "node:os"
 import type { BindError, Transport } from "../layers/Transport.js"
 import { Crypto } from "../layers/Crypto.js"
 import { UdpTransport } from "../layers/transport/udp.js"
@@ -16,7 +18,18 @@ import { InvalidInput } from "./keys.js"
 
 export type { NodeConfig, NodeHandle, NodeStatus, QueryReply } from "../actors/routing/driver.js"
 
-export interface GatewayConfig extends NodeConfig, HyperDhtOptions {}
+export interface GatewayConfig extends NodeConfig, HyperDhtOptions {
+  /**
+   * Check the signatures of the writes this node serves on this many worker
+   * threads (a pool shared by the nodes of the process). Default 0: in the
+   * node's own steps, as simulations need. The promise facade on real UDP
+   * uses `defaultVerifyWorkers()`.
+   */
+  readonly verifyWorkers?: number
+}
+
+/** 2 on a machine with at least 2 cores, else 0 (a worker on the only core only adds hops). */
+export const defaultVerifyWorkers = (): number => (availableParallelism() >= 2 ? 2 : 0)
 
 /** A HyperDHT node: the dht-rpc node actor with the HyperDHT storage layer installed. */
 export interface GatewayHandle extends NodeHandle {
@@ -27,8 +40,25 @@ export interface GatewayHandle extends NodeHandle {
 export const makeGateway = (config: GatewayConfig = {}): Effect.Effect<GatewayHandle, BindError, Transport | Crypto | Scope.Scope> =>
   Effect.gen(function*() {
     const crypto = yield* Crypto
-    const hyperdht = makeHyperDht(crypto, config)
+    const workers = config.verifyWorkers ?? 0
+    // completions re-enter the node through its exec (set once the node runs)
+    let exec: NodeHandle["exec"] | null = null
+    const early: Array<() => void> = []
+    const asyncVerify: AsyncVerify | null =
+      workers > 0 && Number.isInteger(workers)
+        ? (() => {
+          const pool = sharedVerifyPool(workers, crypto.verify)
+          return (signature, message, publicKey, then) =>
+            pool.verify(signature, message, publicKey, (ok) => {
+              if (exec !== null) exec(() => then(ok))
+              else early.push(() => then(ok))
+            })
+        })()
+        : null
+    const hyperdht = makeHyperDht(crypto, config, asyncVerify)
     const node = yield* makeNode({ ...config, onRequest: config.onRequest ?? hyperdht.handler })
+    exec = node.exec
+    for (const f of early.splice(0)) node.exec(f)
     return { ...node, hyperdht }
   })
 

@@ -276,7 +276,10 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       if (m._tag === "Datagram") core.onDatagram(now, m.socket, m.from, m.data)
       else if (m._tag === "Datagrams") {
         for (const d of m.batch) core.onDatagram(now, m.socket, d.from, d.data)
-      } else if (m._tag === "Run") m.run(core, now)
+      } else if (m._tag === "Run") {
+        core.setTime(now)
+        m.run(core, now)
+      }
     }
 
     // ---- the actor loop ----
@@ -336,6 +339,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       busy = true
       try {
         const now = clock.currentTimeMillisUnsafe()
+        core.setTime(now)
         f(core, now)
         afterStep(now)
       } finally {
@@ -397,6 +401,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
           busy = true
           try {
             const now = clock.currentTimeMillisUnsafe()
+            core.setTime(now)
             a = f(core, now)
             afterStep(now)
           } finally {

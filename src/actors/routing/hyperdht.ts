@@ -71,12 +71,28 @@ export class HyperDhtStore {
 
 const NO_TOKEN_NO_NODES = { token: false, closerNodes: false } as const
 
-/** The node-side handler: returns false for commands it does not serve (→ UNKNOWN_COMMAND). */
-export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}) => {
+/**
+ * An asynchronous signature check whose `then` runs inside a later step of
+ * the node (see GatewayService: a worker pool, completions posted back
+ * through the node's `exec`).
+ */
+export type AsyncVerify = (signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array, then: (ok: boolean) => void) => void
+
+/**
+ * The node-side handler: returns false for commands it does not serve (→ UNKNOWN_COMMAND).
+ * With `asyncVerify`, writes are stored and answered once their signature
+ * check completes; without it (simulations) everything happens in the step
+ * that received the request.
+ */
+export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, asyncVerify: AsyncVerify | null = null) => {
   let store: HyperDhtStore | null = null
   const blake2b = crypto.blake2b
   const hash = (x: Uint8Array): Uint8Array => blake2b(x)
   const ns = R.namespaces(blake2b)
+  const checkSignature = (signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array, then: (ok: boolean) => void): void => {
+    if (asyncVerify === null) then(crypto.verify(signature, message, publicKey))
+    else asyncVerify(signature, message, publicKey, then)
+  }
 
   const handler = (req: IncomingRequest, node: DhtNode): boolean => {
     // storage commands are served by persistent nodes only
@@ -177,12 +193,29 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}) 
     const peerBytes = encode(R.peer, ann.peer)
     if (Result.isFailure(peerBytes)) return void reject(s)
     const signable = R.annSignable(blake2b, target, id, req.token, peerBytes.success, ann.refresh, ns.ANNOUNCE)
-    if (Result.isFailure(signable) || !crypto.verify(ann.signature, signable.success, ann.peer.publicKey)) return void reject(s)
-    const stored = encode(R.peer, { publicKey: ann.peer.publicKey, relayAddresses: ann.peer.relayAddresses.slice(0, 3) })
+    if (Result.isFailure(signable)) return void reject(s)
+    const peer = ann.peer
+    checkSignature(ann.signature, signable.success, peer.publicKey, (ok) => {
+      if (ok) storeAnnounce(s, req, node, target, topic, ann, peer)
+      else reject(s)
+    })
+  }
+
+  const storeAnnounce = (
+    s: HyperDhtStore,
+    req: IncomingRequest,
+    node: DhtNode,
+    target: Uint8Array,
+    topic: string,
+    ann: R.Announce,
+    peer: R.Peer
+  ): void => {
+    const now = node.time
+    const stored = encode(R.peer, { publicKey: peer.publicKey, relayAddresses: peer.relayAddresses.slice(0, 3) })
     if (Result.isFailure(stored)) return void reject(s)
     const record = stored.success
-    const pk = toHex(ann.peer.publicKey)
-    const announceSelf = equalBytes(hash(ann.peer.publicKey), target)
+    const pk = toHex(peer.publicKey)
+    const announceSelf = equalBytes(hash(peer.publicKey), target)
     if (announceSelf) {
       s.forwards.set(topic, { relay: { host: req.from.host, port: req.from.port }, record }, now)
       s.records.remove(topic, pk, now)
@@ -208,7 +241,15 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}) 
     const peerBytes = encode(R.peer, peer)
     if (Result.isFailure(peerBytes)) return void reject(s)
     const signable = R.annSignable(blake2b, target, id, req.token!, peerBytes.success, ann.refresh, ns.UNANNOUNCE)
-    if (Result.isFailure(signable) || !crypto.verify(ann.signature!, signable.success, peer.publicKey)) return void reject(s)
+    if (Result.isFailure(signable)) return void reject(s)
+    checkSignature(ann.signature!, signable.success, peer.publicKey, (ok) => {
+      if (ok) removeAnnounce(s, req, node, target, peer)
+      else reject(s)
+    })
+  }
+
+  const removeAnnounce = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, target: Uint8Array, peer: R.Peer): void => {
+    const now = node.time
     const topic = toHex(target)
     if (equalBytes(hash(peer.publicKey), target)) {
       const fwd = s.forwards.get(topic, now)
@@ -227,7 +268,15 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}) 
     const put = m.success
     if (!equalBytes(hash(put.publicKey), target)) return void reject(s)
     const signable = R.mutableSignable64(blake2b, put.seq, put.value)
-    if (Result.isFailure(signable) || !crypto.verify(put.signature, signable.success, put.publicKey)) return void reject(s)
+    if (Result.isFailure(signable)) return void reject(s)
+    checkSignature(put.signature, signable.success, put.publicKey, (ok) => {
+      if (ok) storeMutable(s, req, node, target, put)
+      else reject(s)
+    })
+  }
+
+  const storeMutable = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, target: Uint8Array, put: R.MutablePutRequest): void => {
+    const now = node.time
     const key = toHex(target)
     const storedBytes = s.mutables.get(key, now)
     if (storedBytes !== undefined) {

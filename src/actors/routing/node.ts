@@ -416,6 +416,16 @@ export class DhtNode {
     return next
   }
 
+  /**
+   * The time of the owner's own input (a query or request it starts, a
+   * continuation it runs): requests made in that step take their deadlines
+   * from it.
+   */
+  setTime(now: number): void {
+    this.now = now
+    this.io.setTime(now)
+  }
+
   onTimers(now: number): void {
     this.now = now
     if (this.destroyed) return

@@ -410,6 +410,11 @@ export class RpcIo {
     return expected !== null && equalBytes(expected, id) ? expected : null
   }
 
+  /** The time of an input that is not a datagram or a timer (a request made by the owner). */
+  setTime(now: number): void {
+    this.now = now
+  }
+
   onDatagram(now: number, socket: SocketKind, from: { readonly host: string; readonly port: number }, data: Uint8Array): void {
     this.now = now
     if (data.length < 2 || !(from.port > 0 && from.port < 65536) || this.suspended || this.destroyed) {
