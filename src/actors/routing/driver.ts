@@ -1,11 +1,20 @@
 /**
  * The node actor: one fiber owns a `DhtNode` core and reads a mailbox of
- * tagged messages (datagram batches from the two socket reader fibers, user
- * commands carrying a Deferred for the reply). Between messages it sleeps
- * until the core's next deadline on Effect's Clock, so the same actor runs on
- * real time and on TestClock. Queries are fibers' worth of state inside the
- * core; each user query gets its own result Queue exposed as a Stream, and
- * interrupting the consumer cancels the query.
+ * tagged messages (datagrams, user commands carrying a Deferred for the
+ * reply, alarms). Between messages it sleeps until the core's next deadline
+ * on Effect's Clock, so the same actor runs on real time and on TestClock.
+ *
+ * The core is a plain synchronous state machine, so a step can also run
+ * directly, without the mailbox hop, whenever the actor is idle: a datagram
+ * pushed by its socket, a command (`run`, `exec`). Steps never interleave on
+ * one JS thread; a step asked for from inside another (an event listener)
+ * goes through the mailbox. This keeps the per-datagram path to one plain
+ * call (no fiber wake-up per packet) and lets a reply reach its consumer in
+ * the step that received it.
+ *
+ * Queries are state inside the core. A user query is consumed either as a
+ * Stream over its own result Queue (interrupting the consumer cancels the
+ * query) or by callbacks (`runQuery`; the promise facade's GatewayQuery).
  */
 import { Cause, Clock, Deferred, Effect, Exit, Fiber, Option, PubSub, Queue, Scope, Stream } from "effect"
 import { lookup } from "node:dns/promises"

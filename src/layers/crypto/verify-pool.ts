@@ -13,9 +13,9 @@
  * - A check goes to the worker with the fewest pending; completions of
  *   different workers may come in any order (the stores' rules do not depend
  *   on it: a mutable record's seq decides, an announcement is a set entry).
- * - Until a worker is ready (it loads the WASM module first), and whenever
- *   one fails, checks run on the calling thread with `fallback`: nothing is
- *   lost, only slower.
+ * - Workers start with the first check. Until one is ready (it loads the
+ *   WASM module first), and whenever one fails, checks run on the calling
+ *   thread with `fallback`: nothing is lost, only slower.
  * - Workers are unref'd: an idle pool never keeps the process alive.
  * - Jobs posted in one synchronous step go to each worker as one message.
  *
@@ -143,11 +143,9 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
     })
   }
 
-  for (let i = 0; i < size; i++) {
-    const lane: Lane = { worker: null, ready: false, inflight: [], batch: [] }
-    lanes.push(lane)
-    start(lane)
-  }
+  for (let i = 0; i < size; i++) lanes.push({ worker: null, ready: false, inflight: [], batch: [] })
+  // the workers start with the first check (a node that serves no writes never starts them)
+  let started = false
 
   const flush = (): void => {
     flushQueued = false
@@ -197,6 +195,10 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
         queueMicrotask(() => runLocally([job]))
         return
       }
+      if (!started) {
+        started = true
+        for (const lane of lanes) start(lane)
+      }
       laneOf().batch.push({ signature, message, publicKey, done })
       if (!flushQueued) {
         flushQueued = true
@@ -206,6 +208,7 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
     close: () => {
       if (closed) return
       closed = true
+      started = true
       flush()
       for (const lane of lanes) fail(lane)
     }
