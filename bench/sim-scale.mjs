@@ -10,6 +10,7 @@ import { SimNetwork } from "../dist/layers/transport/sim.js"
 import { Transport } from "../dist/layers/Transport.js"
 
 const N = Number(process.argv[2] ?? 1000)
+const JOIN_PER_SECOND = Number(process.argv[3] ?? 20)
 const crypto = await makeFast()
 const ipOf = (i) => `20.${1 + ((i >> 16) & 0xff)}.${(i >> 8) & 0xff}.${i & 0xff}`
 
@@ -26,7 +27,7 @@ const program = Effect.gen(function* () {
   yield* start("20.255.0.1", GatewayService.bootstrapperConfig(49737, "20.255.0.1"), 1)
   for (let i = 0; i < N; i++) {
     yield* start(ipOf(i + 1), { ephemeral: false, port: 49737, bootstrap: ["20.255.0.1:49737"] }, i + 2)
-    if (i % 20 === 19) yield* TestClock.adjust(1000)
+    if (i % JOIN_PER_SECOND === JOIN_PER_SECOND - 1) yield* TestClock.adjust(1000)
   }
   const tBuilt = Date.now()
   let virtual = 0

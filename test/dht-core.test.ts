@@ -103,3 +103,22 @@ describe("routing table closestByDistance", () => {
     }
   })
 })
+
+describe("endpointKey", () => {
+  it("is ipv4 * 65536 + port for a strict dotted quad and a uint16, -1 exactly where parseIPv4/nodeId refuse", async () => {
+    const { endpointKey, parseIPv4 } = await import("../src/protocol/encoding.js")
+    const rand = seededRandom(21)
+    const int = (n: number) => Math.floor(rand() * n)
+    for (let i = 0; i < 2000; i++) {
+      const octets = [int(256), int(256), int(256), int(256)]
+      const port = int(65536)
+      expect(endpointKey(octets.join("."), port)).toBe((((octets[0]! * 256 + octets[1]!) * 256 + octets[2]!) * 256 + octets[3]!) * 65536 + port)
+    }
+    const hosts = ["1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "0001.2.3.4", "1.2.3.4 ", " 1.2.3.4", "1..3.4", "1.2.3.", "a.b.c.d", "", "255.255.255.255", "0.0.0.0", "1.2.3.-4", "1.2.3.4\n"]
+    for (const h of hosts) {
+      expect(endpointKey(h, 1) >= 0, h).toBe(parseIPv4(h) !== null)
+    }
+    for (const p of [-1, 65536, 1.5, NaN, Infinity]) expect(endpointKey("1.2.3.4", p)).toBe(-1)
+    expect(endpointKey("255.255.255.255", 65535)).toBe(2 ** 48 - 1)
+  })
+})

@@ -13,6 +13,7 @@ import {
   codec,
   decode,
   encode,
+  endpointKey,
   parseIPv4,
   type Codec,
   type DecodeError,
@@ -271,20 +272,20 @@ export const nodeId = (blake2b: Blake2b, host: string, port: number): Uint8Array
 }
 
 /**
- * `nodeId` behind a bounded memo ("host:port" -> id). Every closer-node list
+ * `nodeId` behind a bounded memo (endpointKey -> id). Every closer-node list
  * names up to 20 nodes whose ids a query must derive, mostly the same few
  * hundred addresses again and again; a hit costs a Map lookup instead of
  * an IPv4 parse and a BLAKE2b. The ids handed out are shared: callers treat
  * node ids as immutable values. The memo is emptied when it reaches `max`.
  */
 export const makeNodeIdCache = (blake2b: Blake2b, max = 16384): ((host: string, port: number) => Uint8Array | null) => {
-  let memo = new Map<string, Uint8Array | null>()
+  let memo = new Map<number, Uint8Array>()
   return (host, port) => {
-    if (typeof host !== "string" || typeof port !== "number") return nodeId(blake2b, host, port)
-    const key = host + ":" + port
+    const key = endpointKey(host, port)
+    if (key < 0) return null // what nodeId says of an invalid address
     const hit = memo.get(key)
     if (hit !== undefined) return hit
-    const id = nodeId(blake2b, host, port)
+    const id = nodeId(blake2b, host, port)!
     if (memo.size >= max) memo = new Map()
     memo.set(key, id)
     return id

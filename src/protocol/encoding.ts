@@ -533,6 +533,37 @@ export const parseIPv4 = (host: string): Array<number> | null => {
 
 export const isIPv4 = (host: string): boolean => parseIPv4(host) !== null
 
+/**
+ * An IPv4 endpoint as one number, `ipv4 * 65536 + port` (< 2^48), for Map
+ * keys on hot paths (no string building, no allocation); -1 when `host` is
+ * not a strict dotted quad (parseIPv4's rules) or `port` not a uint16.
+ */
+export const endpointKey = (host: string, port: number): number => {
+  if (typeof host !== "string" || host.length < 7 || host.length > 15) return -1
+  if (typeof port !== "number" || !(port >= 0 && port <= 0xffff) || port !== Math.floor(port)) return -1
+  let ip = 0
+  let n = 0
+  let digits = 0
+  let parts = 0
+  for (let i = 0; i <= host.length; i++) {
+    const c = i === host.length ? 0x2e : host.charCodeAt(i)
+    if (c === 0x2e) {
+      if (digits === 0 || n > 255 || parts === 4) return -1
+      ip = ip * 256 + n
+      parts++
+      n = 0
+      digits = 0
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits === 3) return -1
+      n = n * 10 + (c - 0x30)
+      digits++
+    } else {
+      return -1
+    }
+  }
+  return parts === 4 ? ip * 65536 + port : -1
+}
+
 /** Parse an IPv6 text address (hex groups, at most one '::'; no embedded IPv4, no zone). */
 export const parseIPv6 = (host: string): Array<number> | null => {
   if (typeof host !== "string" || host.length < 2 || host.length > 39) return null

@@ -9,6 +9,7 @@
  */
 import { Data } from "effect"
 import * as Rpc from "../../protocol/dht-rpc.js"
+import { endpointKey } from "../../protocol/encoding.js"
 import type { IncomingResponse, NodeAddress, OutRequest, RequestError } from "./rpc.js"
 
 export interface QueryNode {
@@ -55,7 +56,7 @@ export interface QueryOptions {
   readonly nodes?: ReadonlyArray<{ readonly host: string; readonly port: number; readonly id?: Uint8Array | null }>
   readonly replies?: ReadonlyArray<{ readonly from: NodeAddress }>
   readonly onlyClosestNodes?: boolean
-  /** true: the default committer (send the same request with each closest reply's token). */
+/** true: the default committer (send the same request with each closest reply's token). */
   readonly commit?: boolean | ((reply: IncomingResponse, query: Query, done: (err: unknown | null) => void) => void)
 }
 
@@ -79,6 +80,12 @@ export class QueryError extends Data.TaggedError("QueryError")<{
 const DONE: Array<NodeAddress> = []
 const DOWN: Array<NodeAddress> = []
 
+/** A query's key for an address: a number on the hot path, a string only for malformed ones. */
+const keyOf = (a: { readonly host: string; readonly port: number }): number | string => {
+  const k = endpointKey(a.host, a.port)
+  return k >= 0 ? k : `${a.host}:${a.port}`
+}
+
 export class Query {
   readonly k: number
   concurrency: number
@@ -94,7 +101,8 @@ export class Query {
 
   private slow = 0
   private slowdown = false
-  private readonly seen = new Map<string, Array<NodeAddress>>()
+  /** By endpointKey(host, port) (or "host:port" for an address that has none). */
+  private readonly seen = new Map<number | string, Array<NodeAddress>>()
   private readonly pending: Array<NodeAddress> = []
   private fromTable = false
   private committing = false
@@ -183,7 +191,7 @@ export class Query {
 
   private addPending(node: NodeAddress, ref: NodeAddress | null): boolean {
     if (this.onlyClosest) return false
-    const addr = `${node.host}:${node.port}`
+    const addr = keyOf(node)
     const refs = this.seen.get(addr)
     const closer = this.isCloser(node.id)
     if (refs === DONE) return closer
@@ -270,7 +278,7 @@ export class Query {
 
   private onvisit(m: IncomingResponse, req: OutRequest): void {
     this.dec(req)
-    this.seen.set(`${req.to.host}:${req.to.port}`, DONE)
+    this.seen.set(keyOf(req.to), DONE)
     if (this.committing || this.done) return
     if (m.error === 0) this.successes++
     else this.errors++
@@ -290,7 +298,7 @@ export class Query {
   }
 
   private onerror(err: RequestError, req: OutRequest): void {
-    const addr = `${req.to.host}:${req.to.port}`
+    const addr = keyOf(req.to)
     const refs = this.seen.get(addr)
     if (err.code === "REQUEST_TIMEOUT") {
       this.seen.set(addr, DOWN)
