@@ -44,14 +44,58 @@ export class EncodeError extends Data.TaggedError("EncodeError")<{
 }
 
 /**
- * One-entry memos for IPv4 text <-> bytes (Reader.ipv4 / Writer.ipv4): the
- * addresses in a closer-node list mostly share a host, and parsing or
- * formatting it each time is most of the cost of encoding one.
+ * Bounded intern tables for IPv4 text <-> uint32 (Reader.ipv4, Writer.ipv4,
+ * endpointKey). Every closer-node list names 20 addresses, mostly hosts seen
+ * before: a decoded host is then the same string object as last time (its
+ * hash already computed, no new garbage), and encoding or keying it is one
+ * Map lookup instead of a parse. Only valid addresses are entered; a table
+ * that reaches HOST_TABLE_MAX entries starts over.
  */
-let lastReadIPv4 = -1
-let lastReadHost = ""
-let lastWrittenHost = "0.0.0.0"
-let lastWrittenIPv4 = 0
+const HOST_TABLE_MAX = 65536
+let hostByIp = new Map<number, string>()
+let ipByHost = new Map<string, number>()
+
+const hostOfIPv4 = (v: number): string => {
+  let host = hostByIp.get(v)
+  if (host === undefined) {
+    host = `${v >>> 24}.${(v >>> 16) & 0xff}.${(v >>> 8) & 0xff}.${v & 0xff}`
+    if (hostByIp.size >= HOST_TABLE_MAX) hostByIp = new Map()
+    hostByIp.set(v, host)
+  }
+  return host
+}
+
+/** The uint32 of a strict dotted quad, or -1. */
+export const ipv4ToUint32 = (host: string): number => {
+  if (typeof host !== "string") return -1
+  const known = ipByHost.get(host)
+  if (known !== undefined) return known
+  if (host.length < 7 || host.length > 15) return -1
+  let ip = 0
+  let n = 0
+  let digits = 0
+  let parts = 0
+  for (let i = 0; i <= host.length; i++) {
+    const c = i === host.length ? 0x2e : host.charCodeAt(i)
+    if (c === 0x2e) {
+      if (digits === 0 || n > 255 || parts === 4) return -1
+      ip = ip * 256 + n
+      parts++
+      n = 0
+      digits = 0
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits === 3) return -1
+      n = n * 10 + (c - 0x30)
+      digits++
+    } else {
+      return -1
+    }
+  }
+  if (parts !== 4) return -1
+  if (ipByHost.size >= HOST_TABLE_MAX) ipByHost = new Map()
+  ipByHost.set(host, ip)
+  return ip
+}
 
 /** Largest element count `array(T)` accepts on decode (compact-encoding rule). */
 export const MAX_ARRAY_LENGTH = 0x100000
@@ -219,13 +263,7 @@ export class Reader {
     const b = this.buf
     const p = this.pos
     this.pos = p + 4
-    // closer-node lists repeat a few hosts: reuse the last string made
-    const v = ((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0
-    if (v === lastReadIPv4) return lastReadHost
-    const host = `${b[p]}.${b[p + 1]}.${b[p + 2]}.${b[p + 3]}`
-    lastReadIPv4 = v
-    lastReadHost = host
-    return host
+    return hostOfIPv4(((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0)
   }
 
   ipv4Address(): IPv4Address {
@@ -442,15 +480,8 @@ export class Writer {
   }
 
   ipv4(host: string): void {
-    let v: number
-    if (host === lastWrittenHost) v = lastWrittenIPv4
-    else {
-      const parts = parseIPv4(host)
-      if (parts === null) return this.fail("ipv4", `${JSON.stringify(host)} is not a dotted-quad IPv4 address`)
-      v = ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0
-      lastWrittenHost = host
-      lastWrittenIPv4 = v
-    }
+    const v = ipv4ToUint32(host)
+    if (v < 0) return this.fail("ipv4", `${JSON.stringify(host)} is not a dotted-quad IPv4 address`)
     this.ensure(4)
     const b = this.buf
     b[this.pos++] = v >>> 24
@@ -539,29 +570,9 @@ export const isIPv4 = (host: string): boolean => parseIPv4(host) !== null
  * not a strict dotted quad (parseIPv4's rules) or `port` not a uint16.
  */
 export const endpointKey = (host: string, port: number): number => {
-  if (typeof host !== "string" || host.length < 7 || host.length > 15) return -1
   if (typeof port !== "number" || !(port >= 0 && port <= 0xffff) || port !== Math.floor(port)) return -1
-  let ip = 0
-  let n = 0
-  let digits = 0
-  let parts = 0
-  for (let i = 0; i <= host.length; i++) {
-    const c = i === host.length ? 0x2e : host.charCodeAt(i)
-    if (c === 0x2e) {
-      if (digits === 0 || n > 255 || parts === 4) return -1
-      ip = ip * 256 + n
-      parts++
-      n = 0
-      digits = 0
-    } else if (c >= 0x30 && c <= 0x39) {
-      if (digits === 3) return -1
-      n = n * 10 + (c - 0x30)
-      digits++
-    } else {
-      return -1
-    }
-  }
-  return parts === 4 ? ip * 65536 + port : -1
+  const ip = ipv4ToUint32(host)
+  return ip < 0 ? -1 : ip * 65536 + port
 }
 
 /** Parse an IPv6 text address (hex groups, at most one '::'; no embedded IPv4, no zone). */
