@@ -20,7 +20,6 @@ import type { Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
 import { defaultVerifyWorkers, type GatewayConfig, type GatewayHandle, GatewayService, makeGateway } from "./GatewayService.js"
 import * as Records from "./records.js"
-import { Command } from "../protocol/records.js"
 import { facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
 
 export interface GatewayKeyPair {
@@ -40,7 +39,6 @@ export interface GatewayOptions extends GatewayConfig {
 }
 
 const identity = <A>(a: A): A => a
-const isBytes = (x: unknown, n: number): x is Uint8Array => x instanceof Uint8Array && x.length === n
 
 const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
@@ -71,7 +69,8 @@ export class GatewayQuery<A = QueryReply> implements AsyncIterable<A> {
   private handle: NodeHandle | null = null
   private readonly done: Promise<void>
 
-  constructor(start: Promise<NodeHandle> | NodeHandle, args: QueryArgs | (() => unknown), opts: QueryOptions | undefined, map: (r: QueryReply) => A | null) {
+  /** `args` may be the typed error of invalid arguments: the query then fails with it on first use. */
+  constructor(start: Promise<NodeHandle> | NodeHandle, args: QueryArgs | Error, opts: QueryOptions | undefined, map: (r: QueryReply) => A | null) {
     let finish: () => void = () => {}
     this.done = new Promise<void>((resolve) => (finish = resolve))
     const end = (err: unknown): void => {
@@ -83,7 +82,7 @@ export class GatewayQuery<A = QueryReply> implements AsyncIterable<A> {
     }
     const open = (h: NodeHandle): void => {
       this.handle = h
-      if (typeof args === "function") return end(args()) // invalid arguments: fail on first use
+      if (args instanceof Error) return end(args)
       h.exec((node) => {
         if (this.stopped) return end(null)
         const q = args.internal === true ? node.findNode(args.target, opts) : node.query({ target: args.target, command: args.command, value: args.value ?? null }, opts)
@@ -423,18 +422,12 @@ export class Gateway extends EventEmitter {
 
   /** LOOKUP `topic` (32 bytes): an async iterable of `{ token, from, to, peers, bump }` replies. */
   lookup(topic: Uint8Array, opts?: QueryOptions): GatewayQuery<Records.LookupResult> {
-    const args = isBytes(topic, 32)
-      ? { target: topic, command: Command.LOOKUP }
-      : () => new Records.InvalidArgument({ argument: "topic", detail: "expected 32 bytes" })
-    return new GatewayQuery(this.nodeNow(), args, opts, Records.lookupResultOf)
+    return new GatewayQuery(this.nodeNow(), Records.lookupQuery(topic), opts, Records.lookupResultOf)
   }
 
   /** FIND_PEER: replies carrying the announced record of `publicKey`. */
   findPeer(publicKey: Uint8Array, opts?: QueryOptions & { readonly hash?: boolean }): GatewayQuery<Records.FindPeerResult> {
-    const args = isBytes(publicKey, 32)
-      ? { target: opts?.hash === false ? publicKey : Gateway.hash(publicKey), command: Command.FIND_PEER }
-      : () => new Records.InvalidArgument({ argument: "publicKey", detail: "expected 32 bytes" })
-    return new GatewayQuery(this.nodeNow(), args, opts, Records.findPeerResultOf)
+    return new GatewayQuery(this.nodeNow(), Records.findPeerQuery((b) => Gateway.hash(b), publicKey, opts), opts, Records.findPeerResultOf)
   }
 
   /**

@@ -15,7 +15,7 @@ import type { HyperDht } from "../actors/routing/hyperdht.js"
 import { type Query, QueryError, type QueryOptions } from "../actors/routing/query.js"
 import type { IncomingResponse, NodeAddress } from "../actors/routing/rpc.js"
 import type { KeyPair } from "../layers/crypto/types.js"
-import { decode, encode, equalBytes, type IPv4Address, uint } from "../protocol/encoding.js"
+import { decode, encode, equalBytes, type IPv4Address, isBytes, uint } from "../protocol/encoding.js"
 import * as R from "../protocol/records.js"
 
 // ---- errors -----------------------------------------------------------------------
@@ -137,7 +137,6 @@ const filterMapOption =
       Stream.map((o) => o.value)
     )
 
-const isBytes = (x: unknown, n?: number): x is Uint8Array => x instanceof Uint8Array && (n === undefined || x.length === n)
 
 interface Tally {
   accepted: number
@@ -211,23 +210,41 @@ const writeSummary = (
   opts: QueryOptions,
   onreply: (r: IncomingResponse) => void
 ): Effect.Effect<WriteSummary, WriteRejected> => {
-  let query: Query | null = null
-  return Effect.flatMap(Effect.result(h.runQuery(args, opts, onreply, (q) => (query = q))), (ended) => {
-    const replies = (query as Query | null)?.closestReplies ?? []
-    if (Result.isFailure(ended) || tally.accepted === 0) {
-      return Effect.fail(new WriteRejected({ operation, attempted: replies.length, counts: { ...tally } }))
-    }
-    return Effect.succeed({ ...tally, closestNodes: replies.map((r) => r.from) })
+  return Effect.suspend(() => {
+    let query: Query | null = null
+    return Effect.flatMap(Effect.result(h.runQuery(args, opts, onreply, (q) => (query = q))), (ended) => {
+      const replies = (query as Query | null)?.closestReplies ?? []
+      if (Result.isFailure(ended) || tally.accepted === 0) {
+        return Effect.fail(new WriteRejected({ operation, attempted: replies.length, counts: { ...tally } }))
+      }
+      return Effect.succeed({ ...tally, closestNodes: replies.map((r) => r.from) })
+    })
   })
 }
 
 // ---- operations -------------------------------------------------------------------------------
 
 /** LOOKUP: a stream of replies that carry peers for `topic`. */
-export const lookup = (h: NodeHandle, topic: Uint8Array, opts: QueryOptions = {}): Stream.Stream<LookupResult, QueryError | InvalidArgument> =>
-  !isBytes(topic, 32)
-    ? Stream.fail(new InvalidArgument({ argument: "topic", detail: "expected 32 bytes" }))
-    : h.query({ target: topic, command: R.Command.LOOKUP }, opts).pipe(filterMapOption(toLookupResult))
+export const lookup = (h: NodeHandle, topic: Uint8Array, opts: QueryOptions = {}): Stream.Stream<LookupResult, QueryError | InvalidArgument> => {
+  const args = lookupQuery(topic)
+  return args instanceof InvalidArgument ? Stream.fail(args) : h.query(args, opts).pipe(filterMapOption(toLookupResult))
+}
+
+/** A query's target and command (the arguments of NodeHandle.query / runQuery). */
+export interface QueryArgs {
+  readonly target: Uint8Array
+  readonly command: number
+}
+
+/** LOOKUP's query arguments for `topic`, or the InvalidArgument a malformed topic gets. */
+export const lookupQuery = (topic: Uint8Array): QueryArgs | InvalidArgument =>
+  isBytes(topic, 32) ? { target: topic, command: R.Command.LOOKUP } : new InvalidArgument({ argument: "topic", detail: "expected 32 bytes" })
+
+/** FIND_PEER's query arguments for `publicKey` (target BLAKE2b(publicKey) unless `hash: false`), or an InvalidArgument. */
+export const findPeerQuery = (blake2b: (b: Uint8Array) => Uint8Array, publicKey: Uint8Array, opts: { readonly hash?: boolean } = {}): QueryArgs | InvalidArgument =>
+  isBytes(publicKey, 32)
+    ? { target: opts.hash === false ? publicKey : blake2b(publicKey), command: R.Command.FIND_PEER }
+    : new InvalidArgument({ argument: "publicKey", detail: "expected 32 bytes" })
 
 /** A LOOKUP reply as a LookupResult, or null when it carries no (decodable) peer list. */
 export const lookupResultOf = (r: IncomingResponse): LookupResult | null => {
@@ -329,9 +346,9 @@ export const findPeer = (
   publicKey: Uint8Array,
   opts: QueryOptions & { readonly hash?: boolean } = {}
 ): Stream.Stream<FindPeerResult, QueryError | InvalidArgument> => {
-  if (!isBytes(publicKey, 32)) return Stream.fail(new InvalidArgument({ argument: "publicKey", detail: "expected 32 bytes" }))
-  const target = opts.hash === false ? publicKey : h.core.crypto.blake2b(publicKey)
-  return h.query({ target, command: R.Command.FIND_PEER }, opts).pipe(filterMapOption((r) => Option.fromNullishOr(findPeerResultOf(r))))
+  const args = findPeerQuery((b) => h.core.crypto.blake2b(b), publicKey, opts)
+  if (args instanceof InvalidArgument) return Stream.fail(args)
+  return h.query(args, opts).pipe(filterMapOption((r) => Option.fromNullishOr(findPeerResultOf(r))))
 }
 
 /** A FIND_PEER reply as a FindPeerResult, or null when it carries no (decodable) record. */

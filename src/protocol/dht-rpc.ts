@@ -14,7 +14,7 @@ import {
   decode,
   encode,
   endpointKey,
-  parseIPv4,
+  ipv4ToUint32,
   type Codec,
   type DecodeError,
   type EncodeError,
@@ -259,13 +259,13 @@ export const decodeMessage = (bytes: Uint8Array): Result.Result<Message, DecodeE
  * Returns null when `host` is not a dotted-quad IPv4 address or `port` is not a uint16.
  */
 export const nodeId = (blake2b: Blake2b, host: string, port: number): Uint8Array | null => {
-  const octets = parseIPv4(host)
-  if (octets === null || !Number.isInteger(port) || port < 0 || port > 0xffff) return null
+  const ip = ipv4ToUint32(host)
+  if (ip < 0 || !Number.isInteger(port) || port < 0 || port > 0xffff) return null
   const pre = new Uint8Array(6)
-  pre[0] = octets[0]!
-  pre[1] = octets[1]!
-  pre[2] = octets[2]!
-  pre[3] = octets[3]!
+  pre[0] = ip >>> 24
+  pre[1] = (ip >>> 16) & 0xff
+  pre[2] = (ip >>> 8) & 0xff
+  pre[3] = ip & 0xff
   pre[4] = port & 0xff
   pre[5] = port >>> 8
   return blake2b(pre, 32)

@@ -55,7 +55,8 @@ const HOST_TABLE_MAX = 65536
 let hostByIp = new Map<number, string>()
 let ipByHost = new Map<string, number>()
 
-const hostOfIPv4 = (v: number): string => {
+/** The dotted quad of a uint32 IPv4 address (interned). */
+export const uint32ToIPv4 = (v: number): string => {
   let host = hostByIp.get(v)
   if (host === undefined) {
     host = `${v >>> 24}.${(v >>> 16) & 0xff}.${(v >>> 8) & 0xff}.${v & 0xff}`
@@ -65,7 +66,11 @@ const hostOfIPv4 = (v: number): string => {
   return host
 }
 
-/** The uint32 of a strict dotted quad, or -1. */
+/**
+ * The uint32 of a strict dotted quad (four decimal octets 0..255 of 1 to 3
+ * digits, no sign, no spaces), or -1. The one IPv4 text parser: parseIPv4,
+ * isIPv4 and endpointKey are built on it.
+ */
 export const ipv4ToUint32 = (host: string): number => {
   if (typeof host !== "string") return -1
   const known = ipByHost.get(host)
@@ -263,7 +268,7 @@ export class Reader {
     const b = this.buf
     const p = this.pos
     this.pos = p + 4
-    return hostOfIPv4(((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0)
+    return uint32ToIPv4(((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0)
   }
 
   ipv4Address(): IPv4Address {
@@ -538,36 +543,18 @@ export interface IPv6Address {
   readonly port: number
 }
 
-/** Strict dotted-quad parse: four decimal octets 0..255, no leading '+', no spaces. */
+/** Strict dotted-quad parse (ipv4ToUint32's rules) into its four octets, or null. */
 export const parseIPv4 = (host: string): Array<number> | null => {
-  if (typeof host !== "string" || host.length < 7 || host.length > 15) return null
-  const out: Array<number> = []
-  let n = 0
-  let digits = 0
-  for (let i = 0; i <= host.length; i++) {
-    const c = i === host.length ? 0x2e : host.charCodeAt(i)
-    if (c === 0x2e) {
-      if (digits === 0 || n > 255) return null
-      out.push(n)
-      n = 0
-      digits = 0
-    } else if (c >= 0x30 && c <= 0x39) {
-      if (digits === 3) return null
-      n = n * 10 + (c - 0x30)
-      digits++
-    } else {
-      return null
-    }
-  }
-  return out.length === 4 ? out : null
+  const v = ipv4ToUint32(host)
+  return v < 0 ? null : [v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff]
 }
 
-export const isIPv4 = (host: string): boolean => parseIPv4(host) !== null
+export const isIPv4 = (host: string): boolean => ipv4ToUint32(host) >= 0
 
 /**
  * An IPv4 endpoint as one number, `ipv4 * 65536 + port` (< 2^48), for Map
  * keys on hot paths (no string building, no allocation); -1 when `host` is
- * not a strict dotted quad (parseIPv4's rules) or `port` not a uint16.
+ * not a strict dotted quad (ipv4ToUint32's rules) or `port` not a uint16.
  */
 export const endpointKey = (host: string, port: number): number => {
   if (typeof port !== "number" || !(port >= 0 && port <= 0xffff) || port !== Math.floor(port)) return -1
@@ -736,6 +723,9 @@ export const fromHex = (s: string): Uint8Array | null => {
  */
 export const copyBytes = (b: Uint8Array, start?: number, end?: number): Uint8Array =>
   Uint8Array.prototype.slice.call(b, start, end)
+
+/** `x` is a Uint8Array (of length `n` when given). */
+export const isBytes = (x: unknown, n?: number): x is Uint8Array => x instanceof Uint8Array && (n === undefined || x.length === n)
 
 export const equalBytes = (a: Uint8Array, b: Uint8Array): boolean => {
   if (a.length !== b.length) return false

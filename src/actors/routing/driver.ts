@@ -225,6 +225,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     // push mode: the socket hands each datagram to the core at once when the
     // actor is idle (see `exec` below), else to the mailbox (no reader fiber);
     // the pull readers remain for transports without push mode
+    // (`step` specialized: no closure per datagram)
     const push = (kind: SocketKind) => (d: Datagram): void => {
       if (busy || !alive) {
         Queue.offerUnsafe(mailbox, { _tag: "Datagram", socket: kind, from: d.from, data: d.data })
@@ -340,20 +341,22 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
         Queue.offerUnsafe(mailbox, WAKE)
       }
     }
-    const exec = (f: (node: DhtNode, now: number) => void): void => {
-      if (busy || !alive) {
-        Queue.offerUnsafe(mailbox, { _tag: "Run", run: f })
-        return
-      }
+    /** One direct step (the caller checked `!busy && alive`). */
+    const step = <A>(f: (node: DhtNode, now: number) => A): A => {
       busy = true
       try {
         const now = clock.currentTimeMillisUnsafe()
         core.setTime(now)
-        f(core, now)
+        const a = f(core, now)
         afterStep(now)
+        return a
       } finally {
         busy = false
       }
+    }
+    const exec = (f: (node: DhtNode, now: number) => void): void => {
+      if (busy || !alive) Queue.offerUnsafe(mailbox, { _tag: "Run", run: f })
+      else step(f)
     }
     const loop = Effect.gen(function*() {
       let now = yield* Clock.currentTimeMillis
@@ -405,19 +408,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
 
     const run = <A>(f: (node: DhtNode, now: number) => A): Effect.Effect<A> =>
       Effect.suspend(() => {
-        if (!busy && alive) {
-          let a: A
-          busy = true
-          try {
-            const now = clock.currentTimeMillisUnsafe()
-            core.setTime(now)
-            a = f(core, now)
-            afterStep(now)
-          } finally {
-            busy = false
-          }
-          return Effect.succeed(a)
-        }
+        if (!busy && alive) return Effect.succeed(step(f))
         return Effect.flatMap(Deferred.make<A>(), (d) =>
           Effect.andThen(
             Effect.sync(() =>

@@ -5,7 +5,9 @@
  *
  * `makeHyperDht` returns the application-request handler to install as the
  * node's `onRequest`. It runs inside the node actor, synchronously, on the
- * node's clock: plain deterministic code.
+ * node's clock: plain deterministic code. Only a write's signature check may
+ * complete in a later step (an `AsyncVerify` given on real UDP); the write is
+ * then stored and answered in that step, on the node's time there.
  */
 import { Result } from "effect"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
@@ -128,10 +130,10 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
         onAnnounce(s, req, node, id, now)
         return true
       case R.Command.UNANNOUNCE:
-        onUnannounce(s, req, node, id, now)
+        onUnannounce(s, req, node, id)
         return true
       case R.Command.MUTABLE_PUT:
-        onMutablePut(s, req, node, now)
+        onMutablePut(s, req, node)
         return true
       case R.Command.MUTABLE_GET: {
         if (target === null || req.value === null) return true
@@ -231,7 +233,7 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
     node.reply(req, null, NO_TOKEN_NO_NODES)
   }
 
-  const onUnannounce = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array, now: number): void => {
+  const onUnannounce = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array): void => {
     const target = req.target
     if (target === null || req.token === null || req.value === null) return void reject(s)
     const m = decode(R.announce, req.value)
@@ -260,7 +262,7 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
     node.reply(req, null, NO_TOKEN_NO_NODES)
   }
 
-  const onMutablePut = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, now: number): void => {
+  const onMutablePut = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode): void => {
     const target = req.target
     if (target === null || req.token === null || req.value === null) return void reject(s)
     const m = decode(R.mutablePutRequest, req.value)

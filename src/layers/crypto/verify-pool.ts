@@ -24,6 +24,7 @@
  */
 import { createRequire } from "node:module"
 import { Worker } from "node:worker_threads"
+import { copyBytes, isBytes } from "../../protocol/encoding.js"
 
 export interface VerifyPool {
   /** Check `signature` over `message` by `publicKey`; `done` is called exactly once, asynchronously. */
@@ -73,8 +74,6 @@ sodium.ready.then(() => {
 })
 `
 
-const copy = (b: Uint8Array): Uint8Array => Uint8Array.prototype.slice.call(b)
-const isBytes = (x: unknown, n?: number): x is Uint8Array => x instanceof Uint8Array && (n === undefined || x.length === n)
 
 /**
  * A pool of `size` verify workers. `fallback` checks on the calling thread
@@ -160,7 +159,7 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
       lane.inflight.push(jobs)
       try {
         // own copies: views into a datagram would clone its whole buffer
-        lane.worker.postMessage(jobs.map((j) => [copy(j.signature), copy(j.message), copy(j.publicKey)]))
+        lane.worker.postMessage(jobs.map((j) => [copyBytes(j.signature), copyBytes(j.message), copyBytes(j.publicKey)]))
       } catch {
         lane.inflight.pop()
         runLocally(jobs)

@@ -33,6 +33,7 @@
  */
 import { Clock, Context, Duration, Effect, type Fiber, Layer, Queue, type Scope } from "effect"
 import { BindError, type BindOptions, type Datagram, type Endpoint, type SocketStats, Transport, type UdpSocket } from "../Transport.js"
+import { ipv4ToUint32, uint32ToIPv4 } from "../../protocol/encoding.js"
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -249,20 +250,6 @@ const linkOverrides = (o: LinkOptions): Partial<Link> => {
   return out
 }
 
-const ipToInt = (ip: string): number | undefined => {
-  const parts = ip.split(".")
-  if (parts.length !== 4) return undefined
-  let n = 0
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p)) return undefined
-    const v = Number(p)
-    if (v > 255) return undefined
-    n = n * 256 + v
-  }
-  return n
-}
-const intToIp = (n: number): string => `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`
-
 /** Map<key, lastTouched>; expired entries are swept by a full scan whenever the size doubles. */
 const sweepTimes = (m: Map<string, number>, now: number, timeout: number): void => {
   for (const [k, t] of m) if (now - t >= timeout) m.delete(k)
@@ -467,7 +454,7 @@ class SimNet {
   readonly hosts = new Set<Host>()
   seq = 0
   closed = false
-  private nextPublic = ipToInt("20.0.0.1")!
+  private nextPublic = ipv4ToUint32("20.0.0.1")
   private nextLan = 1
   // scheduler / timer
   private waiter: ((effect: Effect.Effect<void>) => void) | undefined = undefined
@@ -842,7 +829,7 @@ class SimNet {
     const kind: NatKind = options.nat ?? "open"
     if (kind !== "open" && kind !== "firewalled" && kind !== "consistent" && kind !== "random") dieWith(`unknown nat kind ${String(kind)}`)
     const checkIp = (ip: string, what: string) => {
-      if (ipToInt(ip) === undefined) dieWith(`${what} ${ip} is not an IPv4 address`)
+      if (ipv4ToUint32(ip) < 0) dieWith(`${what} ${ip} is not an IPv4 address`)
     }
     let nat: Nat | undefined
     if (kind === "consistent" || kind === "random") {
@@ -876,7 +863,7 @@ class SimNet {
     } else if (nat !== undefined) {
       do {
         if (nat.nextLanHost > 254) dieWith(`NAT ${nat.publicIp}: LAN full`)
-        ip = intToIp(nat.lanPrefix + nat.nextLanHost++)
+        ip = uint32ToIPv4(nat.lanPrefix + nat.nextLanHost++)
       } while (this.addrs.has(ip))
     } else {
       ip = this.allocPublic()
@@ -893,7 +880,7 @@ class SimNet {
       const n = this.nextPublic++
       const last = n & 255
       if (last === 0 || last === 255) continue
-      const ip = intToIp(n)
+      const ip = uint32ToIPv4(n)
       if (!this.addrs.has(ip)) return ip
     }
   }
