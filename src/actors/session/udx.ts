@@ -33,7 +33,7 @@
 import { Cause, Clock, type Context, Deferred, Duration, Effect, Exit, type Fiber, Queue, type Scope, Stream } from "effect"
 import { Duplex } from "node:stream"
 import type { Datagram, Endpoint, UdpSocket } from "../../layers/Transport.js"
-import { HIGH_WATERMARK, UdxError, UdxStreamCore, type UdxStreamEvents, type UdxStreamStats } from "./udx-stream.js"
+import { HIGH_WATERMARK, MTU_MAX, UdxError, UdxStreamCore, type UdxStreamEvents, type UdxStreamStats } from "./udx-stream.js"
 
 export { UdxError, type UdxErrorCode, type UdxStreamStats } from "./udx-stream.js"
 
@@ -52,7 +52,10 @@ export interface UdxStreamConfig {
   readonly firewall?: (from: Endpoint) => boolean
   /** Base MTU (default 1200). */
   readonly mtu?: number
-  /** Probe the path MTU up to this size (max 1500). Default: no probing. */
+  /**
+   * Probe the path MTU up to this size (max 1500). Default 1500, as the
+   * shipped udx-native does; set it to `mtu` to stay at the base size.
+   */
   readonly maxMtu?: number
   /** Receive window (bytes). Default 4 MiB. */
   readonly rwndMax?: number
@@ -66,6 +69,10 @@ export interface UdxStreamConfig {
   readonly pacing?: boolean
   /** Congestion window cap (packets). */
   readonly maxCwnd?: number
+  /** Send an ACK once this many DATA/END packets are unacknowledged. Default 32. */
+  readonly ackEvery?: number
+  /** How long (ms) a non-urgent ACK may wait for more packets to cover. Default 1. */
+  readonly ackDelay?: number
 }
 
 export interface UdxMuxOptions {
@@ -243,11 +250,13 @@ class Session implements UdxStreamEvents, UdxStream {
         rwndMax,
         highWaterMark: this.highWaterMark,
         ...(config.mtu !== undefined ? { mtu: config.mtu } : {}),
-        ...(config.maxMtu !== undefined ? { maxMtu: config.maxMtu } : {}),
+        maxMtu: config.maxMtu ?? MTU_MAX,
         ...(config.keepAlive !== undefined ? { keepAlive: config.keepAlive } : {}),
         ...(config.linger !== undefined ? { linger: config.linger } : {}),
         ...(config.pacing !== undefined ? { pacing: config.pacing } : {}),
-        ...(config.maxCwnd !== undefined ? { maxCwnd: config.maxCwnd } : {})
+        ...(config.maxCwnd !== undefined ? { maxCwnd: config.maxCwnd } : {}),
+        ...(config.ackEvery !== undefined ? { ackEvery: config.ackEvery } : {}),
+        ...(config.ackDelay !== undefined ? { ackDelay: config.ackDelay } : {})
       },
       now
     )
