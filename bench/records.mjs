@@ -22,6 +22,8 @@
  *   node bench/records.mjs --no-matrix   (skip the client × nodes cross runs)
  *   node bench/records.mjs --side omega|reference [--client omega|reference] [runs]
  *                                    (one network, JSON out; the client defaults to the same kind)
+ *   VW=n node bench/records.mjs      Omega nodes with n signature-check workers (default: the
+ *                                    facade's, 2 on a machine with at least 2 cores)
  */
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
@@ -74,7 +76,7 @@ const implementations = {
         throw new Error("no bootstrapper port")
       },
       node(bootPort, persistent) {
-        const g = new Gateway({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ephemeral: !persistent })
+        const g = new Gateway({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ephemeral: !persistent, ...(process.env.VW ? { verifyWorkers: Number(process.env.VW) } : {}) })
         g.on("error", () => {})
         return g
       },

@@ -122,3 +122,38 @@ describe("endpointKey", () => {
     expect(endpointKey("255.255.255.255", 65535)).toBe(2 ** 48 - 1)
   })
 })
+
+describe("NodeList (the table's time order)", () => {
+  it("matches an insertion-ordered model under random push/touch/remove", async () => {
+    const { NodeList } = await import("../src/actors/routing/node.js")
+    type N = import("../src/actors/routing/node.js").TableNode
+    const rnd = seededRandom(11)
+    const make = (i: number): N => ({ id: new Uint8Array([i]), host: "10.0.0.1", port: i, to: null, added: 0, pinged: 0, seen: 0, sampled: 0, downHints: 0, prev: null, next: null })
+    const pool = Array.from({ length: 12 }, (_, i) => make(i))
+    const list = new NodeList()
+    const model = new Map<N, true>()
+    for (let step = 0; step < 5000; step++) {
+      const n = pool[Math.floor(rnd() * pool.length)]!
+      const op = rnd()
+      if (op < 0.4) {
+        if (!list.has(n)) list.push(n)
+        if (!model.has(n)) model.set(n, true)
+      } else if (op < 0.7) {
+        if (list.has(n)) list.touch(n)
+        if (model.has(n)) {
+          model.delete(n)
+          model.set(n, true)
+        }
+      } else {
+        list.remove(n)
+        model.delete(n)
+      }
+      expect(list.size).toBe(model.size)
+      for (const m of pool) expect(list.has(m)).toBe(model.has(m))
+      const order: Array<N> = []
+      for (let x = list.head; x !== null; x = x.next) order.push(x)
+      expect(order).toEqual([...model.keys()])
+      expect(list.latestFirst()).toEqual([...model.keys()].reverse())
+    }
+  })
+})

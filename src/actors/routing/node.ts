@@ -49,6 +49,59 @@ export interface TableNode {
   seen: number
   sampled: number
   downHints: number
+  /** Links of the node list (time order); null when not listed. */
+  prev: TableNode | null
+  next: TableNode | null
+}
+
+/**
+ * The table's nodes in time order, oldest first, as an intrusive doubly
+ * linked list (the links live on the nodes, as in the reference): moving a
+ * node to the end on every reply allocates nothing, where an ordered Map
+ * costs about 50 bytes per node and a delete + insert per move.
+ */
+export class NodeList {
+  head: TableNode | null = null
+  tail: TableNode | null = null
+  size = 0
+
+  has(node: TableNode): boolean {
+    return node.prev !== null || this.head === node
+  }
+
+  /** Append (the node must not be listed). */
+  push(node: TableNode): void {
+    node.prev = this.tail
+    node.next = null
+    if (this.tail !== null) this.tail.next = node
+    else this.head = node
+    this.tail = node
+    this.size++
+  }
+
+  remove(node: TableNode): void {
+    if (!this.has(node)) return
+    if (node.prev !== null) node.prev.next = node.next
+    else this.head = node.next
+    if (node.next !== null) node.next.prev = node.prev
+    else this.tail = node.prev
+    node.prev = node.next = null
+    this.size--
+  }
+
+  /** Move a listed node to the end (most recent). */
+  touch(node: TableNode): void {
+    if (this.tail === node) return
+    this.remove(node)
+    this.push(node)
+  }
+
+  /** Newest first. */
+  latestFirst(): Array<TableNode> {
+    const out: Array<TableNode> = []
+    for (let n = this.tail; n !== null; n = n.prev) out.push(n)
+    return out
+  }
 }
 
 export type DhtEvent =
@@ -180,8 +233,14 @@ export class DhtNode {
   private readonly nodeIds: (host: string, port: number) => Uint8Array | null
   readonly io: RpcIo
   table: RoutingTable<TableNode>
-  /** Time-ordered set of table nodes, oldest first (Map keeps insertion order). */
-  readonly nodes = new Map<TableNode, true>()
+  /** The table's nodes in time order, oldest first. */
+  readonly nodes = new NodeList()
+  /**
+   * The last `to` address a reply reported (how the remote saw us): nearly
+   * every table node carries the same one, so equal addresses share one
+   * object.
+   */
+  private lastTo: IPv4Address | null = null
   readonly events: Array<DhtEvent> = []
   readonly queries = new Set<Query>()
 
@@ -306,7 +365,7 @@ export class DhtNode {
 
   /** Table nodes, most recently seen first. */
   toArray(limit?: number): Array<{ host: string; port: number }> {
-    const all = [...this.nodes.keys()].reverse()
+    const all = this.nodes.latestFirst()
     return (limit === undefined ? all : all.slice(0, limit)).map((n) => ({ host: n.host, port: n.port }))
   }
 
@@ -637,6 +696,9 @@ export class DhtNode {
       return
     }
     if (this.filter !== null && !this.filter({ host: from.host, port: from.port, id: from.id })) return
+    const last = this.lastTo
+    if (last !== null && last.port === to.port && last.host === to.host) to = last
+    else this.lastTo = to
     const old = this.table.get(from.id)
     if (old !== null) {
       if (sample && (old.sampled === 0 || this.tick - old.sampled >= OLD_NODE)) {
@@ -645,18 +707,17 @@ export class DhtNode {
         this.natAdd(to.host, to.port)
       }
       old.pinged = old.seen = this.tick
-      this.nodes.delete(old)
-      this.nodes.set(old, true)
+      this.nodes.touch(old)
       return
     }
-    this.insertNode({ id: from.id, host: from.host, port: from.port, to, added: this.tick, pinged: this.tick, seen: this.tick, sampled: 0, downHints: 0 })
+    this.insertNode({ id: from.id, host: from.host, port: from.port, to, added: this.tick, pinged: this.tick, seen: this.tick, sampled: 0, downHints: 0, prev: null, next: null })
   }
 
   /** Add a node by address (id computed from it). */
   addNode(n: { readonly host: string; readonly port: number }): void {
     const id = this.nodeIdOf(n.host, n.port)
     if (id === null) return
-    this.insertNode({ id, host: n.host, port: n.port, to: null, added: this.tick, pinged: 0, seen: 0, sampled: 0, downHints: 0 })
+    this.insertNode({ id, host: n.host, port: n.port, to: null, added: this.tick, pinged: 0, seen: 0, sampled: 0, downHints: 0, prev: null, next: null })
   }
 
   private insertNode(node: TableNode): void {
@@ -668,8 +729,8 @@ export class DhtNode {
       this.onFullRow(node, this.table.row(node.id))
       return
     }
-    if (previous !== null) this.nodes.delete(previous)
-    this.nodes.set(node, true)
+    if (previous !== null) this.nodes.remove(previous)
+    this.nodes.push(node)
     if (node.to !== null && node.sampled === 0) {
       node.sampled = this.tick
       this.natAdd(node.to.host, node.to.port)
@@ -680,7 +741,7 @@ export class DhtNode {
   private removeNode(node: TableNode): void {
     if (!this.nodes.has(node)) return
     this.table.remove(node.id)
-    this.nodes.delete(node)
+    this.nodes.remove(node)
     this.emit({ _tag: "remove-node", node })
   }
 
@@ -826,17 +887,17 @@ export class DhtNode {
 
   private pingSome(): void {
     let cnt = this.io.inflight.size > 2 ? 3 : 5
-    const it = this.nodes.keys()
-    let oldest = it.next().value as TableNode | undefined
-    if (oldest === undefined) {
+    let oldest = this.nodes.head
+    if (oldest === null) {
       this.refresh()
       return
     }
     if (this.tick - oldest.pinged < RECENT_NODE) cnt = 2
     while (cnt-- > 0) {
-      if (oldest === undefined || this.tick === oldest.pinged) continue
+      if (oldest === null || this.tick === oldest.pinged) continue
+      const next: TableNode | null = oldest.next
       this.check(oldest)
-      oldest = it.next().value as TableNode | undefined
+      oldest = next
     }
   }
 
@@ -891,7 +952,7 @@ export class DhtNode {
         this.table = new RoutingTable<TableNode>(id, { k: this.table.k })
         for (const node of nodes) {
           if (equalBytes(node.id, id)) continue
-          if (this.table.add(node) === "full") this.nodes.delete(node)
+          if (this.table.add(node) === "full") this.nodes.remove(node)
         }
         if (this.bootstrapped) this.refresh()
       }
@@ -904,8 +965,7 @@ export class DhtNode {
 
   private checkIfFirewalled(sampler: NatSampler, cb: (firewalled: boolean) => void): void {
     const targets: Array<NodeAddress> = []
-    const latestFirst = [...this.nodes.keys()].reverse()
-    for (const n of latestFirst) {
+    for (const n of this.nodes.latestFirst()) {
       if (targets.length >= 5) break
       targets.push({ id: n.id, host: n.host, port: n.port })
     }
