@@ -278,11 +278,18 @@ export const nodeId = (blake2b: Blake2b, host: string, port: number): Uint8Array
  * an IPv4 parse and a BLAKE2b. The ids handed out are shared: callers treat
  * node ids as immutable values. The memo is emptied when it reaches `max`.
  */
-export const makeNodeIdCache = (blake2b: Blake2b, max = 16384): ((host: string, port: number) => Uint8Array | null) => {
+/**
+ * A memo of node ids by address. `byKey` is for callers that already hold
+ * the address's `endpointKey` (a valid IPv4 endpoint).
+ */
+export interface NodeIdCache {
+  (host: string, port: number): Uint8Array | null
+  byKey(key: number, host: string, port: number): Uint8Array
+}
+
+export const makeNodeIdCache = (blake2b: Blake2b, max = 16384): NodeIdCache => {
   let memo = new Map<number, Uint8Array>()
-  return (host, port) => {
-    const key = endpointKey(host, port)
-    if (key < 0) return null // what nodeId says of an invalid address
+  const byKey = (key: number, host: string, port: number): Uint8Array => {
     const hit = memo.get(key)
     if (hit !== undefined) return hit
     const id = nodeId(blake2b, host, port)!
@@ -290,9 +297,15 @@ export const makeNodeIdCache = (blake2b: Blake2b, max = 16384): ((host: string, 
     memo.set(key, id)
     return id
   }
+  const cache = (host: string, port: number): Uint8Array | null => {
+    const key = endpointKey(host, port)
+    if (key < 0) return null // what nodeId says of an invalid address
+    return byKey(key, host, port)
+  }
+  return Object.assign(cache, { byKey })
 }
 
-const sharedNodeIdCaches = new WeakMap<Blake2b, (host: string, port: number) => Uint8Array | null>()
+const sharedNodeIdCaches = new WeakMap<Blake2b, NodeIdCache>()
 
 /**
  * One memo per BLAKE2b implementation, shared by every node in the process
@@ -300,7 +313,7 @@ const sharedNodeIdCaches = new WeakMap<Blake2b, (host: string, port: number) => 
  * (simulations, `ogateway --nodes N`) share one bounded memo instead of
  * holding one each.
  */
-export const sharedNodeIdCache = (blake2b: Blake2b): ((host: string, port: number) => Uint8Array | null) => {
+export const sharedNodeIdCache = (blake2b: Blake2b): NodeIdCache => {
   let cache = sharedNodeIdCaches.get(blake2b)
   if (cache === undefined) sharedNodeIdCaches.set(blake2b, (cache = makeNodeIdCache(blake2b)))
   return cache

@@ -230,7 +230,7 @@ class Health {
 
 export class DhtNode {
   readonly crypto: CryptoImpl
-  private readonly nodeIds: (host: string, port: number) => Uint8Array | null
+  private readonly nodeIds: Rpc.NodeIdCache
   readonly io: RpcIo
   table: RoutingTable<TableNode>
   /** The table's nodes in time order, oldest first. */
@@ -640,6 +640,8 @@ export class DhtNode {
       closest: (target, n) => this.table.closestByDistance(target, n),
       bootstrapNodes: () => this.bootstrapNodes,
       nodeId: (host, port) => this.nodeIdOf(host, port),
+      nodeIdByKey: (key, host, port) => this.nodeIds.byKey(key, host, port),
+      filtering: () => this.filter !== null,
       filterNode: (node) => this.filter === null || this.filter(node),
       request: (to, force, internal, command, target, value, group, onresponse, onerror, setup) =>
         this.request(to, force, internal, command, target, value, group, onresponse, onerror, setup),

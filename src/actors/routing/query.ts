@@ -26,6 +26,10 @@ export interface QueryHost {
   closest(target: Uint8Array, n: number): ReadonlyArray<QueryNode>
   bootstrapNodes(): ReadonlyArray<QueryNode>
   nodeId(host: string, port: number): Uint8Array | null
+  /** The id of a valid IPv4 endpoint whose `endpointKey` is known. */
+  nodeIdByKey(key: number, host: string, port: number): Uint8Array
+  /** Whether `filterNode` can reject anything. */
+  filtering(): boolean
   filterNode(node: { readonly host: string; readonly port: number; readonly id: Uint8Array }): boolean
   /** Create and send a request; null when the node is destroyed. */
   request(
@@ -190,13 +194,17 @@ export class Query {
   }
 
   private addPending(node: NodeAddress, ref: NodeAddress | null): boolean {
+    return this.addPendingKeyed(keyOf(node), node.id, node, ref)
+  }
+
+  /** `addr` is keyOf(at); `at` becomes a pending NodeAddress only when queued. */
+  private addPendingKeyed(addr: number | string, id: Uint8Array | null, at: { readonly host: string; readonly port: number; readonly id?: Uint8Array | null }, ref: NodeAddress | null): boolean {
     if (this.onlyClosest) return false
-    const addr = keyOf(node)
     const refs = this.seen.get(addr)
-    const closer = this.isCloser(node.id)
+    const closer = this.isCloser(id)
     if (refs === DONE) return closer
     if (refs === DOWN) {
-      if (ref !== null) this.host.downHint(ref, node, this.group)
+      if (ref !== null) this.host.downHint(ref, at, this.group)
       return closer
     }
     if (refs !== undefined) {
@@ -205,7 +213,7 @@ export class Query {
     }
     if (!closer) return false
     this.seen.set(addr, ref === null ? [] : [ref])
-    this.pending.push(node)
+    this.pending.push(at.id === id ? (at as NodeAddress) : { id, host: at.host, port: at.port })
     return true
   }
 
@@ -284,13 +292,15 @@ export class Query {
     else this.errors++
     if (m.error === 0 && m.from.id !== null && this.isCloser(m.from.id)) this.pushClosest(m)
     const own = this.host.tableId()
+    const filtering = this.host.filtering()
     for (const n of m.closerNodes) {
-      const id = this.host.nodeId(n.host, n.port)
-      if (id === null) continue
-      const node = { id, host: n.host, port: n.port }
-      if (!this.host.filterNode(node)) continue
+      // one key per address, and a node object only for what is queued
+      const key = endpointKey(n.host, n.port)
+      if (key < 0) continue
+      const id = this.host.nodeIdByKey(key, n.host, n.port)
+      if (filtering && !this.host.filterNode({ id, host: n.host, port: n.port })) continue
       if (equal(id, own)) continue
-      if (!this.addPending(node, m.from)) break
+      if (!this.addPendingKeyed(key, id, n, m.from)) break
     }
     if (!this.fromTable && this.successes + this.errors >= this.concurrency) this.slowdown = false
     if (m.error === 0) this.onreply(m)
