@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Scope } from "effect"
+import dgram from "node:dgram"
 import { isIPv4 } from "node:net"
 import type { Datagram, UdpSocket } from "../src/layers/Transport.js"
 import { Transport } from "../src/layers/Transport.js"
@@ -43,6 +44,35 @@ describe("UdpTransport (real UDP on 127.0.0.1)", () => {
 
       assert.deepStrictEqual(a.stats(), { sent: 1, received: 1, dropped: 0 })
       assert.deepStrictEqual(b.stats(), { sent: 1, received: 1, dropped: 0 })
+    }))
+
+  it.live("sockets get udx-native's buffer sizes by default (a burst of 300 datagrams to one socket is not dropped)", () =>
+    Effect.gen(function*() {
+      const t = yield* UdpTransport.make
+      const a = yield* t.bind({ host: HOST })
+      const b = yield* t.bind({ host: HOST })
+      const raw = (s: UdpSocket) => (s as unknown as { socket: dgram.Socket }).socket
+      // what the OS gives a plain socket asked for the same sizes (Linux doubles and caps them)
+      const probe = dgram.createSocket("udp4")
+      yield* Effect.callback<void>((resume) => {
+        probe.bind(0, HOST, () => resume(Effect.void))
+      })
+      probe.setRecvBufferSize(1 << 20)
+      probe.setSendBufferSize(212_992)
+      const want = { recv: probe.getRecvBufferSize(), send: probe.getSendBufferSize() }
+      probe.close()
+      assert.deepStrictEqual({ recv: raw(b).getRecvBufferSize(), send: raw(b).getSendBufferSize() }, want)
+      // explicit options still win
+      const t2 = yield* UdpTransport.makeWith({ recvBufferSize: 256 << 10 })
+      const c = yield* t2.bind({ host: HOST })
+      assert.isBelow(raw(c).getRecvBufferSize(), want.recv + 1)
+      // a burst the reader cannot drain in between (all sent in one synchronous step)
+      const N = 300
+      const payload = new Uint8Array(200)
+      for (let i = 0; i < N; i++) a.send(b.local, payload)
+      const { got } = yield* receiveN(b, N)
+      assert.strictEqual(got.length, N)
+      assert.strictEqual(b.stats().received, N)
     }))
 
   it.live("receive returns every buffered datagram as one batch", () =>

@@ -38,9 +38,9 @@ const DEFAULT_TTL = 64
 export interface UdpTransportOptions {
   /** Capacity of each socket's user-space inbox; overflow is dropped and counted. Default 8192. */
   readonly inboxCapacity?: number
-  /** SO_RCVBUF for each socket (bytes); default: the OS default. */
+  /** SO_RCVBUF for each socket (bytes); default: udx-native's (1 MiB, or the largest of 512/256/208 KiB the OS takes). */
   readonly recvBufferSize?: number
-  /** SO_SNDBUF for each socket (bytes); default: the OS default. */
+  /** SO_SNDBUF for each socket (bytes); default: udx-native's 212,992. */
   readonly sendBufferSize?: number
 }
 
@@ -145,6 +145,36 @@ class NodeUdpSocket implements UdpSocket {
   }
 }
 
+/**
+ * udx-native's socket buffers (spec udx.md §12), unless the options set them:
+ * SO_RCVBUF the first of 1 MiB, 512 KiB, 256 KiB, 208 KiB the OS takes and
+ * SO_SNDBUF 212,992 bytes. With the OS default receive buffer (often 208 KiB)
+ * a burst at a busy node overflows in the kernel: a bootstrapper that 200
+ * nodes join at once lost a third of their first requests (each then waits
+ * out a 1 s retry), where the reference's larger buffer loses none.
+ */
+const RECV_BUFFER_TRIES = [1 << 20, 512 << 10, 256 << 10, 208 << 10]
+const SEND_BUFFER = 212_992
+const applyDefaultBuffers = (socket: dgram.Socket, options: UdpTransportOptions): void => {
+  if (options.recvBufferSize === undefined) {
+    for (const size of RECV_BUFFER_TRIES) {
+      try {
+        socket.setRecvBufferSize(size)
+        break
+      } catch {
+        // refused: try a smaller one
+      }
+    }
+  }
+  if (options.sendBufferSize === undefined) {
+    try {
+      socket.setSendBufferSize(SEND_BUFFER)
+    } catch {
+      // keep the OS default
+    }
+  }
+}
+
 const bindSocket = (options: UdpTransportOptions, bindOptions: BindOptions | undefined): Effect.Effect<NodeUdpSocket, BindError, Scope.Scope> => {
   const host = bindOptions?.host ?? "0.0.0.0"
   const port = bindOptions?.port ?? 0
@@ -183,6 +213,7 @@ const bindSocket = (options: UdpTransportOptions, bindOptions: BindOptions | und
             if (settled) return
             settled = true
             socket.removeListener("error", onError)
+            applyDefaultBuffers(socket, options)
             resume(Effect.succeed(new NodeUdpSocket(socket, inbox)))
           })
         } catch (e) {
