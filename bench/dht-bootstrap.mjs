@@ -1,6 +1,8 @@
 // Bootstrap of N nodes on 127.0.0.1: wall time and memory per node, Omega vs
 // the reference hyperdht, each in its own child process, printed as ratios.
 // Usage: npm run bench:dht   (or: node bench/dht-bootstrap.mjs [N] [rounds])
+// WARM=1: each child first bootstraps one node off its own bootstrapper and
+// destroys both (first-call compilation out of the figures, for both sides).
 import { execFileSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
 
@@ -15,6 +17,15 @@ const child = async (kind, n, port) => {
   const { makeFast } = await import("../dist/layers/crypto/fast.js")
   await makeFast()
   const { default: HyperDHT } = await import("hyperdht")
+  if (process.env.WARM === "1") {
+    const Impl = kind === "omega" ? Gateway : HyperDHT
+    const wb = Impl.bootstrapper(port + 1, "127.0.0.1", kind === "omega" ? { host: "127.0.0.1" } : undefined)
+    await wb.ready()
+    const w = new Impl({ bootstrap: [`127.0.0.1:${port + 1}`], host: "127.0.0.1" })
+    await w.ready()
+    await w.destroy()
+    await wb.destroy()
+  }
   global.gc()
   const mem0 = process.memoryUsage()
   const t0 = performance.now()
