@@ -206,6 +206,12 @@ class Session implements UdxStreamEvents, UdxStream {
   backlog = 0
   /** The deadline this session is registered for in the mux's timer heap (Infinity = none). */
   wakeAt = Infinity
+  /**
+   * Run a due wake-up as a step at once (set by the actor); false when it
+   * cannot (the mailbox holds work, a step is running, the stream ended):
+   * the wake-up then goes through the mailbox.
+   */
+  wakeDirect: ((at: number) => boolean) | null = null
   private drainWaiters: Array<(error: UdxError | null) => void> = []
   private flushWaiters: Array<(error: UdxError | null) => void> = []
   private listener: UdxStreamListener | null = null
@@ -522,7 +528,7 @@ class Mux implements UdxMux {
       const s = this.heapPop()
       if (s.wakeAt === at) {
         s.wakeAt = Infinity
-        Queue.offerUnsafe(s.mailbox, new Cmd(CMD_WAKE, null, at, null))
+        if (s.wakeDirect === null || !s.wakeDirect(at)) Queue.offerUnsafe(s.mailbox, new Cmd(CMD_WAKE, null, at, null))
       }
     }
     if (this.heapAt.length > 0) {
@@ -670,10 +676,43 @@ class Mux implements UdxMux {
       s.afterBatch()
       return now
     }
+    // A timer wake-up (pacing, delayed ACK, RTO) for a session with nothing
+    // in its mailbox runs here and now, in the mux's alarm: no mailbox hop
+    // and fiber resume per timer (with 16 paced streams, thousands a second).
+    // Anything queued keeps the wake-up behind it, so packets are still
+    // processed before the timers they may cancel.
+    let stepping = false
+    s.wakeDirect = (at) => {
+      if (stepping || core.finished || Queue.sizeUnsafe(mailbox) > 0) return false
+      stepping = true
+      let now = mux.now()
+      if (now < lastNow) now = lastNow
+      if (at > now) now = at
+      lastNow = now
+      try {
+        if (core.nextDeadline() <= now) core.onTimers(now)
+        core.flush(now)
+        s.afterBatch()
+      } catch {
+        mux.defects++
+      } finally {
+        stepping = false
+      }
+      // the loop (blocked on the empty mailbox) ends the actor when the core finished
+      if (core.finished) Queue.offerUnsafe(mailbox, new Cmd(CMD_WAKE, null, now, null))
+      else mux.schedule(s, core.nextDeadline(), now)
+      return true
+    }
     const loop = Effect.gen(function*() {
       while (!core.finished) {
         const batch = yield* Queue.takeAll(mailbox)
-        const now = step(batch)
+        stepping = true
+        let now: number
+        try {
+          now = step(batch)
+        } finally {
+          stepping = false
+        }
         if (core.finished) break
         mux.schedule(s, core.nextDeadline(), now)
       }
@@ -684,6 +723,7 @@ class Mux implements UdxMux {
           if (!core.closed) core.destroy(mux.now(), new UdxError({ code: "EDESTROYED", detail: "the UDX mux was closed" }))
           if (mux.sessions.get(s.id) === s) mux.sessions.delete(s.id)
           s.connected = false
+          s.wakeDirect = null
           Queue.shutdownUnsafe(mailbox)
         })
       )
