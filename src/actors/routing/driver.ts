@@ -86,6 +86,8 @@ type Message =
 
 const WAKE: Message = { _tag: "Wake" }
 
+const noStep = (): void => {}
+
 /** An exception from a step run in a socket callback (a throwing event listener): raise it outside the node, like a throwing listener of a Node stream. */
 const rethrowLater = (e: unknown): void => {
   setImmediate(() => {
@@ -308,15 +310,10 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
         Queue.offerUnsafe(mailbox, WAKE)
         return
       }
-      busy = true
       try {
-        const now = clock.currentTimeMillisUnsafe()
-        core.setTime(now)
-        afterStep(now)
+        step(noStep) // the step's afterStep runs the due timers
       } catch (e) {
         rethrowLater(e)
-      } finally {
-        busy = false
       }
     }
     const arm = (deadline: number, now: number): Effect.Effect<void> => {

@@ -173,6 +173,7 @@ const CMD_SEND = 4
 const CMD_CONSUMED = 5
 const CMD_CONNECT = 6
 const CMD_WAKE = 7
+const NO_MAIL: ReadonlyArray<Mail> = []
 
 class Cmd {
   constructor(
@@ -652,10 +653,11 @@ class Mux implements UdxMux {
     const core = s.core
     const mailbox = s.mailbox
     let lastNow = 0
-    const step = (batch: ReadonlyArray<Mail>): number => {
-      // monotonic, and at least the deadline of any wake-up in the batch
+    const step = (batch: ReadonlyArray<Mail>, wakeAt: number): number => {
+      // monotonic, and at least the deadline of any wake-up (given or in the batch)
       let now = mux.now()
       if (now < lastNow) now = lastNow
+      if (wakeAt > now) now = wakeAt
       for (let i = 0; i < batch.length; i++) {
         const m = batch[i]!
         if (m instanceof Cmd && m.kind === CMD_WAKE && m.n > now) now = m.n
@@ -685,16 +687,12 @@ class Mux implements UdxMux {
     s.wakeDirect = (at) => {
       if (stepping || core.finished || Queue.sizeUnsafe(mailbox) > 0) return false
       stepping = true
-      let now = mux.now()
-      if (now < lastNow) now = lastNow
-      if (at > now) now = at
-      lastNow = now
+      let now: number
       try {
-        if (core.nextDeadline() <= now) core.onTimers(now)
-        core.flush(now)
-        s.afterBatch()
+        now = step(NO_MAIL, at)
       } catch {
-        mux.defects++
+        // a defect in the core: let the actor's own loop meet it, as before
+        return false
       } finally {
         stepping = false
       }
@@ -709,7 +707,7 @@ class Mux implements UdxMux {
         stepping = true
         let now: number
         try {
-          now = step(batch)
+          now = step(batch, 0)
         } finally {
           stepping = false
         }
