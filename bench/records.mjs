@@ -1,10 +1,14 @@
 /**
  * HyperDHT records latency: Omega vs the reference (hyperdht 6.34.0).
  *
- * For each side, in its own child process (one after the other, so the two
- * never compete for the CPU): a 25-node network on 127.0.0.1 (a bootstrapper
- * + 24 persistent nodes of that implementation) and an ephemeral client of
- * the same implementation. After a warm-up, RUNS rounds of:
+ * For each side, in its own child process: a 25-node network on 127.0.0.1
+ * (a bootstrapper + 24 persistent nodes of that implementation) and an
+ * ephemeral client of the same implementation. Both children live through
+ * the run, but only one works at a time: the parent asks them for one round
+ * each in turn (the first side alternates), so that both sides are measured
+ * on the same machine minute by minute (a shared host's speed drifts, and
+ * two sides measured one after the other disagreed by up to 2x). After a
+ * warm-up, RUNS rounds of:
  *
  *   announce            announce a fresh topic (lookup + commit to the closest nodes)
  *   lookup→first peer   time until the loop body sees the first lookup reply carrying the
@@ -25,7 +29,7 @@
  *   VW=n node bench/records.mjs      Omega nodes with n signature-check workers (default: the
  *                                    facade's, 2 on a machine with at least 2 cores)
  */
-import { spawn } from "node:child_process"
+import { fork } from "node:child_process"
 import { fileURLToPath } from "node:url"
 
 const HOST = "127.0.0.1"
@@ -164,7 +168,11 @@ const implementations = {
   }
 }
 
-const runSide = async (which, clientWhich) => {
+/**
+ * One side's network and client. `round(i)` runs the six operations once
+ * (round numbers below WARMUP are not recorded); `close()` reports.
+ */
+const openSide = async (which, clientWhich) => {
   const impl = await implementations[which]()
   const cimpl = clientWhich === which ? impl : await implementations[clientWhich]()
   const all = []
@@ -190,7 +198,7 @@ const runSide = async (which, clientWhich) => {
     if (i >= WARMUP) samples[op].push(t1 - t0)
     return r
   }
-  for (let i = 0; i < WARMUP + RUNS; i++) {
+  const round = async (i) => {
     const tag = `${which} ${i} ${Math.random()}`
     const topic = cimpl.hash(Buffer.from(`topic ${tag}`))
     const kp = cimpl.keyPair()
@@ -213,9 +221,12 @@ const runSide = async (which, clientWhich) => {
       stored.immutablePut.push(n3)
     }
   }
-  const mem = process.memoryUsage().rss
-  await Promise.all(all.map((n) => timeout(n.destroy(), 10_000, "destroy").catch(() => {})))
-  return { side: impl.name, client: cimpl.name, persistent, runs: RUNS, samples, stored, failures, rssMB: Math.round(mem / 1e6) }
+  const close = async () => {
+    const mem = process.memoryUsage().rss
+    await Promise.all(all.map((n) => timeout(n.destroy(), 10_000, "destroy").catch(() => {})))
+    return { side: impl.name, client: cimpl.name, persistent, runs: samples.announce.length, samples, stored, failures, rssMB: Math.round(mem / 1e6) }
+  }
+  return { round, close }
 }
 
 // ---- parent: run both sides, print the table ---------------------------------------------------
@@ -229,25 +240,71 @@ const quantile = (xs, q) => {
   return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 }
 
+/**
+ * A side in a child process of its own, driven round by round over IPC, so
+ * that the parent can interleave the two sides' rounds: the machine's speed
+ * drifts over minutes (shared host), and two sides measured one after the
+ * other would each see a different machine.
+ */
 const child = (which, clientWhich = which) =>
   new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [fileURLToPath(import.meta.url), "--side", which, "--client", clientWhich, String(RUNS)], { stdio: ["ignore", "pipe", "inherit"] })
-    let out = ""
-    p.stdout.on("data", (d) => (out += d))
-    p.on("exit", (code) => {
-      const line = out.trim().split("\n").pop()
-      if (code !== 0 || !line) return reject(new Error(`${which} side exited with ${code}: ${out}`))
-      resolve(JSON.parse(line))
+    const p = fork(fileURLToPath(import.meta.url), ["--side", which, "--client", clientWhich, "--serve"], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
+    let waiting = { resolve: () => {}, reject }
+    p.on("message", (m) => {
+      if (m.error) waiting.reject(new Error(`${which} side: ${m.error}`))
+      else waiting.resolve(m)
     })
+    p.on("exit", (code) => {
+      if (code !== 0) waiting.reject(new Error(`${which} side exited with ${code}`))
+    })
+    const ask = (msg) =>
+      new Promise((res, rej) => {
+        waiting = { resolve: res, reject: rej }
+        p.send(msg)
+      })
+    waiting = {
+      resolve: () => resolve({ round: (i) => ask({ round: i }), close: () => ask({ close: true }) }),
+      reject
+    }
   })
 
-if (side !== null) {
-  const r = await runSide(side, clientSide)
-  process.stdout.write(JSON.stringify(r) + "\n")
+/** Run the sides' rounds interleaved (which side goes first alternates); their reports. */
+const interleaved = async (sides) => {
+  const cs = []
+  for (const [which, clientWhich] of sides) cs.push(await child(which, clientWhich))
+  for (let i = 0; i < WARMUP + RUNS; i++) {
+    const order = i % 2 === 0 ? cs : [...cs].reverse()
+    for (const c of order) await c.round(i)
+  }
+  const out = []
+  for (const c of cs) out.push(await c.close())
+  return out
+}
+
+if (side !== null && args.includes("--serve")) {
+  // driven by the parent: "ready", then one reply per round, the report on close
+  const s = await openSide(side, clientSide)
+  process.on("message", async (m) => {
+    try {
+      if (m.round !== undefined) {
+        await s.round(m.round)
+        process.send({ done: m.round })
+      } else if (m.close) {
+        const r = await s.close()
+        process.send(r, () => process.exit(0))
+      }
+    } catch (e) {
+      process.send({ error: String(e?.stack ?? e) }, () => process.exit(1))
+    }
+  })
+  process.send({ ready: true })
+} else if (side !== null) {
+  const s = await openSide(side, clientSide)
+  for (let i = 0; i < WARMUP + RUNS; i++) await s.round(i)
+  process.stdout.write(JSON.stringify(await s.close()) + "\n")
   process.exit(0)
 } else {
-  const omega = await child("omega")
-  const ref = await child("reference")
+  const [omega, ref] = await interleaved([["omega", "omega"], ["reference", "reference"]])
   const f = (x) => (x < 10 ? x.toFixed(2) : x.toFixed(1)).padStart(7)
   console.log(`\nHyperDHT records latency, ${NODES}-node network per side on ${HOST}, ${RUNS} runs (after ${WARMUP} warm-up), ms`)
   console.log(`Omega: ${omega.persistent} persistent nodes, rss ${omega.rssMB} MB; reference: ${ref.persistent} persistent nodes, rss ${ref.rssMB} MB\n`)
@@ -266,8 +323,7 @@ if (side !== null) {
   const fails = [...omega.failures.map((x) => `Omega ${x}`), ...ref.failures.map((x) => `reference ${x}`)]
   if (MATRIX) {
     // where does the time go: the same runs with the client of the other implementation
-    const omegaOnRef = await child("reference", "omega")
-    const refOnOmega = await child("omega", "reference")
+    const [omegaOnRef, refOnOmega] = await interleaved([["reference", "omega"], ["omega", "reference"]])
     fails.push(...omegaOnRef.failures.map((x) => `Omega client / reference nodes ${x}`), ...refOnOmega.failures.map((x) => `reference client / Omega nodes ${x}`))
     console.log(`\nmedians (ms) by client × nodes: which side's cost is it?`)
     console.log(`${"operation".padEnd(20)} | ${"Ω cl/Ω nodes".padStart(12)} | ${"Ω cl/ref nodes".padStart(14)} | ${"ref cl/Ω nodes".padStart(14)} | ${"ref cl/ref nodes".padStart(16)}`)
