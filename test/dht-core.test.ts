@@ -74,6 +74,46 @@ describe("dht node core on a discrete-event network", () => {
   })
 })
 
+describe("idle node timers", () => {
+  it("an idle node wakes for its secret rotation and tick, not for every congestion drain; rotation keeps its 10-drain period", () => {
+    const net = new CoreNet(seededRandom(4))
+    const boot = net.add("10.0.0.1", 49737, { ephemeral: false, firewalled: false, natSample: { host: "10.0.0.1", port: 49737 }, bootstrap: [] })
+    boot.core.start(0)
+    const nodes = []
+    for (let i = 0; i < 5; i++) {
+      const node = net.add(`10.0.3.${i + 1}`, 7000, { ephemeral: false, bootstrap: [{ host: "10.0.0.1", port: 49737 }] })
+      node.core.start(0)
+      nodes.push(node)
+    }
+    net.run(60_000)
+    expect(nodes.every((x) => x.core.bootstrapped)).toBe(true)
+    const x = nodes[0]!
+    const tokenOf = () => toHex(x.core.io.token("10.9.9.9", 1))
+    let last = tokenOf() // the secrets exist from here on
+    let wakes = 0
+    const onTimers = x.core.onTimers.bind(x.core)
+    x.core.onTimers = (now: number) => {
+      wakes++
+      onTimers(now)
+    }
+    const rotations: Array<number> = []
+    for (let i = 0; i < 80; i++) {
+      net.run(net.now + 750)
+      const t = tokenOf()
+      if (t !== last) {
+        rotations.push(net.now)
+        last = t
+      }
+    }
+    // 60 s: the secrets rotate every 10 drains of 750 ms, as they would with a wake-up per drain
+    expect(rotations.length).toBe(8)
+    for (let i = 1; i < rotations.length; i++) expect(rotations[i]! - rotations[i - 1]!).toBe(7500)
+    // 80 drains fell due; the node woke for its ticks, rotations and the drains of its own pings only
+    expect(wakes).toBeGreaterThan(0)
+    expect(wakes).toBeLessThan(40)
+  })
+})
+
 describe("routing table closestByDistance", () => {
   it("equals a brute-force XOR sort of the whole table", async () => {
     const { RoutingTable } = await import("../src/actors/routing/table.js")
