@@ -6,7 +6,8 @@
 // ends when every node has bootstrapped. `npm run bench:sim` runs 5000 nodes
 // at 50 joins/s with a 64 MiB young generation: a simulation allocates a few
 // short-lived objects per datagram, and V8's default semi-space (16 MiB)
-// made scavenges a fifth of the run.
+// made scavenges a fifth of the run. IDLE=n adds n rounds of 10 idle virtual
+// seconds after the bootstrap and prints the wall time of each.
 import { Effect, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { makeNode } from "../dist/actors/routing/driver.js"
@@ -45,6 +46,18 @@ const program = Effect.gen(function* () {
   const ready = nodes.filter((n) => n.core.bootstrapped).length
   const tables = nodes.reduce((s, n) => s + n.core.table.size, 0) / nodes.length
   console.log(JSON.stringify({ nodes: nodes.length, ready, buildMs: tBuilt - t0, bootstrapMs: t1 - t0, virtualAfterBuildMs: virtual, avgTable: Math.round(tables), heapPerNodeKB: Math.round((heap1 - heap0) / nodes.length / 1024), datagrams: net.stats().sent }))
+  // IDLE=n: then n rounds of 10 idle virtual seconds, wall time of each
+  const idleRounds = Number(process.env.IDLE ?? 0)
+  if (idleRounds > 0) {
+    const wall = []
+    for (let r = 0; r < idleRounds; r++) {
+      const s0 = net.stats().sent
+      const w0 = Date.now()
+      yield* TestClock.adjust(10_000)
+      wall.push({ wallMs: Date.now() - w0, datagrams: net.stats().sent - s0 })
+    }
+    console.log(JSON.stringify({ idlePer10VirtualSeconds: wall }))
+  }
 }).pipe(Effect.scoped, Effect.provide(TestClock.layer()))
 await Effect.runPromise(program)
 process.exit(0)
