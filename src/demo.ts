@@ -4,7 +4,7 @@
  * PEER_HANDSHAKE value that carries message 1 over the DHT is shown too.
  * No network needed.
  */
-import { Result } from "effect"
+import * as Result from "effect/Result"
 import * as Derive from "./layers/crypto/derive.js"
 import { noble } from "./layers/crypto/noble.js"
 import * as Noise from "./layers/crypto/noise.js"

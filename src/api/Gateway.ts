@@ -8,7 +8,12 @@
  * ManagedRuntime; the facade converts Effects to promises, and hands query
  * replies to async iterables straight from the node (GatewayQuery).
  */
-import { Effect, Exit, Layer, ManagedRuntime, Result, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Result from "effect/Result"
+import * as Scope from "effect/Scope"
 import { EventEmitter } from "node:events"
 import type { NodeHandle, NodeStatus, QueryReply } from "../actors/routing/driver.js"
 import type { DhtEvent } from "../actors/routing/node.js"

@@ -5,7 +5,10 @@
  *   GatewayService.layerUdp(config)    the same on real UDP with the default Crypto
  *   GatewayService.bootstrapper(...)   config of a bootstrap node
  */
-import { Context, Effect, Layer, type Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as Scope from "effect/Scope"
 import { makeNode, type NodeConfig, type NodeHandle } from "../actors/routing/driver.js"
 import { type AsyncVerify, type HyperDht, type HyperDhtOptions, makeHyperDht } from "../actors/routing/hyperdht.js"
 import { sharedVerifyPool } from "../layers/crypto/verify-pool.js"

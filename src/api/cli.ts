@@ -17,9 +17,20 @@
  * `--duration` ends the status view itself (exit code 0). Bad flags print the
  * help with the error and exit 1.
  */
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Duration, Effect, Exit, Layer, Option, PubSub, Runtime, type Scope, Stream } from "effect"
-import { CliError, Command, Flag } from "effect/cli"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Runtime from "effect/Runtime"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as CliError from "effect/cli/CliError"
+import * as Command from "effect/cli/Command"
+import * as Flag from "effect/cli/Flag"
 import { randomBytes } from "node:crypto"
 import { createRequire } from "node:module"
 import { makeNode, type NodeConfig, type NodeHandle, type NodeStatus } from "../actors/routing/driver.js"

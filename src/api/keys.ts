@@ -2,7 +2,9 @@
  * Key pairs and hashing as the seed API exposes them (`Gateway.keyPair(seed)`,
  * `Gateway.hash(data)`), with typed errors for misuse.
  */
-import { Data, Effect, Result } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
 import { Crypto } from "../layers/Crypto.js"
 import { fastIfLoaded } from "../layers/crypto/fast.js"
 import { noble } from "../layers/crypto/noble.js"

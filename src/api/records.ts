@@ -9,7 +9,11 @@
  * did, and values too large for a 2048-byte datagram are refused up front
  * with `ValueTooLarge` stating the limit.
  */
-import { Data, Effect, Option, Result, Stream } from "effect"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Stream from "effect/Stream"
 import type { NodeHandle } from "../actors/routing/driver.js"
 import type { HyperDht } from "../actors/routing/hyperdht.js"
 import { type Query, QueryError, type QueryOptions } from "../actors/routing/query.js"

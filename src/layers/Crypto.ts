@@ -11,7 +11,9 @@
  *
  * Every implementation passes the same byte-exact vectors.
  */
-import { Context, Effect, Layer } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { makeFast } from "./crypto/fast.js"
 import { noble } from "./crypto/noble.js"
 import type { CryptoImpl } from "./crypto/types.js"

@@ -12,7 +12,10 @@
  * receiving is an Effect that waits for at least one datagram and returns
  * every datagram buffered so far (batching).
  */
-import { Context, Data, type Effect, type Scope } from "effect"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 
 export interface Endpoint {
   readonly host: string

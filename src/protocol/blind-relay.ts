@@ -14,7 +14,7 @@
  * blind-relay runs on protocol "blind-relay" (channel id = relay public key)
  * with message types 0 `pair` and 1 `unpair`.
  */
-import { Result } from "effect"
+import * as Result from "effect/Result"
 import {
   type Codec,
   codec,

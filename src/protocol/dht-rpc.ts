@@ -7,7 +7,7 @@
  * allocations as the message shape allows. Decoders never throw; they go
  * through the sticky-error `Reader` and the caller checks the `Result`.
  */
-import type { Result } from "effect"
+import type * as Result from "effect/Result"
 import type { CryptoImpl } from "../layers/crypto/types.js"
 import {
   codec,

@@ -13,7 +13,8 @@
  * string...): it records the reason and the top-level `encode` returns a
  * typed `EncodeError` instead of bytes.
  */
-import { Data, Result } from "effect"
+import * as Data from "effect/Data"
+import * as Result from "effect/Result"
 
 /** Why a decode failed. */
 export type DecodeReason =

@@ -6,7 +6,7 @@
  * The handshake / holepunch / noisePayload / holepunchPayload messages live in
  * `connect.ts`. Hashing is passed in (`Blake2b`), never imported here.
  */
-import { Result } from "effect"
+import * as Result from "effect/Result"
 import type { Blake2b } from "./dht-rpc.js"
 import {
   codec,

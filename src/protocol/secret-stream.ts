@@ -8,7 +8,8 @@
  * - Unordered messages (UDX MESSAGE packets) are `counter(8) || box`, where
  *   box = `mac(16) || ciphertext` and the secretbox nonce is `counter || 0 x16`.
  */
-import { Data, Result } from "effect"
+import * as Data from "effect/Data"
+import * as Result from "effect/Result"
 import { type Codec, codec, decode, DecodeError, encode, EncodeError } from "./encoding.js"
 
 /** Largest frame body a 3-byte length can describe. */

@@ -14,7 +14,7 @@
  * the datagram.
  */
 import { EncodeError } from "./encoding.js"
-import { Result } from "effect"
+import * as Result from "effect/Result"
 
 export const UDX_MAGIC = 0xff
 export const UDX_VERSION = 0x01

@@ -16,7 +16,17 @@
  * Stream over its own result Queue (interrupting the consumer cancels the
  * query) or by callbacks (`runQuery`; the promise facade's GatewayQuery).
  */
-import { Cause, Clock, Deferred, Effect, Exit, Fiber, Option, PubSub, Queue, Scope, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { lookup } from "node:dns/promises"
 import { Crypto } from "../../layers/Crypto.js"
 import type { CryptoImpl } from "../../layers/crypto/types.js"

@@ -9,7 +9,7 @@
  * complete in a later step (an `AsyncVerify` given on real UDP); the write is
  * then stored and answered in that step, on the node's time there.
  */
-import { Result } from "effect"
+import * as Result from "effect/Result"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
 import { copyBytes, decode, encode, equalBytes, toHex, uint } from "../../protocol/encoding.js"
 import * as R from "../../protocol/records.js"

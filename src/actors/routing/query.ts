@@ -7,7 +7,7 @@
  * Results leave through the `onreply` / `onend` callbacks supplied by the
  * owner (the node's driver turns them into an Effect Stream).
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import { endpointKey } from "../../protocol/encoding.js"
 import type { IncomingResponse, NodeAddress, OutRequest, RequestError } from "./rpc.js"

@@ -8,7 +8,8 @@
  * (the owner queues them); timers are exposed as `nextDeadline()` and fired
  * by `onTimers(now)`.
  */
-import { Data, Result } from "effect"
+import * as Data from "effect/Data"
+import * as Result from "effect/Result"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import { equalBytes, type IPv4Address } from "../../protocol/encoding.js"

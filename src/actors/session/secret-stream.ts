@@ -26,7 +26,13 @@
  * Hot paths (write, incoming bytes) are plain synchronous code: one
  * secretstream operation and at most one copy per frame, no Effect per chunk.
  */
-import { Cause, Data, Deferred, Effect, Queue, Scope, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import type { UdxStream } from "./udx.js"
 import { Crypto } from "../../layers/Crypto.js"
 import { sendKey as deriveSendKey, streamId as deriveStreamId } from "../../layers/crypto/derive.js"

@@ -50,7 +50,7 @@
  * record and its bytes (carved out of shared slabs); header fields are read
  * and written in place.
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 // ---------------------------------------------------------------------------
 // Constants (udx.md §12)

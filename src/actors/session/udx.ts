@@ -30,7 +30,17 @@
  *
  * Bad packets never throw: they are dropped and counted.
  */
-import { Cause, Clock, type Context, Deferred, Duration, Effect, Exit, type Fiber, Queue, type Scope, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { Duplex } from "node:stream"
 import type { Datagram, Endpoint, UdpSocket } from "../../layers/Transport.js"
 import { HIGH_WATERMARK, MTU_MAX, UdxError, UdxStreamCore, type UdxStreamEvents, type UdxStreamStats } from "./udx-stream.js"

@@ -11,7 +11,8 @@
  *
  * Both ends then hold `tx`, `rx` (32 bytes each) and the 64-byte handshake hash.
  */
-import { Data, Result } from "effect"
+import * as Data from "effect/Data"
+import * as Result from "effect/Result"
 import { copyBytes } from "../../protocol/encoding.js"
 import type { CryptoImpl, KeyPair } from "./types.js"
 

@@ -31,7 +31,14 @@
  * closed sockets) are evaluated when the datagram *arrives*, which is what
  * makes simultaneous-open holepunching behave as on real NATs.
  */
-import { Clock, Context, Duration, Effect, type Fiber, Layer, Queue, type Scope } from "effect"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
 import { BindError, type BindOptions, type Datagram, type Endpoint, type SocketStats, Transport, type UdpSocket } from "../Transport.js"
 import { ipv4ToUint32, uint32ToIPv4 } from "../../protocol/encoding.js"
 

@@ -25,7 +25,10 @@
  * identity lookup alone, and the shared send callback, made no measurable
  * difference in a raw node:dgram comparison).
  */
-import { Effect, Layer, Queue, type Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
 import * as dgram from "node:dgram"
 import { isIPv4 } from "node:net"
 import { networkInterfaces } from "node:os"
