@@ -79,6 +79,50 @@ export interface SimNetworkOptions extends LinkOptions {
   readonly mappingTimeout?: number
   /** Capacity of each socket's inbox; overflow is dropped ("overflow"). Default 4096. */
   readonly inboxCapacity?: number
+  /** This network is one shard of a larger one (see `SimShard`). */
+  readonly shard?: SimShard
+}
+
+/**
+ * One shard of a network split across several `SimNetwork`s (for example one
+ * per worker thread, to run a large simulation on several cores).
+ *
+ * A datagram to an address this network does not know, which `owner` maps to
+ * another shard, is decided on the sending side as any other (the sender's
+ * NAT or firewall state, loss, duplication, delay) and put in the outbox
+ * instead of the in-flight heap, with its arrival time. The driver moves
+ * outboxes to their shards (`takeOutbox`, then `inject` on the owner) and
+ * advances every shard's clock in windows no longer than the smallest
+ * one-way delay: a datagram sent in one window then always arrives in a
+ * later one, so each shard runs its window alone. The receiving side (NAT
+ * filtering, dead hosts, closed sockets) is decided on arrival, as always.
+ *
+ * Determinism: a shard's run is a function of its seed, its own inputs and
+ * the injected batches. With shards advanced in lockstep and batches
+ * injected in a fixed order (by source shard, then send order), a sharded
+ * run replays identically.
+ *
+ * Limits: every shard must use the same network link defaults, and a host of
+ * another shard is assumed to use them (the delay of a cross-shard datagram
+ * is drawn from the sender's link and the defaults); partitions do not
+ * apply across shards (kill/revive do, on the host's own shard).
+ */
+export interface SimShard {
+  /** This shard's index. */
+  readonly index: number
+  /** The shard that owns `ip` (an address this network does not know), or -1: unreachable. */
+  readonly owner: (ip: string) => number
+}
+
+/** A datagram between shards: addresses as uint32 IPv4 (`ipv4ToUint32`). */
+export interface SimRemoteDatagram {
+  /** Arrival time (ms, fractional) on the shared virtual clock. */
+  readonly at: number
+  readonly fromIp: number
+  readonly fromPort: number
+  readonly toIp: number
+  readonly toPort: number
+  readonly data: Uint8Array
 }
 
 export interface SimHostOptions extends LinkOptions {
@@ -165,6 +209,10 @@ export interface SimNetworkService {
   /** Change link options network-wide, or for one host when `ip` is given. */
   readonly setLink: (options: LinkOptions, ip?: string) => Effect.Effect<void>
   readonly stats: () => SimNetworkStats
+  /** Sharded networks: the datagrams sent to other shards since the last call, by destination shard, in send order. */
+  readonly takeOutbox: () => ReadonlyMap<number, ReadonlyArray<SimRemoteDatagram>>
+  /** Sharded networks: datagrams from other shards (none may arrive before the shard's current time). */
+  readonly inject: (batch: ReadonlyArray<SimRemoteDatagram>) => void
 }
 
 // ---------------------------------------------------------------------------
@@ -461,6 +509,12 @@ class SimNet {
   readonly hosts = new Set<Host>()
   seq = 0
   closed = false
+  readonly shard: SimShard | undefined
+  private outbox = new Map<number, Array<SimRemoteDatagram>>()
+  /** Source endpoints of injected datagrams, shared as local ones are. */
+  private readonly remoteFrom = new Map<number, Endpoint>()
+  /** Stands for the sender of an injected datagram (partition group 0). */
+  private readonly remoteSender: Host
   private nextPublic = ipv4ToUint32("20.0.0.1")
   private nextLan = 1
   // scheduler / timer
@@ -484,6 +538,8 @@ class SimNet {
     }
     this.timeout = options.mappingTimeout ?? 30_000
     this.inboxCapacity = options.inboxCapacity ?? 4096
+    this.shard = options.shard
+    this.remoteSender = new Host("0.0.0.0", "open", undefined, {}, 0, this.timeout, this.defaults)
     this.runFork = Effect.runForkWith(context)
     this.fire = Effect.sync(() => {
       this.timer = undefined
@@ -592,10 +648,14 @@ class SimNet {
     const dst = this.addrs.get(dstIp)
     let mode = MODE_PUBLIC
     let target: Host | Nat | undefined = dst
+    let remote = -1
     if (dst === undefined) {
       if (dstIp === "127.0.0.1") {
         target = h
         mode = MODE_LAN
+      } else if (this.shard !== undefined) {
+        const o = this.shard.owner(dstIp)
+        if (o >= 0 && o !== this.shard.index) remote = o
       }
     } else if (dst === h) {
       mode = MODE_LAN
@@ -639,6 +699,10 @@ class SimNet {
 
     if (ttl < MIN_DELIVERY_TTL) {
       c.ttl++
+      return
+    }
+    if (remote >= 0) {
+      this.sendRemote(remote, h.link, from, dstIp, dstPort, data, now)
       return
     }
     if (target === undefined) {
@@ -686,6 +750,69 @@ class SimNet {
       this.heap.push(new InFlight(at2, this.seq++, new Dgram(from, copy.slice()), h, target, dstPort, mode))
       const w2 = Math.ceil(at2)
       if (w2 < wake) wake = w2
+    }
+    if (wake < this.armedAt) this.wakeBy(wake, now)
+  }
+
+  /** The send path's tail for a host of another shard (its link: the defaults). */
+  private sendRemote(shard: number, sl: Link, from: Endpoint, dstIp: string, dstPort: number, data: Uint8Array, now: number): void {
+    const c = this.counters
+    if (data.byteLength > sl.maxDatagramSize) {
+      c.oversize++
+      return
+    }
+    const rl = this.defaults
+    const latency = (sl.latency + rl.latency) * 0.5
+    const jitter = (sl.jitter + rl.jitter) * 0.5
+    const loss = sl.lossRate > rl.lossRate ? sl.lossRate : rl.lossRate
+    const dup = sl.duplicateRate > rl.duplicateRate ? sl.duplicateRate : rl.duplicateRate
+    const prng = this.prng
+    if (loss > 0 && prng.next() < loss) {
+      c.loss++
+      return
+    }
+    let out = this.outbox.get(shard)
+    if (out === undefined) this.outbox.set(shard, (out = []))
+    const fromIp = ipv4ToUint32(from.host)
+    const toIp = ipv4ToUint32(dstIp)
+    const copy = data.slice()
+    let at = now + latency
+    if (jitter > 0) at += prng.next() * jitter
+    out.push({ at, fromIp, fromPort: from.port, toIp, toPort: dstPort, data: copy })
+    if (dup > 0 && prng.next() < dup) {
+      c.duplicated++
+      let at2 = now + latency
+      if (jitter > 0) at2 += prng.next() * jitter
+      out.push({ at: at2, fromIp, fromPort: from.port, toIp, toPort: dstPort, data: copy.slice() })
+    }
+  }
+
+  takeOutbox(): ReadonlyMap<number, ReadonlyArray<SimRemoteDatagram>> {
+    const out = this.outbox
+    this.outbox = new Map()
+    return out
+  }
+
+  inject(batch: ReadonlyArray<SimRemoteDatagram>): void {
+    if (this.closed || batch.length === 0) return
+    const c = this.counters
+    const now = this.clock.currentTimeMillisUnsafe()
+    let wake = Infinity
+    for (const d of batch) {
+      if (!(d.at >= now)) dieWith(`an injected datagram arrives at ${d.at}, before the shard's time ${now}`)
+      const dstIp = uint32ToIPv4(d.toIp)
+      const target = this.addrs.get(dstIp)
+      // a private address is not reachable from another shard
+      if (target === undefined || (target instanceof Host && target.nat !== undefined)) {
+        c.unreachable++
+        continue
+      }
+      const fkey = d.fromIp * 65536 + d.fromPort
+      let from = this.remoteFrom.get(fkey)
+      if (from === undefined) this.remoteFrom.set(fkey, (from = { host: uint32ToIPv4(d.fromIp), port: d.fromPort }))
+      this.heap.push(new InFlight(d.at, this.seq++, new Dgram(from, d.data), this.remoteSender, target, d.toPort, target instanceof Host ? MODE_PUBLIC : MODE_NAT))
+      const w = Math.ceil(d.at)
+      if (w < wake) wake = w
     }
     if (wake < this.armedAt) this.wakeBy(wake, now)
   }
@@ -1047,7 +1174,9 @@ const make = (options: SimNetworkOptions = {}): Effect.Effect<SimNetworkService,
       }),
       setLossRate: (rate, ip) => setLink({ lossRate: rate }, ip),
       setLink,
-      stats: () => net.stats()
+      stats: () => net.stats(),
+      takeOutbox: () => net.takeOutbox(),
+      inject: (batch) => net.inject(batch)
     }
     return service
   })

@@ -1,0 +1,230 @@
+// The largest simulated network that bootstraps within a time budget, split
+// across worker threads of one process (one SimNetwork shard per thread).
+// Usage: node --max-semi-space-size=64 bench/sim-sharded.mjs [nodes] [joinsPerVirtualSecond] [shards]
+//
+// The same network as bench/sim-scale.mjs (a bootstrapper + N persistent
+// nodes joining at the given rate, latency 20 ms, jitter 10 ms, node i with
+// seed i + 2), with node i on shard i % shards and the bootstrapper on shard
+// 0. Every shard has its own TestClock; the main thread advances all of them
+// in lockstep windows of 20 ms (the smallest one-way delay) and moves the
+// datagrams sent between shards at each window's end (SimShard in
+// src/layers/transport/sim.ts), so the run is deterministic: the same
+// arguments give the same datagram count. It ends when every node has
+// bootstrapped (checked each virtual second). SHARD_STATS=1 prints each
+// shard's time in its windows and waiting for the other shards.
+import { MessageChannel, Worker, isMainThread, parentPort, workerData } from "node:worker_threads"
+import { fileURLToPath } from "node:url"
+
+const LATENCY = 20
+const JITTER = 10
+const WINDOW = LATENCY // ≤ the smallest one-way delay (latency + [0, jitter))
+const ipOf = (i) => `20.${1 + ((i >> 16) & 0xff)}.${(i >> 8) & 0xff}.${i & 0xff}`
+const BOOT_IP = "20.255.0.1"
+
+/** Datagrams for one shard, packed into transferable arrays. */
+const pack = (list) => {
+  const n = list.length
+  const at = new Float64Array(n)
+  const meta = new Uint32Array(n * 4) // fromIp, fromPort, toIp, toPort
+  const ends = new Uint32Array(n)
+  let size = 0
+  for (const d of list) size += d.data.byteLength
+  const bytes = new Uint8Array(size)
+  let off = 0
+  for (let i = 0; i < n; i++) {
+    const d = list[i]
+    at[i] = d.at
+    meta[4 * i] = d.fromIp
+    meta[4 * i + 1] = d.fromPort
+    meta[4 * i + 2] = d.toIp
+    meta[4 * i + 3] = d.toPort
+    bytes.set(d.data, off)
+    off += d.data.byteLength
+    ends[i] = off
+  }
+  return { n, at, meta, ends, bytes }
+}
+const unpack = (p, into) => {
+  let start = 0
+  for (let i = 0; i < p.n; i++) {
+    const end = p.ends[i]
+    into.push({ at: p.at[i], fromIp: p.meta[4 * i], fromPort: p.meta[4 * i + 1], toIp: p.meta[4 * i + 2], toPort: p.meta[4 * i + 3], data: p.bytes.slice(start, end) })
+    start = end
+  }
+}
+const transfers = (p) => [p.at.buffer, p.meta.buffer, p.ends.buffer, p.bytes.buffer]
+
+if (isMainThread) {
+  const N = Number(process.argv[2] ?? 1000)
+  const RATE = Number(process.argv[3] ?? 50)
+  const SHARDS = Number(process.argv[4] ?? 2)
+  const MAX_VIRTUAL = 600_000
+  const self = fileURLToPath(import.meta.url)
+  const t0 = Date.now()
+  // a MessageChannel per pair of shards: windows advance without the main thread
+  const ports = Array.from({ length: SHARDS }, () => new Array(SHARDS).fill(null))
+  for (let a = 0; a < SHARDS; a++) {
+    for (let b = a + 1; b < SHARDS; b++) {
+      const { port1, port2 } = new MessageChannel()
+      ports[a][b] = port1
+      ports[b][a] = port2
+    }
+  }
+  const workers = Array.from({ length: SHARDS }, (_, index) => {
+    const peers = ports[index]
+    return new Worker(self, { workerData: { index, shards: SHARDS, n: N, rate: RATE, peers }, transferList: peers.filter((p) => p !== null) })
+  })
+  const pending = new Map()
+  for (const w of workers) {
+    w.on("message", (m) => {
+      const r = pending.get(w)
+      pending.delete(w)
+      r(m)
+    })
+    w.on("error", (e) => {
+      console.error(e)
+      process.exit(1)
+    })
+  }
+  const call = (w, msg, transfer) => new Promise((resolve) => {
+    pending.set(w, resolve)
+    w.postMessage(msg, transfer)
+  })
+  await Promise.all(workers.map((w) => call(w, { type: "init" })))
+  const tInit = Date.now()
+  // the shards run windows among themselves and report each virtual second
+  const report = await Promise.all(workers.map((w) => call(w, { type: "run", maxVirtual: MAX_VIRTUAL })))
+  const virtual = report[0].virtual
+  const t1 = Date.now()
+  const finals = await Promise.all(workers.map((w) => call(w, { type: "final" })))
+  const sum = (k) => finals.reduce((a, x) => a + x[k], 0)
+  console.log(JSON.stringify({
+    nodes: N + 1,
+    shards: SHARDS,
+    ready: sum("ready"),
+    bootstrapMs: t1 - t0,
+    workerStartMs: tInit - t0,
+    virtualMs: virtual,
+    avgTable: Math.round(sum("tableSum") / (N + 1)),
+    heapPerNodeKB: Math.round(sum("heapDelta") / (N + 1) / 1024),
+    datagrams: sum("sent"),
+    crossShard: sum("crossShard")
+  }))
+  for (const w of workers) await w.terminate()
+  process.exit(0)
+} else {
+  const { Effect, Queue } = await import("effect")
+  const { TestClock } = await import("effect/testing")
+  const { makeNode } = await import("../dist/actors/routing/driver.js")
+  const { GatewayService } = await import("../dist/api/GatewayService.js")
+  const { Crypto } = await import("../dist/layers/Crypto.js")
+  const { makeFast } = await import("../dist/layers/crypto/fast.js")
+  const { SimNetwork } = await import("../dist/layers/transport/sim.js")
+  const { Transport } = await import("../dist/layers/Transport.js")
+  const { index, shards, n, rate } = workerData
+  const crypto = await makeFast()
+  // owner of an address: node i (ip ipOf(i + 1)) is on shard i % shards, the bootstrapper on 0
+  const owner = (ip) => {
+    if (ip === BOOT_IP) return 0
+    const p = ip.split(".").map(Number)
+    if (p.length !== 4 || p[0] !== 20) return -1
+    const i = ((p[1] - 1) << 16) + (p[2] << 8) + p[3] - 1
+    return i >= 0 && i < n ? i % shards : -1
+  }
+  const inbox = Effect.runSync(Queue.unbounded())
+  parentPort.on("message", (m) => Queue.offerUnsafe(inbox, m))
+  // windows from the other shards: [window number, packed datagrams or null, ready count or -1]
+  const peers = workerData.peers
+  const fromPeers = peers.map((p) => {
+    if (p === null) return null
+    const q = Effect.runSync(Queue.unbounded())
+    p.on("message", (m) => Queue.offerUnsafe(q, m))
+    return q
+  })
+  const ownerCache = new Map()
+  const ownerOf = (ip) => {
+    let o = ownerCache.get(ip)
+    if (o === undefined) ownerCache.set(ip, (o = owner(ip)))
+    return o
+  }
+  const program = Effect.gen(function*() {
+    const net = yield* SimNetwork.make({ latency: LATENCY, jitter: JITTER, seed: 1 + index, shard: { index, owner: ownerOf } })
+    const nodes = []
+    const start = (ip, config, seed) => Effect.gen(function*() {
+      const host = yield* net.addHost({ ip })
+      const h = yield* makeNode({ ...config, randomSeed: seed }).pipe(Effect.provideService(Transport, host), Effect.provideService(Crypto, crypto))
+      nodes.push(h)
+    })
+    const heap0 = process.memoryUsage().heapUsed
+    let now = 0
+    let next = 0 // next node index to start (among all nodes)
+    let crossShard = 0
+    while (true) {
+      const m = yield* Queue.take(inbox)
+      if (m.type === "init") {
+        if (index === 0) yield* start(BOOT_IP, GatewayService.bootstrapperConfig(49737, BOOT_IP), 1)
+        parentPort.postMessage({ type: "init" })
+        continue
+      }
+      if (m.type === "final") {
+        if (global.gc) global.gc()
+        parentPort.postMessage({
+          ready: nodes.filter((x) => x.core.bootstrapped).length,
+          tableSum: nodes.reduce((s, x) => s + x.core.table.size, 0),
+          heapDelta: process.memoryUsage().heapUsed - heap0,
+          sent: net.stats().sent,
+          crossShard
+        })
+        continue
+      }
+      // m.type === "run": windows until every node of every shard has bootstrapped
+      const lastJoin = Math.floor((n - 1) / rate) * 1000
+      let arrivals = []
+      let w = 0
+      let busy = 0
+      let waited = 0
+      while (now < m.maxVirtual) {
+        net.inject(arrivals)
+        arrivals = []
+        while (next < n && Math.floor(next / rate) * 1000 <= now) {
+          if (next % shards === index) yield* start(ipOf(next + 1), { ephemeral: false, port: 49737, bootstrap: [`${BOOT_IP}:49737`] }, next + 2)
+          next++
+        }
+        const until = now + WINDOW
+        const b0 = performance.now()
+        yield* TestClock.adjust(until - now)
+        busy += performance.now() - b0
+        now = until
+        w++
+        const second = now % 1000 === 0 && now > lastJoin
+        const ready = second ? nodes.filter((x) => x.core.bootstrapped).length : -1
+        const out = net.takeOutbox()
+        for (let s = 0; s < shards; s++) {
+          if (s === index) continue
+          const list = out.get(s) ?? []
+          crossShard += list.length
+          const p = pack(list)
+          peers[s].postMessage([w, index, p, ready], transfers(p))
+        }
+        // every other shard's datagrams of this window (and its ready count),
+        // injected by source shard, then in send order: a fixed order
+        let total = ready
+        const w0 = performance.now()
+        const got = new Array(shards).fill(null)
+        for (const q of fromPeers) {
+          if (q === null) continue
+          const [pw, src, p, r] = yield* Queue.take(q)
+          if (pw !== w) throw new Error(`shard ${index}: window ${pw} from shard ${src} in window ${w}`)
+          got[src] = p
+          total += r
+        }
+        waited += performance.now() - w0
+        for (const p of got) if (p !== null) unpack(p, arrivals)
+        if (second && total === n + 1) break
+      }
+      if (process.env.SHARD_STATS) console.error(JSON.stringify({ shard: index, windows: w, busyMs: Math.round(busy), waitMs: Math.round(waited) }))
+      parentPort.postMessage({ virtual: now })
+    }
+  }).pipe(Effect.scoped, Effect.provide(TestClock.layer()))
+  await Effect.runPromise(program)
+}
