@@ -521,6 +521,8 @@ class SimNet {
   private waiter: ((effect: Effect.Effect<void>) => void) | undefined = undefined
   private pendingSignal = false
   armedAt = Infinity
+  /** In tick(): sends and timers added meanwhile are armed for at its end. */
+  private ticking = false
   private timer: Fiber.Fiber<void> | undefined = undefined
   private readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
   private readonly fire: Effect.Effect<void>
@@ -571,7 +573,9 @@ class SimNet {
 
   /** Make sure the scheduler wakes at `wakeAt` (whole ms) or earlier. */
   private wakeBy(wakeAt: number, now: number): void {
-    if (wakeAt >= this.armedAt || this.closed) return
+    // inside tick(), which arms once for the earliest remaining item at its end
+    // (without this, sends during a tick re-armed the timer fiber again and again)
+    if (wakeAt >= this.armedAt || this.closed || this.ticking) return
     if (this.timer !== undefined) {
       this.timer.interruptUnsafe()
       this.timer = undefined
@@ -604,14 +608,21 @@ class SimNet {
     const timers = this.timers
     let top = heap.peek()
     let t = timers.peek()
-    while ((top !== undefined && top.at <= now) || (t !== undefined && t.at <= now)) {
-      if (top !== undefined && top.at <= now && (t === undefined || top.at <= t.at)) {
-        heap.pop()
-        this.deliver(top, now)
-      } else {
-        timers.pop()
-        t!.f()
+    this.ticking = true
+    try {
+      while ((top !== undefined && top.at <= now) || (t !== undefined && t.at <= now)) {
+        if (top !== undefined && top.at <= now && (t === undefined || top.at <= t.at)) {
+          heap.pop()
+          this.deliver(top, now)
+        } else {
+          timers.pop()
+          t!.f()
+        }
+        top = heap.peek()
+        t = timers.peek()
       }
+    } finally {
+      this.ticking = false
       top = heap.peek()
       t = timers.peek()
     }
