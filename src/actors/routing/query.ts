@@ -293,7 +293,9 @@ export class Query {
     if (m.error === 0 && m.from.id !== null && this.isCloser(m.from.id)) this.pushClosest(m)
     const own = this.host.tableId()
     const filtering = this.host.filtering()
-    for (const n of m.closerNodes) {
+    const closer = m.closerNodes
+    for (let i = 0; i < closer.length; i++) {
+      const n = closer[i]!
       // one key per address, and a node object only for what is queued
       const key = endpointKey(n.host, n.port)
       if (key < 0) continue

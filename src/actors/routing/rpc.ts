@@ -14,6 +14,8 @@ import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import { equalBytes, type IPv4Address } from "../../protocol/encoding.js"
 
+const NO_NODES: ReadonlyArray<{ readonly host: string; readonly port: number }> = Object.freeze([])
+
 export const SERVER = 0
 export const CLIENT = 1
 export type SocketKind = typeof SERVER | typeof CLIENT
@@ -376,13 +378,14 @@ export class RpcIo {
     socket: SocketKind
   ): void {
     const withId = !this.ephemeral && socket === SERVER
-    const closerNodes = target !== null && withNodes ? this.host.closest(target) : []
+    // the encoder reads host and port only: no copies of the table's nodes or of `to`
+    const closerNodes = target !== null && withNodes ? this.host.closest(target) : NO_NODES
     const r = Rpc.encodeResponse({
       tid,
-      to: { host: to.host, port: to.port },
+      to,
       id: withId ? this.host.tableId() : null,
       token: withToken ? this.token(to.host, 1) : null,
-      closerNodes: closerNodes.map((n) => ({ host: n.host, port: n.port })),
+      closerNodes,
       error,
       value
     })
