@@ -1,23 +1,32 @@
 // The largest simulated network that bootstraps within a time budget, split
 // across worker threads of one process (one SimNetwork shard per thread).
-// Usage: node --max-semi-space-size=64 bench/sim-sharded.mjs [nodes] [joinsPerVirtualSecond] [shards]
+// Usage: node --expose-gc --max-semi-space-size=64 bench/sim-sharded.mjs [nodes] [joinsPerVirtualSecond] [shards]
+// (npm run bench:sim:sharded: 10,000 nodes, 200 joins per virtual second, 2 shards)
 //
 // The same network as bench/sim-scale.mjs (a bootstrapper + N persistent
 // nodes joining at the given rate, latency 20 ms, jitter 10 ms, node i with
 // seed i + 2), with node i on shard i % shards and the bootstrapper on shard
-// 0. Every shard has its own TestClock; the main thread advances all of them
-// in lockstep windows of 20 ms (the smallest one-way delay) and moves the
-// datagrams sent between shards at each window's end (SimShard in
-// src/layers/transport/sim.ts), so the run is deterministic: the same
-// arguments give the same datagram count. It ends when every node has
-// bootstrapped (checked each virtual second). SHARD_STATS=1 prints each
-// shard's time in its windows and waiting for the other shards.
+// 0. Every shard has its own TestClock and advances it in windows; at each
+// window's end it sends the datagrams it sent to each other shard (SimShard
+// in src/layers/transport/sim.ts) straight to that shard's thread, and it
+// runs a window only once it holds every datagram that can arrive in it
+// (see LAG below). The run is deterministic: the same arguments give the
+// same datagram count. It ends when every node has bootstrapped (checked
+// each virtual second). SHARD_STATS=1 prints each shard's time in its
+// windows and waiting for the other shards.
 import { MessageChannel, Worker, isMainThread, parentPort, workerData } from "node:worker_threads"
 import { fileURLToPath } from "node:url"
 
 const LATENCY = 20
 const JITTER = 10
-const WINDOW = LATENCY // ≤ the smallest one-way delay (latency + [0, jitter))
+// A shard runs window w once it has the other shards' datagrams of window
+// w - LAG: windows of LATENCY / (LAG + 1) (the smallest one-way delay is
+// LATENCY), so shards may drift LAG windows apart (a GC pause in one does not
+// stop the other at once). SHARD_LAG (default 1) sets LAG.
+const LAG = Number(process.env.SHARD_LAG ?? 1)
+const WINDOW = LATENCY / (LAG + 1)
+// whole milliseconds that divide a second (the sim wakes on whole ms; fractional windows doubled the work)
+if (!Number.isInteger(WINDOW) || 1000 % WINDOW !== 0) throw new Error(`SHARD_LAG=${LAG}: a window of ${WINDOW} ms; use 0, 1, 3, 4, 9 or 19`)
 const ipOf = (i) => `20.${1 + ((i >> 16) & 0xff)}.${(i >> 8) & 0xff}.${i & 0xff}`
 const BOOT_IP = "20.255.0.1"
 
@@ -179,6 +188,8 @@ if (isMainThread) {
       }
       // m.type === "run": windows until every node of every shard has bootstrapped
       const lastJoin = Math.floor((n - 1) / rate) * 1000
+      const isSecond = (v) => (v * WINDOW) % 1000 === 0 && v * WINDOW > lastJoin
+      const ownReady = new Map()
       let arrivals = []
       let w = 0
       let busy = 0
@@ -196,8 +207,8 @@ if (isMainThread) {
         busy += performance.now() - b0
         now = until
         w++
-        const second = now % 1000 === 0 && now > lastJoin
-        const ready = second ? nodes.filter((x) => x.core.bootstrapped).length : -1
+        const ready = isSecond(w) ? nodes.filter((x) => x.core.bootstrapped).length : -1
+        if (ready >= 0) ownReady.set(w, ready)
         const out = net.takeOutbox()
         for (let s = 0; s < shards; s++) {
           if (s === index) continue
@@ -206,21 +217,26 @@ if (isMainThread) {
           const p = pack(list)
           peers[s].postMessage([w, index, p, ready], transfers(p))
         }
-        // every other shard's datagrams of this window (and its ready count),
-        // injected by source shard, then in send order: a fixed order
-        let total = ready
+        // the other shards' datagrams of window w - LAG: the next window
+        // receives nothing sent later (LAG + 1 windows make the smallest
+        // delay). Injected by source shard, then in send order: a fixed order.
+        const v = w - LAG
+        if (v < 1) continue
         const w0 = performance.now()
+        let total = ownReady.get(v) ?? -1
+        ownReady.delete(v)
         const got = new Array(shards).fill(null)
         for (const q of fromPeers) {
           if (q === null) continue
           const [pw, src, p, r] = yield* Queue.take(q)
-          if (pw !== w) throw new Error(`shard ${index}: window ${pw} from shard ${src} in window ${w}`)
+          if (pw !== v) throw new Error(`shard ${index}: window ${pw} from shard ${src}, expected ${v}`)
           got[src] = p
           total += r
         }
         waited += performance.now() - w0
         for (const p of got) if (p !== null) unpack(p, arrivals)
-        if (second && total === n + 1) break
+        // every shard decides on the same counts (window v's), so all stop together
+        if (isSecond(v) && total === n + 1) break
       }
       if (process.env.SHARD_STATS) console.error(JSON.stringify({ shard: index, windows: w, busyMs: Math.round(busy), waitMs: Math.round(waited) }))
       parentPort.postMessage({ virtual: now })
