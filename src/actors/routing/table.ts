@@ -26,7 +26,9 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
   readonly k: number
   /** Number of nodes in the table. */
   size = 0
-  private readonly rows: Array<Array<N> | undefined>
+  /** Grown on demand (rows past the deepest one used are never allocated: a 256-slot array cost 2 KB per node). */
+  private readonly rows: Array<Array<N> | undefined> = []
+  private readonly rowTotal: number
   /** Rows at this index and above have never held a node. */
   private rowsInUse = 0
   /** Sort keys for closestByDistance (one row at a time). */
@@ -36,12 +38,12 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
     this.id = id
     const k = options?.k
     this.k = k !== undefined && Number.isInteger(k) && k > 0 ? k : DEFAULT_K
-    this.rows = new Array<Array<N> | undefined>(id.length * 8)
+    this.rowTotal = id.length * 8
   }
 
   /** Number of rows (8 per id byte: 256 for 32-byte ids). */
   get rowCount(): number {
-    return this.rows.length
+    return this.rowTotal
   }
 
   /**
@@ -56,7 +58,7 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
       const b = own[i]!
       if (a !== b) return i * 8 + Math.clz32(a ^ b) - 24
     }
-    return this.rows.length - 1
+    return this.rowTotal - 1
   }
 
   /** Insert or replace a node. A full row leaves the table unchanged and returns "full". */
