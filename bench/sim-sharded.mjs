@@ -30,38 +30,7 @@ if (!Number.isInteger(WINDOW) || 1000 % WINDOW !== 0) throw new Error(`SHARD_LAG
 const ipOf = (i) => `20.${1 + ((i >> 16) & 0xff)}.${(i >> 8) & 0xff}.${i & 0xff}`
 const BOOT_IP = "20.255.0.1"
 
-/** Datagrams for one shard, packed into transferable arrays. */
-const pack = (list) => {
-  const n = list.length
-  const at = new Float64Array(n)
-  const meta = new Uint32Array(n * 4) // fromIp, fromPort, toIp, toPort
-  const ends = new Uint32Array(n)
-  let size = 0
-  for (const d of list) size += d.data.byteLength
-  const bytes = new Uint8Array(size)
-  let off = 0
-  for (let i = 0; i < n; i++) {
-    const d = list[i]
-    at[i] = d.at
-    meta[4 * i] = d.fromIp
-    meta[4 * i + 1] = d.fromPort
-    meta[4 * i + 2] = d.toIp
-    meta[4 * i + 3] = d.toPort
-    bytes.set(d.data, off)
-    off += d.data.byteLength
-    ends[i] = off
-  }
-  return { n, at, meta, ends, bytes }
-}
-const unpack = (p, into) => {
-  let start = 0
-  for (let i = 0; i < p.n; i++) {
-    const end = p.ends[i]
-    into.push({ at: p.at[i], fromIp: p.meta[4 * i], fromPort: p.meta[4 * i + 1], toIp: p.meta[4 * i + 2], toPort: p.meta[4 * i + 3], data: p.bytes.slice(start, end) })
-    start = end
-  }
-}
-const transfers = (p) => [p.at.buffer, p.meta.buffer, p.ends.buffer, p.bytes.buffer]
+const transfers = (p) => (p === null ? [] : [p.at.buffer, p.addr.buffer, p.ends.buffer, p.bytes.buffer])
 
 if (isMainThread) {
   const N = Number(process.argv[2] ?? 1000)
@@ -142,7 +111,7 @@ if (isMainThread) {
   }
   const inbox = Effect.runSync(Queue.unbounded())
   parentPort.on("message", (m) => Queue.offerUnsafe(inbox, m))
-  // windows from the other shards: [window number, packed datagrams or null, ready count or -1]
+  // windows from the other shards: [window number, source shard, SimShardBatch or null, ready count or -1]
   const peers = workerData.peers
   const fromPeers = peers.map((p) => {
     if (p === null) return null
@@ -195,7 +164,7 @@ if (isMainThread) {
       let busy = 0
       let waited = 0
       while (now < m.maxVirtual) {
-        net.inject(arrivals)
+        for (const batch of arrivals) net.inject(batch)
         arrivals = []
         while (next < n && Math.floor(next / rate) * 1000 <= now) {
           if (next % shards === index) yield* start(ipOf(next + 1), { ephemeral: false, port: 49737, bootstrap: [`${BOOT_IP}:49737`] }, next + 2)
@@ -212,9 +181,8 @@ if (isMainThread) {
         const out = net.takeOutbox()
         for (let s = 0; s < shards; s++) {
           if (s === index) continue
-          const list = out.get(s) ?? []
-          crossShard += list.length
-          const p = pack(list)
+          const p = out.get(s) ?? null
+          if (p !== null) crossShard += p.count
           peers[s].postMessage([w, index, p, ready], transfers(p))
         }
         // the other shards' datagrams of window w - LAG: the next window
@@ -234,7 +202,7 @@ if (isMainThread) {
           total += r
         }
         waited += performance.now() - w0
-        for (const p of got) if (p !== null) unpack(p, arrivals)
+        for (const p of got) if (p !== null) arrivals.push(p)
         // every shard decides on the same counts (window v's), so all stop together
         if (isSecond(v) && total === n + 1) break
       }

@@ -34,7 +34,12 @@ const shards = (options: SimNetworkOptions = {}) =>
       Effect.gen(function*() {
         yield* TestClock.adjust(ms)
         const outs = nets.map((n) => n.takeOutbox())
-        nets.forEach((n, i) => n.inject(outs.flatMap((o) => o.get(i) ?? [])))
+        nets.forEach((n, i) => {
+          for (const o of outs) {
+            const batch = o.get(i)
+            if (batch !== undefined) n.inject(batch)
+          }
+        })
         yield* Effect.yieldNow // let a due scheduler run
       })
     const invariant = () => {
@@ -100,7 +105,7 @@ describe("SimNetwork shards", () => {
     Effect.gen(function*() {
       const { b } = yield* shards()
       yield* TestClock.adjust(100)
-      const exit = yield* Effect.exit(Effect.sync(() => b.inject([{ at: 50, fromIp: 0x14000001, fromPort: 1, toIp: 0x14010001, toPort: 1, data: bytes(1) }])))
+      const exit = yield* Effect.exit(Effect.sync(() => b.inject({ count: 1, at: Float64Array.of(50), addr: Uint32Array.of(0x14000001, 1, 0x14010001, 1), ends: Uint32Array.of(1), bytes: bytes(1) })))
       assert.isTrue(exit._tag === "Failure")
     }))
 

@@ -91,7 +91,8 @@ export interface SimNetworkOptions extends LinkOptions {
  * another shard, is decided on the sending side as any other (the sender's
  * NAT or firewall state, loss, duplication, delay) and put in the outbox
  * instead of the in-flight heap, with its arrival time. The driver moves
- * outboxes to their shards (`takeOutbox`, then `inject` on the owner) and
+ * outboxes to their shards (`takeOutbox`, then `inject` on the owner: packed
+ * batches, transferable between threads) and
  * advances every shard's clock in windows no longer than the smallest
  * one-way delay: a datagram sent in one window then always arrives in a
  * later one, so each shard runs its window alone. The receiving side (NAT
@@ -114,15 +115,72 @@ export interface SimShard {
   readonly owner: (ip: string) => number
 }
 
-/** A datagram between shards: addresses as uint32 IPv4 (`ipv4ToUint32`). */
-export interface SimRemoteDatagram {
-  /** Arrival time (ms, fractional) on the shared virtual clock. */
-  readonly at: number
-  readonly fromIp: number
-  readonly fromPort: number
-  readonly toIp: number
-  readonly toPort: number
-  readonly data: Uint8Array
+/**
+ * The datagrams one shard sent to another in one window, packed for
+ * `postMessage` (transfer the four arrays' buffers): datagram i arrives at
+ * `at[i]` (ms on the shared virtual clock), from `addr[4i]:addr[4i+1]` to
+ * `addr[4i+2]:addr[4i+3]` (IPv4 as uint32, `ipv4ToUint32`), and its bytes
+ * are `bytes[ends[i-1] .. ends[i])` (from 0 for the first).
+ */
+export interface SimShardBatch {
+  readonly count: number
+  readonly at: Float64Array
+  readonly addr: Uint32Array
+  readonly ends: Uint32Array
+  readonly bytes: Uint8Array
+}
+
+/** Builds one SimShardBatch: one copy of each datagram, no object per datagram. */
+class BatchWriter {
+  count = 0
+  private used = 0
+  at: Float64Array
+  addr: Uint32Array
+  ends: Uint32Array
+  bytes: Uint8Array
+  constructor(datagrams: number, bytes: number) {
+    this.at = new Float64Array(datagrams)
+    this.addr = new Uint32Array(4 * datagrams)
+    this.ends = new Uint32Array(datagrams)
+    this.bytes = new Uint8Array(bytes)
+  }
+  push(at: number, fromIp: number, fromPort: number, toIp: number, toPort: number, data: Uint8Array): void {
+    const i = this.count
+    if (i === this.at.length) {
+      const at = new Float64Array(2 * i)
+      at.set(this.at)
+      this.at = at
+      const addr = new Uint32Array(8 * i)
+      addr.set(this.addr)
+      this.addr = addr
+      const ends = new Uint32Array(2 * i)
+      ends.set(this.ends)
+      this.ends = ends
+    }
+    const end = this.used + data.byteLength
+    if (end > this.bytes.length) {
+      const b = new Uint8Array(Math.max(2 * this.bytes.length, end))
+      b.set(this.bytes.subarray(0, this.used))
+      this.bytes = b
+    }
+    this.bytes.set(data, this.used)
+    this.used = end
+    this.at[i] = at
+    this.addr[4 * i] = fromIp
+    this.addr[4 * i + 1] = fromPort
+    this.addr[4 * i + 2] = toIp
+    this.addr[4 * i + 3] = toPort
+    this.ends[i] = end
+    this.count = i + 1
+  }
+  /** The batch (views of this writer's arrays, which it gives up). */
+  finish(): SimShardBatch {
+    const n = this.count
+    return { count: n, at: this.at.subarray(0, n), addr: this.addr.subarray(0, 4 * n), ends: this.ends.subarray(0, n), bytes: this.bytes.subarray(0, this.used) }
+  }
+  get sizeHint(): readonly [number, number] {
+    return [Math.max(64, this.count), Math.max(4096, this.used)]
+  }
 }
 
 export interface SimHostOptions extends LinkOptions {
@@ -209,10 +267,14 @@ export interface SimNetworkService {
   /** Change link options network-wide, or for one host when `ip` is given. */
   readonly setLink: (options: LinkOptions, ip?: string) => Effect.Effect<void>
   readonly stats: () => SimNetworkStats
-  /** Sharded networks: the datagrams sent to other shards since the last call, by destination shard, in send order. */
-  readonly takeOutbox: () => ReadonlyMap<number, ReadonlyArray<SimRemoteDatagram>>
-  /** Sharded networks: datagrams from other shards (none may arrive before the shard's current time). */
-  readonly inject: (batch: ReadonlyArray<SimRemoteDatagram>) => void
+  /** Sharded networks: the datagrams sent to other shards since the last call, one batch per destination shard, in send order. */
+  readonly takeOutbox: () => ReadonlyMap<number, SimShardBatch>
+  /**
+   * Sharded networks: datagrams from another shard (none may arrive before
+   * this shard's current time). For a replayable run, inject each window's
+   * batches in a fixed order (by source shard).
+   */
+  readonly inject: (batch: SimShardBatch) => void
 }
 
 // ---------------------------------------------------------------------------
@@ -510,7 +572,9 @@ class SimNet {
   seq = 0
   closed = false
   readonly shard: SimShard | undefined
-  private outbox = new Map<number, Array<SimRemoteDatagram>>()
+  private outbox = new Map<number, BatchWriter>()
+  /** The last batch's size per destination shard (the next writer starts there). */
+  private readonly outboxSize = new Map<number, readonly [number, number]>()
   /** Source endpoints of injected datagrams, shared as local ones are. */
   private readonly remoteFrom = new Map<number, Endpoint>()
   /** Stands for the sender of an injected datagram (partition group 0). */
@@ -783,46 +847,59 @@ class SimNet {
       return
     }
     let out = this.outbox.get(shard)
-    if (out === undefined) this.outbox.set(shard, (out = []))
+    if (out === undefined) {
+      const [n, bytes] = this.outboxSize.get(shard) ?? [64, 4096]
+      this.outbox.set(shard, (out = new BatchWriter(n, bytes)))
+    }
     const fromIp = ipv4ToUint32(from.host)
     const toIp = ipv4ToUint32(dstIp)
-    const copy = data.slice()
     let at = now + latency
     if (jitter > 0) at += prng.next() * jitter
-    out.push({ at, fromIp, fromPort: from.port, toIp, toPort: dstPort, data: copy })
+    out.push(at, fromIp, from.port, toIp, dstPort, data)
     if (dup > 0 && prng.next() < dup) {
       c.duplicated++
       let at2 = now + latency
       if (jitter > 0) at2 += prng.next() * jitter
-      out.push({ at: at2, fromIp, fromPort: from.port, toIp, toPort: dstPort, data: copy.slice() })
+      out.push(at2, fromIp, from.port, toIp, dstPort, data)
     }
   }
 
-  takeOutbox(): ReadonlyMap<number, ReadonlyArray<SimRemoteDatagram>> {
-    const out = this.outbox
+  takeOutbox(): ReadonlyMap<number, SimShardBatch> {
+    const out = new Map<number, SimShardBatch>()
+    for (const [shard, w] of this.outbox) {
+      this.outboxSize.set(shard, w.sizeHint)
+      out.set(shard, w.finish())
+    }
     this.outbox = new Map()
     return out
   }
 
-  inject(batch: ReadonlyArray<SimRemoteDatagram>): void {
-    if (this.closed || batch.length === 0) return
+  inject(batch: SimShardBatch): void {
+    if (this.closed || batch.count === 0) return
     const c = this.counters
     const now = this.clock.currentTimeMillisUnsafe()
+    const { at, addr, ends, bytes } = batch
     let wake = Infinity
-    for (const d of batch) {
-      if (!(d.at >= now)) dieWith(`an injected datagram arrives at ${d.at}, before the shard's time ${now}`)
-      const dstIp = uint32ToIPv4(d.toIp)
-      const target = this.addrs.get(dstIp)
+    let start = 0
+    for (let i = 0; i < batch.count; i++) {
+      const end = ends[i]!
+      const arrival = at[i]!
+      if (!(arrival >= now)) dieWith(`an injected datagram arrives at ${arrival}, before the shard's time ${now}`)
+      const data = bytes.slice(start, end)
+      start = end
+      const target = this.addrs.get(uint32ToIPv4(addr[4 * i + 2]!))
       // a private address is not reachable from another shard
       if (target === undefined || (target instanceof Host && target.nat !== undefined)) {
         c.unreachable++
         continue
       }
-      const fkey = d.fromIp * 65536 + d.fromPort
+      const fromIp = addr[4 * i]!
+      const fromPort = addr[4 * i + 1]!
+      const fkey = fromIp * 65536 + fromPort
       let from = this.remoteFrom.get(fkey)
-      if (from === undefined) this.remoteFrom.set(fkey, (from = { host: uint32ToIPv4(d.fromIp), port: d.fromPort }))
-      this.heap.push(new InFlight(d.at, this.seq++, new Dgram(from, d.data), this.remoteSender, target, d.toPort, target instanceof Host ? MODE_PUBLIC : MODE_NAT))
-      const w = Math.ceil(d.at)
+      if (from === undefined) this.remoteFrom.set(fkey, (from = { host: uint32ToIPv4(fromIp), port: fromPort }))
+      this.heap.push(new InFlight(arrival, this.seq++, new Dgram(from, data), this.remoteSender, target, addr[4 * i + 3]!, target instanceof Host ? MODE_PUBLIC : MODE_NAT))
+      const w = Math.ceil(arrival)
       if (w < wake) wake = w
     }
     if (wake < this.armedAt) this.wakeBy(wake, now)
