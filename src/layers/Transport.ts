@@ -80,10 +80,11 @@ export class Transport extends Context.Service<
     /** Non-internal IPv4 addresses of this host's interfaces. */
     readonly localAddresses: () => ReadonlyArray<string>
     /**
-     * Optional shared timer (the simulated network provides one): call `f`
-     * synchronously once the clock reaches `at` (ms). Lets thousands of
-     * simulated nodes share the network's one scheduler fiber instead of each
-     * sleeping on the clock. Absent on real UDP: callers fall back to sleeps.
+     * Optional shared timer: call `f` synchronously once the clock reaches
+     * `at` (ms). Lets the nodes on one transport share one timer instead of
+     * each sleeping on the clock in fibers of their own. The simulated
+     * network runs it on its scheduler; real UDP on one process-wide
+     * setTimeout per transport. Callers fall back to sleeps without it.
      */
     readonly schedule?: (at: number, f: () => void) => void
   }

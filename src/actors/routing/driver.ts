@@ -330,7 +330,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       if (deadline >= armedAt || deadline === Infinity) return Effect.void
       armedAt = deadline
       if (schedule !== undefined) {
-        // the transport's shared timer (simulations): no fiber per alarm
+        // the transport's shared timer: no fiber per alarm
         schedule(deadline, onAlarm(deadline))
         return Effect.void
       }

@@ -25,6 +25,7 @@
  * identity lookup alone, and the shared send callback, made no measurable
  * difference in a raw node:dgram comparison).
  */
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
@@ -274,14 +275,103 @@ const readLocalAddresses = (): ReadonlyArray<string> => {
   return out
 }
 
+/**
+ * The transport's shared timer (`Transport.schedule`) on real time: one
+ * min-heap of callbacks and one unref'd `setTimeout` at its earliest
+ * deadline, for every node built on this transport. A node's alarms and its
+ * network-interface polls then cost a heap entry each, where an Effect sleep
+ * cost a fiber, its closures and a timer (and woke the node through its
+ * mailbox). `at` is on `clock` (the Clock the transport was built with):
+ * the delay is `at - clock.currentTimeMillisUnsafe()`, so a clock other than
+ * the system's never turns into a busy loop. Unref'd: the sockets, not the
+ * timers, keep a process alive. Callbacks run in deadline order (then call
+ * order); one that throws is reported asynchronously and the others still run.
+ */
+class SharedTimer {
+  private readonly heap: Array<{ readonly at: number; readonly seq: number; readonly f: () => void }> = []
+  private seq = 0
+  private timer: ReturnType<typeof setTimeout> | null = null
+  private armedAt = Infinity
+
+  constructor(private readonly clock: Clock.Clock) {}
+
+  schedule(at: number, f: () => void): void {
+    const e = { at, seq: this.seq++, f }
+    const h = this.heap
+    let i = h.length
+    h.push(e)
+    while (i > 0) {
+      const p = (i - 1) >> 1
+      const parent = h[p]!
+      if (parent.at < at || (parent.at === at && parent.seq < e.seq)) break
+      h[i] = parent
+      i = p
+    }
+    h[i] = e
+    if (at < this.armedAt) this.arm(at)
+  }
+
+  private arm(at: number): void {
+    if (this.timer !== null) clearTimeout(this.timer)
+    this.armedAt = at
+    this.timer = setTimeout(this.fire, Math.max(0, at - this.clock.currentTimeMillisUnsafe()))
+    this.timer.unref()
+  }
+
+  private readonly fire = (): void => {
+    this.timer = null
+    this.armedAt = Infinity
+    const now = this.clock.currentTimeMillisUnsafe()
+    const h = this.heap
+    // a bounded batch: callbacks scheduled meanwhile for `now` run in the next one
+    let n = h.length
+    while (n-- > 0 && h.length > 0 && h[0]!.at <= now) {
+      const top = this.pop()
+      try {
+        top.f()
+      } catch (e) {
+        setImmediate(() => {
+          throw e
+        })
+      }
+    }
+    if (h.length > 0) this.arm(h[0]!.at)
+  }
+
+  private pop(): { readonly at: number; readonly seq: number; readonly f: () => void } {
+    const h = this.heap
+    const top = h[0]!
+    const last = h.pop()!
+    if (h.length > 0) {
+      let i = 0
+      const n = h.length
+      while (true) {
+        const l = 2 * i + 1
+        if (l >= n) break
+        const r = l + 1
+        let c = l
+        if (r < n && (h[r]!.at < h[l]!.at || (h[r]!.at === h[l]!.at && h[r]!.seq < h[l]!.seq))) c = r
+        const child = h[c]!
+        if (last.at < child.at || (last.at === child.at && last.seq < child.seq)) break
+        h[i] = child
+        i = c
+      }
+      h[i] = last
+    }
+    return top
+  }
+}
+
 /** Build a `Transport` backed by real UDP sockets. */
 const make = (options: UdpTransportOptions = {}): Effect.Effect<Transport["Service"]> =>
-  Effect.sync(() =>
-    Transport.of({
+  Effect.gen(function*() {
+    const timer = new SharedTimer(yield* Clock.Clock)
+    return Transport.of({
       bind: (bindOptions) => bindSocket(options, bindOptions),
-      localAddresses
+      localAddresses,
+      schedule: (at, f) => timer.schedule(at, f)
     })
-  )
+  })
 
 export const UdpTransport = {
   /** A `Transport` on real UDP (udp4, default options). */
