@@ -171,3 +171,39 @@ describe("UdpTransport (real UDP on 127.0.0.1)", () => {
       assert.strictEqual(normalizeAddress("192.168.0.1"), "192.168.0.1")
     }).pipe(Effect.provide(UdpTransport.layer)))
 })
+
+describe("UdpTransport shared timer (schedule)", () => {
+  it.live("runs callbacks once their time is reached, in deadline order, then call order; callbacks may schedule more", () =>
+    Effect.gen(function*() {
+      const t = yield* UdpTransport.make
+      assert.isFunction(t.schedule)
+      const schedule = t.schedule!
+      const log: Array<string> = []
+      const t0 = Date.now()
+      const done = yield* Effect.callback<void>((resume) => {
+        schedule(t0 + 60, () => log.push("60"))
+        schedule(t0 + 20, () => log.push("20a"))
+        schedule(t0 + 40, () => {
+          log.push("40")
+          // scheduled from a callback, already due: runs right after
+          schedule(t0, () => log.push("due"))
+        })
+        schedule(t0 + 20, () => log.push("20b"))
+        schedule(t0 + 80, () => resume(Effect.void))
+      }).pipe(Effect.timeout("2 seconds"), Effect.exit)
+      assert.isTrue(Exit.isSuccess(done))
+      assert.deepStrictEqual(log, ["20a", "20b", "40", "due", "60"])
+      assert.isAtLeast(Date.now() - t0, 80)
+    }))
+
+  it.live("an early deadline scheduled after a later one re-arms the timer", () =>
+    Effect.gen(function*() {
+      const t = yield* UdpTransport.make
+      const t0 = Date.now()
+      const at = yield* Effect.callback<number>((resume) => {
+        t.schedule!(t0 + 1000, () => {})
+        t.schedule!(t0 + 30, () => resume(Effect.succeed(Date.now())))
+      }).pipe(Effect.timeout("2 seconds"))
+      assert.isBelow(at - t0, 500)
+    }))
+})
