@@ -23,6 +23,7 @@ import {
   type OutRequest,
   type ReplyOptions,
   type RequestError,
+  type RpcHost,
   RpcIo,
   SERVER,
   type SocketKind
@@ -228,7 +229,7 @@ class Health {
   }
 }
 
-export class DhtNode {
+export class DhtNode implements RpcHost, QueryHost {
   readonly crypto: CryptoImpl
   private readonly nodeIds: Rpc.NodeIdCache
   readonly io: RpcIo
@@ -297,17 +298,10 @@ export class DhtNode {
     this.transmitFn = options.transmit
     this.serverPort = options.serverPort
     this.table = new RoutingTable<TableNode>(randomBytes(32), options.k !== undefined ? { k: options.k } : undefined)
+    // the node is its RPC layer's host and its queries' host (methods below:
+    // no closures per node)
     this.io = new RpcIo(
-      {
-        crypto: this.crypto,
-        nodeId: (host, port) => this.nodeIdOf(host, port),
-        tableId: () => this.table.id,
-        closest: (target) => this.table.closestByDistance(target),
-        transmit: (socket, to, data, ttl) => this.transmitFn(socket, to, data, ttl),
-        onRequest: (req, external) => this.onRequest(req, external),
-        onResponse: (res, external) => this.onResponse(res, external),
-        onTimeout: (req) => this.onTimeout(req)
-      },
+      this,
       {
         random: this.random,
         randomBytes,
@@ -335,7 +329,7 @@ export class DhtNode {
     if (options.nodes !== undefined) {
       for (let i = options.nodes.length - 1; i >= 0; i--) this.addNode(options.nodes[i]!)
     }
-    this.queryHost = this.makeQueryHost()
+    this.queryHost = this
   }
 
   // ---- accessors ------------------------------------------------------------
@@ -629,48 +623,74 @@ export class DhtNode {
     return q
   }
 
-  private makeQueryHost(): QueryHost {
-    const self = this
-    return {
-      get k() {
-        return self.table.k
-      },
-      concurrency: this.concurrency,
-      tableId: () => this.table.id,
-      closest: (target, n) => this.table.closestByDistance(target, n),
-      bootstrapNodes: () => this.bootstrapNodes,
-      nodeId: (host, port) => this.nodeIdOf(host, port),
-      nodeIdByKey: (key, host, port) => this.nodeIds.byKey(key, host, port),
-      filtering: () => this.filter !== null,
-      filterNode: (node) => this.filter === null || this.filter(node),
-      request: (to, force, internal, command, target, value, group, onresponse, onerror, setup) =>
-        this.request(to, force, internal, command, target, value, group, onresponse, onerror, setup),
-      downHint: (to, down, group) => {
-        if (this.downHintsRateLimit !== -1 && this.downHintsSentPerTick >= this.downHintsRateLimit) return
-        this.downHintsSentPerTick++
-        const value = new Uint8Array(6)
-        const parts = down.host.split(".")
-        for (let i = 0; i < 4; i++) value[i] = Number(parts[i]) & 0xff
-        value[4] = down.port & 0xff
-        value[5] = down.port >>> 8
-        this.request(to, false, true, DOWN_HINT, null, value, group, noop, noop)
-      },
-      commit: (reply, q, done) => {
-        if (reply.token === null) return done(new Error("No token received for closest node"))
-        const r = this.directRequest(
-          { token: reply.token, command: q.command, target: q.target, value: q.value },
-          reply.from,
-          {},
-          () => done(null),
-          (err) => done(err)
-        )
-        if (r === null) done(new Error("Node destroyed"))
-      },
-      cancel: (req) => this.io.destroyRequest(req, "REQUEST_DESTROYED"),
-      queryFinished: (q) => {
-        this.queries.delete(q)
-      }
-    }
+  // ---- RpcHost and QueryHost (internal: the RPC layer and queries call these) ----
+
+  /** @internal */
+  get k(): number {
+    return this.table.k
+  }
+  /** @internal */
+  nodeId(host: string, port: number): Uint8Array | null {
+    return this.nodeIds(host, port)
+  }
+  /** @internal */
+  nodeIdByKey(key: number, host: string, port: number): Uint8Array {
+    return this.nodeIds.byKey(key, host, port)
+  }
+  /** @internal */
+  tableId(): Uint8Array {
+    return this.table.id
+  }
+  /** @internal */
+  closest(target: Uint8Array, n?: number): Array<TableNode> {
+    return this.table.closestByDistance(target, n)
+  }
+  /** @internal */
+  transmit(socket: SocketKind, to: { readonly host: string; readonly port: number }, data: Uint8Array, ttl: number): void {
+    this.transmitFn(socket, to, data, ttl)
+  }
+  /** @internal */
+  bootstrapList(): ReadonlyArray<QueryNode> {
+    return this.bootstrapNodes
+  }
+  /** @internal */
+  filtering(): boolean {
+    return this.filter !== null
+  }
+  /** @internal */
+  filterNode(node: { readonly host: string; readonly port: number; readonly id: Uint8Array }): boolean {
+    return this.filter === null || this.filter(node)
+  }
+  /** @internal */
+  downHint(to: NodeAddress, down: { readonly host: string; readonly port: number }, group: Set<OutRequest>): void {
+    if (this.downHintsRateLimit !== -1 && this.downHintsSentPerTick >= this.downHintsRateLimit) return
+    this.downHintsSentPerTick++
+    const value = new Uint8Array(6)
+    const parts = down.host.split(".")
+    for (let i = 0; i < 4; i++) value[i] = Number(parts[i]) & 0xff
+    value[4] = down.port & 0xff
+    value[5] = down.port >>> 8
+    this.request(to, false, true, DOWN_HINT, null, value, group, noop, noop)
+  }
+  /** @internal */
+  commit(reply: IncomingResponse, q: Query, done: (err: unknown | null) => void): void {
+    if (reply.token === null) return done(new Error("No token received for closest node"))
+    const r = this.directRequest(
+      { token: reply.token, command: q.command, target: q.target, value: q.value },
+      reply.from,
+      {},
+      () => done(null),
+      (err) => done(err)
+    )
+    if (r === null) done(new Error("Node destroyed"))
+  }
+  /** @internal */
+  cancel(req: OutRequest): void {
+    this.io.destroyRequest(req, "REQUEST_DESTROYED")
+  }
+  /** @internal */
+  queryFinished(q: Query): void {
+    this.queries.delete(q)
   }
 
   // ---- NAT samples and contacts ----------------------------------------------------
@@ -789,7 +809,8 @@ export class DhtNode {
 
   // ---- incoming --------------------------------------------------------------------
 
-  private onRequest(req: IncomingRequest, external: boolean): void {
+  /** @internal */
+  onRequest(req: IncomingRequest, external: boolean): void {
     if (req.from.id !== null) this.addNodeFromNetwork(!external, req.from, req.to)
     if (req.internal) {
       switch (req.command) {
@@ -838,11 +859,13 @@ export class DhtNode {
     }
   }
 
-  private onResponse(res: IncomingResponse, external: boolean): void {
+  /** @internal */
+  onResponse(res: IncomingResponse, external: boolean): void {
     this.addNodeFromNetwork(!external, { host: res.from.host, port: res.from.port, id: res.from.id }, res.to)
   }
 
-  private onTimeout(req: OutRequest): void {
+  /** @internal */
+  onTimeout(req: OutRequest): void {
     if (req.to.id === null) return
     const node = this.table.get(req.to.id)
     if (node !== null) this.removeNode(node)

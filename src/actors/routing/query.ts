@@ -24,7 +24,7 @@ export interface QueryHost {
   readonly concurrency: number
   tableId(): Uint8Array
   closest(target: Uint8Array, n: number): ReadonlyArray<QueryNode>
-  bootstrapNodes(): ReadonlyArray<QueryNode>
+  bootstrapList(): ReadonlyArray<QueryNode>
   nodeId(host: string, port: number): Uint8Array | null
   /** The id of a valid IPv4 endpoint whose `endpointKey` is known. */
   nodeIdByKey(key: number, host: string, port: number): Uint8Array
@@ -151,7 +151,7 @@ export class Query {
     this.opened = true
     this.addFromTable()
     if (this.pending.length < this.k) {
-      for (const n of this.host.bootstrapNodes()) this.addPending(n, null)
+      for (const n of this.host.bootstrapList()) this.addPending(n, null)
     }
     this.readMore()
   }
