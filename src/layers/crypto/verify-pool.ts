@@ -24,7 +24,7 @@
  */
 import { createRequire } from "node:module"
 import { Worker } from "node:worker_threads"
-import { copyBytes, isBytes } from "../../protocol/encoding.js"
+import { isBytes } from "../../protocol/encoding.js"
 
 export interface VerifyPool {
   /** Check `signature` over `message` by `publicKey`; `done` is called exactly once, asynchronously. */
@@ -53,18 +53,27 @@ interface Lane {
 }
 
 // The worker: CommonJS, loads libsodium-wrappers-sumo from the path the
-// parent resolved, answers each batch with one byte per job (1 = valid).
+// parent resolved; a batch is one transferred ArrayBuffer (see `pack`), the
+// answer one byte per job (1 = valid), also transferred.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads")
 const sodium = require(workerData.sodium)
 sodium.ready.then(() => {
   parentPort.postMessage("ready")
-  parentPort.on("message", (jobs) => {
-    const ok = new Uint8Array(jobs.length)
-    for (let i = 0; i < jobs.length; i++) {
-      const j = jobs[i]
+  parentPort.on("message", (buf) => {
+    const b = new Uint8Array(buf)
+    const dv = new DataView(buf)
+    const n = dv.getUint32(0, true)
+    const ok = new Uint8Array(n)
+    let p = 4
+    for (let i = 0; i < n; i++) {
+      const len = dv.getUint32(p, true)
+      const signature = b.subarray(p + 4, p + 68)
+      const publicKey = b.subarray(p + 68, p + 100)
+      const message = b.subarray(p + 100, p + 100 + len)
+      p += 100 + len
       try {
-        ok[i] = sodium.crypto_sign_verify_detached(j[0], j[1], j[2]) ? 1 : 0
+        ok[i] = sodium.crypto_sign_verify_detached(signature, message, publicKey) ? 1 : 0
       } catch {
         ok[i] = 0
       }
@@ -74,6 +83,29 @@ sodium.ready.then(() => {
 })
 `
 
+/**
+ * A batch as one ArrayBuffer (one structured-clone-free transfer, where an
+ * array of [signature, message, publicKey] arrays cost ~30 µs of the
+ * posting thread per message): u32le count, then per job u32le message
+ * length, signature (64), public key (32), message.
+ */
+const pack = (jobs: ReadonlyArray<Job>): ArrayBuffer => {
+  let size = 4
+  for (const j of jobs) size += 100 + j.message.length
+  const buf = new ArrayBuffer(size)
+  const b = new Uint8Array(buf)
+  const dv = new DataView(buf)
+  dv.setUint32(0, jobs.length, true)
+  let p = 4
+  for (const j of jobs) {
+    dv.setUint32(p, j.message.length, true)
+    b.set(j.signature, p + 4)
+    b.set(j.publicKey, p + 68)
+    b.set(j.message, p + 100)
+    p += 100 + j.message.length
+  }
+  return buf
+}
 
 /**
  * A pool of `size` verify workers. `fallback` checks on the calling thread
@@ -158,8 +190,8 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
       }
       lane.inflight.push(jobs)
       try {
-        // own copies: views into a datagram would clone its whole buffer
-        lane.worker.postMessage(jobs.map((j) => [copyBytes(j.signature), copyBytes(j.message), copyBytes(j.publicKey)]))
+        const buf = pack(jobs)
+        lane.worker.postMessage(buf, [buf])
       } catch {
         lane.inflight.pop()
         runLocally(jobs)
