@@ -4,7 +4,7 @@
  * events, destroy.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Scope } from "effect"
+import { Effect, Exit, Fiber, PubSub, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { makeNode } from "../src/actors/routing/driver.js"
 import type { DhtEvent } from "../src/actors/routing/node.js"
@@ -32,6 +32,8 @@ describe("node lifecycle", () => {
       assert.isTrue(a.core.bootstrapped)
       const events: Array<string> = []
       a.onEvent((e: DhtEvent) => events.push(e._tag))
+      // the Effect face of the same events (its PubSub is made on first use)
+      const sub = yield* PubSub.subscribe(a.events)
       const ports = [a.sockets().server.local.port, a.sockets().client.local.port]
 
       yield* a.suspend
@@ -56,8 +58,11 @@ describe("node lifecycle", () => {
       const back = yield* Effect.forkChild(nodes[1]!.ping({ host: "20.0.0.2", port: a.sockets().server.local.port }), { startImmediately: true })
       yield* TestClock.adjust(1_000)
       assert.strictEqual((yield* Fiber.join(back)).error, 0)
+      const published = (yield* PubSub.takeAll(sub)).map((e) => e._tag)
+      assert.include(published, "suspend")
+      assert.deepStrictEqual(published, events)
       void boot
-    }), { timeout: 60_000 })
+    }).pipe(Effect.scoped), { timeout: 60_000 })
 
   it.effect("an interface change emits network-change and network-update", () =>
     Effect.gen(function*() {

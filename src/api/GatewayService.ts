@@ -68,7 +68,9 @@ export const makeGateway = (config: GatewayConfig = {}): Effect.Effect<GatewayHa
     const node = yield* makeNode({ ...config, onRequest: config.onRequest ?? hyperdht.handler })
     exec = node.exec
     for (const f of early.splice(0)) node.exec(f)
-    return { ...node, hyperdht }
+    // the node's own properties as they are (a spread would read its lazy `events` getter)
+    const handle: GatewayHandle = Object.defineProperties({ hyperdht }, Object.getOwnPropertyDescriptors(node)) as GatewayHandle
+    return handle
   })
 
 export class GatewayService extends Context.Service<GatewayService, GatewayHandle>()("omega/Gateway") {

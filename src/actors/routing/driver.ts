@@ -211,7 +211,9 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     // the mailbox instead. `alive` turns direct steps off once the actor ends.
     let busy = true // until the actor loop runs: the core does not exist yet
     let alive = true
-    const events = yield* PubSub.unbounded<DhtEvent>()
+    // made on first use (1.4 KB a node): nothing can be subscribed before,
+    // and a PubSub keeps no events for later subscribers anyway
+    let events: PubSub.PubSub<DhtEvent> | null = null
     const ready = yield* Deferred.make<void>()
     const closed = yield* Deferred.make<void>()
 
@@ -289,7 +291,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       for (const e of evs) {
         if (e._tag === "ready") Deferred.doneUnsafe(ready, Exit.void)
         if (e._tag === "close") Deferred.doneUnsafe(closed, Exit.void)
-        PubSub.publishUnsafe(events, e)
+        if (events !== null) PubSub.publishUnsafe(events, e)
         for (const l of listeners) l(e)
       }
     }
@@ -645,7 +647,9 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
       ping,
       addNode: (n) => run((node) => node.addNode(n)),
       status,
-      events,
+      get events() {
+        return (events ??= Effect.runSync(PubSub.unbounded<DhtEvent>()))
+      },
       onEvent: (listener) => {
         listeners.add(listener)
         return () => {
