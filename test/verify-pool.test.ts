@@ -57,6 +57,26 @@ const waitReady = async (pool: ReturnType<typeof makeVerifyPool>, n: number): Pr
 }
 
 describe("verify pool", () => {
+  it("idle workers keep nothing alive: after their checks, the pool adds no resource that holds the process open", async () => {
+    const c = await makeFast()
+    const kp = c.keyPair()!
+    const msg = Uint8Array.from([4, 5, 6])
+    const sig = c.sign(msg, kp.secretKey)!
+    const holding = () => process.getActiveResourcesInfo().filter((r) => r === "MessagePort" || r === "Worker").length
+    const before = holding() // first test of the file: no earlier pool is winding down
+    const pool = makeVerifyPool(2, c.verify)
+    try {
+      await waitReady(pool, 2)
+      expect(await Promise.all([check(pool, sig, msg, kp.publicKey), check(pool, sig, msg, kp.publicKey)])).toEqual([true, true])
+      expect(pool.stats.workers).toBe(2)
+      // (a 'message' listener added after unref() used to ref each worker's port again,
+      // so a process whose node had checked a signed write never exited)
+      expect(holding()).toBe(before)
+    } finally {
+      pool.close()
+    }
+  })
+
   it("workers answer as libsodium does: valid, mutated, small-order keys, non-canonical S", async () => {
     const c = await makeFast()
     const pool = makeVerifyPool(2, c.verify)

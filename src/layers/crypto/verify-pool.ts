@@ -156,7 +156,6 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
     } catch {
       return
     }
-    w.unref()
     lane.worker = w
     w.on("message", (m: unknown) => {
       if (m === "ready") {
@@ -172,6 +171,8 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
     w.on("exit", () => {
       if (lane.worker === w) fail(lane)
     })
+    // after the listeners: adding a 'message' listener refs the worker's port again
+    w.unref()
   }
 
   for (let i = 0; i < size; i++) lanes.push({ worker: null, ready: false, inflight: [], batch: [] })
