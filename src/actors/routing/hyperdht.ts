@@ -86,22 +86,36 @@ export type AsyncVerify = (signature: Uint8Array, message: Uint8Array, publicKey
  * check completes; without it (simulations) everything happens in the step
  * that received the request.
  */
-export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, asyncVerify: AsyncVerify | null = null) => {
-  let store: HyperDhtStore | null = null
-  const blake2b = crypto.blake2b
-  const hash = (x: Uint8Array): Uint8Array => blake2b(x)
-  const ns = R.namespaces(blake2b)
-  const checkSignature = (signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array, then: (ok: boolean) => void): void => {
-    if (asyncVerify === null) then(crypto.verify(signature, message, publicKey))
-    else asyncVerify(signature, message, publicKey, then)
+export class HyperDht {
+  private storeValue: HyperDhtStore | null = null
+  private readonly ns: R.Namespaces
+  /** The node's request handler (`onRequest`): true when the request was a HyperDHT command it served or refused. */
+  readonly handler: (req: IncomingRequest, node: DhtNode) => boolean
+
+  constructor(
+    private readonly crypto: CryptoImpl,
+    private readonly options: HyperDhtOptions = {},
+    private readonly asyncVerify: AsyncVerify | null = null
+  ) {
+    this.ns = R.namespaces(crypto.blake2b)
+    this.handler = (req, node) => this.handle(req, node)
   }
 
-  const handler = (req: IncomingRequest, node: DhtNode): boolean => {
+  private hash(x: Uint8Array): Uint8Array {
+    return this.crypto.blake2b(x)
+  }
+
+  private checkSignature(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array, then: (ok: boolean) => void): void {
+    if (this.asyncVerify === null) then(this.crypto.verify(signature, message, publicKey))
+    else this.asyncVerify(signature, message, publicKey, then)
+  }
+
+  private handle(req: IncomingRequest, node: DhtNode): boolean {
     // storage commands are served by persistent nodes only
     const id = node.id
     if (id === null) return false
     const now = node.time
-    const s = (store ??= new HyperDhtStore(options, now))
+    const s = (this.storeValue ??= new HyperDhtStore(this.options, now))
     const target = req.target
     switch (req.command) {
       case R.Command.FIND_PEER: {
@@ -127,13 +141,13 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
         return true
       }
       case R.Command.ANNOUNCE:
-        onAnnounce(s, req, node, id, now)
+        this.onAnnounce(s, req, node, id, now)
         return true
       case R.Command.UNANNOUNCE:
-        onUnannounce(s, req, node, id)
+        this.onUnannounce(s, req, node, id)
         return true
       case R.Command.MUTABLE_PUT:
-        onMutablePut(s, req, node)
+        this.onMutablePut(s, req, node)
         return true
       case R.Command.MUTABLE_GET: {
         if (target === null || req.value === null) return true
@@ -151,8 +165,8 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
         return true
       }
       case R.Command.IMMUTABLE_PUT: {
-        if (target === null || req.token === null || req.value === null) return reject(s)
-        if (!equalBytes(hash(req.value), target)) return reject(s)
+        if (target === null || req.token === null || req.value === null) return this.reject(s)
+        if (!equalBytes(this.hash(req.value), target)) return this.reject(s)
         s.immutables.set(toHex(target), copyBytes(req.value), now)
         s.stats.immutablePuts++
         node.reply(req, null)
@@ -167,23 +181,23 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
     return false
   }
 
-  const reject = (s: HyperDhtStore): true => {
+  private reject(s: HyperDhtStore): true {
     s.stats.rejected++
     return true
   }
 
-  const onAnnounce = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array, now: number): void => {
+  private onAnnounce(s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array, now: number): void {
     const target = req.target
-    if (target === null || req.token === null || req.value === null) return void reject(s)
+    if (target === null || req.token === null || req.value === null) return void this.reject(s)
     const m = decode(R.announce, req.value)
-    if (Result.isFailure(m)) return void reject(s)
+    if (Result.isFailure(m)) return void this.reject(s)
     const ann = m.success
     const topic = toHex(target)
     if (ann.peer === null) {
-      if (ann.refresh === null) return void reject(s)
-      const key = toHex(hash(ann.refresh))
+      if (ann.refresh === null) return void this.reject(s)
+      const key = toHex(this.hash(ann.refresh))
       const entry = s.refreshes.get(key, now)
-      if (entry === undefined) return void reject(s)
+      if (entry === undefined) return void this.reject(s)
       if (entry.announceSelf) s.forwards.set(toHex(entry.topic), { relay: { host: req.from.host, port: req.from.port }, record: entry.record }, now)
       else s.records.add(toHex(entry.topic), toHex(entry.record.subarray(0, 32)), entry.record, now)
       s.refreshes.delete(key, now)
@@ -191,19 +205,19 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
       node.reply(req, null, NO_TOKEN_NO_NODES)
       return
     }
-    if (ann.signature === null) return void reject(s)
+    if (ann.signature === null) return void this.reject(s)
     const peerBytes = encode(R.peer, ann.peer)
-    if (Result.isFailure(peerBytes)) return void reject(s)
-    const signable = R.annSignable(blake2b, target, id, req.token, peerBytes.success, ann.refresh, ns.ANNOUNCE)
-    if (Result.isFailure(signable)) return void reject(s)
+    if (Result.isFailure(peerBytes)) return void this.reject(s)
+    const signable = R.annSignable(this.crypto.blake2b, target, id, req.token, peerBytes.success, ann.refresh, this.ns.ANNOUNCE)
+    if (Result.isFailure(signable)) return void this.reject(s)
     const peer = ann.peer
-    checkSignature(ann.signature, signable.success, peer.publicKey, (ok) => {
-      if (ok) storeAnnounce(s, req, node, target, topic, ann, peer)
-      else reject(s)
+    this.checkSignature(ann.signature, signable.success, peer.publicKey, (ok) => {
+      if (ok) this.storeAnnounce(s, req, node, target, topic, ann, peer)
+      else this.reject(s)
     })
   }
 
-  const storeAnnounce = (
+  private storeAnnounce(
     s: HyperDhtStore,
     req: IncomingRequest,
     node: DhtNode,
@@ -211,13 +225,13 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
     topic: string,
     ann: R.Announce,
     peer: R.Peer
-  ): void => {
+  ): void {
     const now = node.time
     const stored = encode(R.peer, { publicKey: peer.publicKey, relayAddresses: peer.relayAddresses.slice(0, 3) })
-    if (Result.isFailure(stored)) return void reject(s)
+    if (Result.isFailure(stored)) return void this.reject(s)
     const record = stored.success
     const pk = toHex(peer.publicKey)
-    const announceSelf = equalBytes(hash(peer.publicKey), target)
+    const announceSelf = equalBytes(this.hash(peer.publicKey), target)
     if (announceSelf) {
       s.forwards.set(topic, { relay: { host: req.from.host, port: req.from.port }, record }, now)
       s.records.remove(topic, pk, now)
@@ -233,27 +247,27 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
     node.reply(req, null, NO_TOKEN_NO_NODES)
   }
 
-  const onUnannounce = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array): void => {
+  private onUnannounce(s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array): void {
     const target = req.target
-    if (target === null || req.token === null || req.value === null) return void reject(s)
+    if (target === null || req.token === null || req.value === null) return void this.reject(s)
     const m = decode(R.announce, req.value)
-    if (Result.isFailure(m) || m.success.peer === null || m.success.signature === null) return void reject(s)
+    if (Result.isFailure(m) || m.success.peer === null || m.success.signature === null) return void this.reject(s)
     const ann = m.success
     const peer = ann.peer!
     const peerBytes = encode(R.peer, peer)
-    if (Result.isFailure(peerBytes)) return void reject(s)
-    const signable = R.annSignable(blake2b, target, id, req.token!, peerBytes.success, ann.refresh, ns.UNANNOUNCE)
-    if (Result.isFailure(signable)) return void reject(s)
-    checkSignature(ann.signature!, signable.success, peer.publicKey, (ok) => {
-      if (ok) removeAnnounce(s, req, node, target, peer)
-      else reject(s)
+    if (Result.isFailure(peerBytes)) return void this.reject(s)
+    const signable = R.annSignable(this.crypto.blake2b, target, id, req.token!, peerBytes.success, ann.refresh, this.ns.UNANNOUNCE)
+    if (Result.isFailure(signable)) return void this.reject(s)
+    this.checkSignature(ann.signature!, signable.success, peer.publicKey, (ok) => {
+      if (ok) this.removeAnnounce(s, req, node, target, peer)
+      else this.reject(s)
     })
   }
 
-  const removeAnnounce = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, target: Uint8Array, peer: R.Peer): void => {
+  private removeAnnounce(s: HyperDhtStore, req: IncomingRequest, node: DhtNode, target: Uint8Array, peer: R.Peer): void {
     const now = node.time
     const topic = toHex(target)
-    if (equalBytes(hash(peer.publicKey), target)) {
+    if (equalBytes(this.hash(peer.publicKey), target)) {
       const fwd = s.forwards.get(topic, now)
       if (fwd !== undefined && fwd.relay !== null) s.forwards.delete(topic, now)
     }
@@ -262,22 +276,22 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
     node.reply(req, null, NO_TOKEN_NO_NODES)
   }
 
-  const onMutablePut = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode): void => {
+  private onMutablePut(s: HyperDhtStore, req: IncomingRequest, node: DhtNode): void {
     const target = req.target
-    if (target === null || req.token === null || req.value === null) return void reject(s)
+    if (target === null || req.token === null || req.value === null) return void this.reject(s)
     const m = decode(R.mutablePutRequest, req.value)
-    if (Result.isFailure(m)) return void reject(s)
+    if (Result.isFailure(m)) return void this.reject(s)
     const put = m.success
-    if (!equalBytes(hash(put.publicKey), target)) return void reject(s)
-    const signable = R.mutableSignable64(blake2b, put.seq, put.value)
-    if (Result.isFailure(signable)) return void reject(s)
-    checkSignature(put.signature, signable.success, put.publicKey, (ok) => {
-      if (ok) storeMutable(s, req, node, target, put)
-      else reject(s)
+    if (!equalBytes(this.hash(put.publicKey), target)) return void this.reject(s)
+    const signable = R.mutableSignable64(this.crypto.blake2b, put.seq, put.value)
+    if (Result.isFailure(signable)) return void this.reject(s)
+    this.checkSignature(put.signature, signable.success, put.publicKey, (ok) => {
+      if (ok) this.storeMutable(s, req, node, target, put)
+      else this.reject(s)
     })
   }
 
-  const storeMutable = (s: HyperDhtStore, req: IncomingRequest, node: DhtNode, target: Uint8Array, put: R.MutablePutRequest): void => {
+  private storeMutable(s: HyperDhtStore, req: IncomingRequest, node: DhtNode, target: Uint8Array, put: R.MutablePutRequest): void {
     const now = node.time
     const key = toHex(target)
     const storedBytes = s.mutables.get(key, now)
@@ -295,42 +309,50 @@ export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, 
       }
     }
     const value = encode(R.mutableGetResponse, { seq: put.seq, value: put.value, signature: put.signature })
-    if (Result.isFailure(value)) return void reject(s)
+    if (Result.isFailure(value)) return void this.reject(s)
     s.mutables.set(key, value.success, now)
     s.stats.mutablePuts++
     node.reply(req, null)
   }
 
-  return {
-    handler,
-    /** The store (null until the node first served a storage command as a persistent node). */
-    store: (): HyperDhtStore | null => store,
-    /**
-     * Drop this node's own copy of (topic, publicKey), as the reference's
-     * `lookupAndUnannounce` does before its query ("unlink self"): a client
-     * unannouncing from a node that is itself one of the holders must not
-     * leave that copy behind (its own LOOKUP never asks itself). Call it
-     * inside the node actor with the node's time.
-     */
-    unannounceLocal: (topic: Uint8Array, publicKey: Uint8Array, now: number): void => {
-      if (store === null) return
-      const key = toHex(topic)
-      if (equalBytes(hash(publicKey), topic)) {
-        const fwd = store.forwards.get(key, now)
-        if (fwd !== undefined && fwd.relay !== null) store.forwards.delete(key, now)
-      }
-      store.records.remove(key, toHex(publicKey), now)
-    },
-    /** Pin a router entry for a server listening on this node (FIND_PEER answers it). */
-    listen: (publicKey: Uint8Array, now: number): void => {
-      const s = (store ??= new HyperDhtStore(options, now))
-      const record = encode(R.peer, { publicKey, relayAddresses: [] })
-      if (Result.isSuccess(record)) s.forwards.retain(toHex(hash(publicKey)), { relay: null, record: record.success })
-    },
-    unlisten: (publicKey: Uint8Array): void => {
-      store?.forwards.release(toHex(hash(publicKey)))
+  /** The store (null until the node first served a storage command as a persistent node). */
+  store(): HyperDhtStore | null {
+    return this.storeValue
+  }
+
+  /**
+   * Drop this node's own copy of (topic, publicKey), as the reference's
+   * `lookupAndUnannounce` does before its query ("unlink self"): a client
+   * unannouncing from a node that is itself one of the holders must not
+   * leave that copy behind (its own LOOKUP never asks itself). Call it
+   * inside the node actor with the node's time.
+   */
+  unannounceLocal(topic: Uint8Array, publicKey: Uint8Array, now: number): void {
+    const store = this.storeValue
+    if (store === null) return
+    const key = toHex(topic)
+    if (equalBytes(this.hash(publicKey), topic)) {
+      const fwd = store.forwards.get(key, now)
+      if (fwd !== undefined && fwd.relay !== null) store.forwards.delete(key, now)
     }
+    store.records.remove(key, toHex(publicKey), now)
+  }
+
+  /** Pin a router entry for a server listening on this node (FIND_PEER answers it). */
+  listen(publicKey: Uint8Array, now: number): void {
+    const s = (this.storeValue ??= new HyperDhtStore(this.options, now))
+    const record = encode(R.peer, { publicKey, relayAddresses: [] })
+    if (Result.isSuccess(record)) s.forwards.retain(toHex(this.hash(publicKey)), { relay: null, record: record.success })
+  }
+
+  unlisten(publicKey: Uint8Array): void {
+    this.storeValue?.forwards.release(toHex(this.hash(publicKey)))
   }
 }
 
-export type HyperDht = ReturnType<typeof makeHyperDht>
+/** The HyperDHT storage layer for one node (see HyperDht). */
+export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, asyncVerify: AsyncVerify | null = null): HyperDht =>
+  new HyperDht(crypto, options, asyncVerify)
+
+
+
