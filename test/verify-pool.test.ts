@@ -49,10 +49,18 @@ const BAD_KEYS = [
 const check = (pool: ReturnType<typeof makeVerifyPool>, sig: Uint8Array, msg: Uint8Array, pk: Uint8Array): Promise<boolean> =>
   new Promise((resolve) => pool.verify(sig, msg, pk, resolve))
 
-/** Workers start with the first check: ask one (answered locally), then wait for them. */
+/**
+ * Start workers until `n` are ready: the first check starts the first worker
+ * (and is answered locally); then a pair of checks at once starts each next
+ * one (the second check finds the ready worker busy with the first).
+ */
 const waitReady = async (pool: ReturnType<typeof makeVerifyPool>, n: number): Promise<void> => {
-  await check(pool, new Uint8Array(64), new Uint8Array(1), new Uint8Array(32))
-  for (let i = 0; i < 400 && pool.stats.ready < n; i++) await sleep(25)
+  const z = () => check(pool, new Uint8Array(64), new Uint8Array(1), new Uint8Array(32))
+  await z()
+  for (let i = 0; i < 400 && pool.stats.ready < n; i++) {
+    if (pool.stats.ready >= 1 && i % 4 === 0) await Promise.all([z(), z()])
+    await sleep(25)
+  }
   expect(pool.stats.ready).toBe(n)
 }
 
@@ -67,8 +75,9 @@ describe("verify pool", () => {
     const pool = makeVerifyPool(2, c.verify)
     try {
       await waitReady(pool, 2)
+      const onWorkers = pool.stats.workers
       expect(await Promise.all([check(pool, sig, msg, kp.publicKey), check(pool, sig, msg, kp.publicKey)])).toEqual([true, true])
-      expect(pool.stats.workers).toBe(2)
+      expect(pool.stats.workers - onWorkers).toBe(2)
       // (a 'message' listener added after unref() used to ref each worker's port again,
       // so a process whose node had checked a signed write never exited)
       expect(holding()).toBe(before)
@@ -82,6 +91,7 @@ describe("verify pool", () => {
     const pool = makeVerifyPool(2, c.verify)
     try {
       await waitReady(pool, 2)
+      const { workers: workers0, local: local0 } = pool.stats
       const rand = seededRandom(77)
       const bytes = (n: number) => Uint8Array.from({ length: n }, () => Math.floor(rand() * 256))
       const cases: Array<{ sig: Uint8Array; msg: Uint8Array; pk: Uint8Array }> = []
@@ -105,8 +115,31 @@ describe("verify pool", () => {
       const want = cases.map((x) => nativeVerify(x.sig, x.msg, x.pk))
       expect(got).toEqual(want)
       expect(want.filter(Boolean).length).toBe(60) // exactly the untouched signatures hold
-      expect(pool.stats.workers).toBe(cases.length) // all of them checked on the workers
-      expect(pool.stats.local).toBe(1) // waitReady's
+      expect(pool.stats.workers - workers0).toBe(cases.length) // all of them checked on the workers
+      expect(pool.stats.local - local0).toBe(0)
+    } finally {
+      pool.close()
+    }
+  })
+
+  it("workers start on demand: a check at a time keeps one worker; checks arriving while it is busy start the next", async () => {
+    const c = await makeFast()
+    const kp = c.keyPair()!
+    const msg = Uint8Array.from([7, 8, 9])
+    const sig = c.sign(msg, kp.secretKey)!
+    const pool = makeVerifyPool(2, c.verify)
+    try {
+      expect(pool.stats.ready).toBe(0) // nothing started before the first check
+      await check(pool, sig, msg, kp.publicKey)
+      for (let i = 0; i < 400 && pool.stats.ready < 1; i++) await sleep(25)
+      expect(pool.stats.ready).toBe(1)
+      for (let i = 0; i < 20; i++) expect(await check(pool, sig, msg, kp.publicKey)).toBe(true)
+      await sleep(300) // time enough for a second worker to load, had one been started
+      expect(pool.stats.ready).toBe(1)
+      // a burst: the first check keeps the ready worker busy, the next ones start the second
+      expect(await Promise.all(Array.from({ length: 10 }, () => check(pool, sig, msg, kp.publicKey)))).toEqual(Array(10).fill(true))
+      for (let i = 0; i < 400 && pool.stats.ready < 2; i++) await sleep(25)
+      expect(pool.stats.ready).toBe(2)
     } finally {
       pool.close()
     }

@@ -13,9 +13,10 @@
  * - A check goes to the worker with the fewest pending; completions of
  *   different workers may come in any order (the stores' rules do not depend
  *   on it: a mutable record's seq decides, an announcement is a set entry).
- * - Workers start with the first check. Until one is ready (it loads the
- *   WASM module first), and whenever one fails, checks run on the calling
- *   thread with `fallback`: nothing is lost, only slower.
+ * - The first worker starts with the first check, each next one when a
+ *   check arrives while every started worker is busy. Until one is ready (it
+ *   loads the WASM module first), and whenever one fails, checks run on the
+ *   calling thread with `fallback`: nothing is lost, only slower.
  * - Workers are unref'd: an idle pool never keeps the process alive.
  * - Jobs posted in one synchronous step go to each worker as one message.
  *
@@ -176,8 +177,17 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
   }
 
   for (let i = 0; i < size; i++) lanes.push({ worker: null, ready: false, inflight: [], batch: [] })
-  // the workers start with the first check (a node that serves no writes never starts them)
-  let started = false
+  // Workers start on demand: the first with the first check (a node that
+  // serves no writes never starts one), each next one when a check arrives
+  // while every started worker is ready and has checks pending (or failed).
+  // A worker costs ~13 MB of RSS; a lightly loaded node keeps one.
+  let started = 0
+  const saturated = (lane: Lane): boolean => lane.worker === null || (lane.ready && (lane.batch.length > 0 || lane.inflight.length > 0))
+  const startMore = (): void => {
+    if (started >= lanes.length) return
+    for (let i = 0; i < started; i++) if (!saturated(lanes[i]!)) return
+    start(lanes[started++]!)
+  }
 
   const flush = (): void => {
     flushQueued = false
@@ -227,10 +237,7 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
         queueMicrotask(() => runLocally([job]))
         return
       }
-      if (!started) {
-        started = true
-        for (const lane of lanes) start(lane)
-      }
+      startMore()
       laneOf().batch.push({ signature, message, publicKey, done })
       if (!flushQueued) {
         flushQueued = true
@@ -240,7 +247,7 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
     close: () => {
       if (closed) return
       closed = true
-      started = true
+      started = lanes.length
       flush()
       for (const lane of lanes) fail(lane)
     }
