@@ -91,12 +91,14 @@ export interface SimNetworkOptions extends LinkOptions {
  * another shard, is decided on the sending side as any other (the sender's
  * NAT or firewall state, loss, duplication, delay) and put in the outbox
  * instead of the in-flight heap, with its arrival time. The driver moves
- * outboxes to their shards (`takeOutbox`, then `inject` on the owner: packed
- * batches, transferable between threads) and
- * advances every shard's clock in windows no longer than the smallest
- * one-way delay: a datagram sent in one window then always arrives in a
- * later one, so each shard runs its window alone. The receiving side (NAT
- * filtering, dead hosts, closed sockets) is decided on arrival, as always.
+ * outboxes to their shards (`takeOutbox`, then `inject` on the owner; the
+ * batches are packed and transferable between threads) and advances every
+ * shard's clock in windows no longer than the smallest one-way delay: a
+ * datagram sent in one window then always arrives in a later one, so each
+ * shard runs its window alone. (Shorter windows let shards drift apart by
+ * as many windows as fit in that delay, less one: bench/sim-sharded.mjs.)
+ * The receiving side (NAT filtering, dead hosts, closed sockets) is decided
+ * on arrival, as always.
  *
  * Determinism: a shard's run is a function of its seed, its own inputs and
  * the injected batches. With shards advanced in lockstep and batches
