@@ -35,31 +35,32 @@ const child = async (kind, n, port) => {
   if (kind === "omega") {
     boot = Gateway.bootstrapper(port, "127.0.0.1", { host: "127.0.0.1" })
     await boot.ready()
-    nodes = Array.from({ length: n }, () => new Gateway({ bootstrap: [`127.0.0.1:${port}`], host: "127.0.0.1" }))
   } else {
     boot = HyperDHT.bootstrapper(port, "127.0.0.1")
     await boot.ready()
-    nodes = Array.from({ length: n }, () => new HyperDHT({ bootstrap: [`127.0.0.1:${port}`], host: "127.0.0.1" }))
   }
-  await Promise.all(nodes.map((x) => x.ready()))
+  const Impl = kind === "omega" ? Gateway : HyperDHT
+  const batch = async () => {
+    const xs = Array.from({ length: n }, () => new Impl({ bootstrap: [`127.0.0.1:${port}`], host: "127.0.0.1" }))
+    await Promise.all(xs.map((x) => x.ready()))
+    return xs
+  }
+  const settled = async () => {
+    global.gc()
+    await new Promise((r) => setTimeout(r, 200))
+    global.gc()
+    return process.memoryUsage()
+  }
+  nodes = await batch()
   const ms = performance.now() - t0
-  global.gc()
-  await new Promise((r) => setTimeout(r, 200))
-  global.gc()
-  const mem1 = process.memoryUsage()
+  const mem1 = await settled()
   const tables = nodes.reduce((s, x) => s + x.toArray().length, 0) / n
   // a second batch of n nodes off the same bootstrapper: the marginal cost of
   // a node once the code it runs is compiled
   const t2 = performance.now()
-  const more = Array.from({ length: n }, () =>
-    kind === "omega" ? new Gateway({ bootstrap: [`127.0.0.1:${port}`], host: "127.0.0.1" }) : new HyperDHT({ bootstrap: [`127.0.0.1:${port}`], host: "127.0.0.1" })
-  )
-  await Promise.all(more.map((x) => x.ready()))
+  const more = await batch()
   const ms2 = performance.now() - t2
-  global.gc()
-  await new Promise((r) => setTimeout(r, 200))
-  global.gc()
-  const mem2 = process.memoryUsage()
+  const mem2 = await settled()
   const out = { kind, n, ms, heapPerNode: (mem1.heapUsed - mem0.heapUsed) / n, rssPerNode: (mem1.rss - mem0.rss) / n, externalPerNode: (mem1.external + mem1.arrayBuffers - mem0.external - mem0.arrayBuffers) / n, avgTable: tables, ms2, heapPerNode2: (mem2.heapUsed - mem1.heapUsed) / n }
   for (const x of more) await x.destroy()
   for (const x of nodes) await x.destroy()

@@ -33,6 +33,7 @@ import type * as Scope from "effect/Scope"
 import * as dgram from "node:dgram"
 import { isIPv4 } from "node:net"
 import { networkInterfaces } from "node:os"
+import { Heap } from "../../util/heap.js"
 import { BindError, type BindOptions, type Datagram, type Endpoint, type SocketStats, Transport, type UdpSocket } from "../Transport.js"
 
 /** Largest UDP payload over IPv4 (65535 - 8 byte UDP header - 20 byte IP header). */
@@ -288,7 +289,7 @@ const readLocalAddresses = (): ReadonlyArray<string> => {
  * order); one that throws is reported asynchronously and the others still run.
  */
 class SharedTimer {
-  private readonly heap: Array<{ readonly at: number; readonly seq: number; readonly f: () => void }> = []
+  private readonly heap = new Heap<{ readonly at: number; readonly seq: number; readonly f: () => void }>()
   private seq = 0
   private timer: ReturnType<typeof setTimeout> | null = null
   private armedAt = Infinity
@@ -296,18 +297,7 @@ class SharedTimer {
   constructor(private readonly clock: Clock.Clock) {}
 
   schedule(at: number, f: () => void): void {
-    const e = { at, seq: this.seq++, f }
-    const h = this.heap
-    let i = h.length
-    h.push(e)
-    while (i > 0) {
-      const p = (i - 1) >> 1
-      const parent = h[p]!
-      if (parent.at < at || (parent.at === at && parent.seq < e.seq)) break
-      h[i] = parent
-      i = p
-    }
-    h[i] = e
+    this.heap.push({ at, seq: this.seq++, f })
     if (at < this.armedAt) this.arm(at)
   }
 
@@ -324,9 +314,9 @@ class SharedTimer {
     const now = this.clock.currentTimeMillisUnsafe()
     const h = this.heap
     // a bounded batch: callbacks scheduled meanwhile for `now` run in the next one
-    let n = h.length
-    while (n-- > 0 && h.length > 0 && h[0]!.at <= now) {
-      const top = this.pop()
+    let n = h.size
+    while (n-- > 0 && h.size > 0 && h.peek()!.at <= now) {
+      const top = h.pop()!
       try {
         top.f()
       } catch (e) {
@@ -335,30 +325,8 @@ class SharedTimer {
         })
       }
     }
-    if (h.length > 0) this.arm(h[0]!.at)
-  }
-
-  private pop(): { readonly at: number; readonly seq: number; readonly f: () => void } {
-    const h = this.heap
-    const top = h[0]!
-    const last = h.pop()!
-    if (h.length > 0) {
-      let i = 0
-      const n = h.length
-      while (true) {
-        const l = 2 * i + 1
-        if (l >= n) break
-        const r = l + 1
-        let c = l
-        if (r < n && (h[r]!.at < h[l]!.at || (h[r]!.at === h[l]!.at && h[r]!.seq < h[l]!.seq))) c = r
-        const child = h[c]!
-        if (last.at < child.at || (last.at === child.at && last.seq < child.seq)) break
-        h[i] = child
-        i = c
-      }
-      h[i] = last
-    }
-    return top
+    const next = h.peek()
+    if (next !== undefined) this.arm(next.at)
   }
 }
 
