@@ -28,6 +28,10 @@
  *                                    (one network, JSON out; the client defaults to the same kind)
  *   VW=n node bench/records.mjs      Omega nodes with n signature-check workers (default: the
  *                                    facade's, 2 on a machine with at least 2 cores)
+ *   OMEGA_CRYPTO=native              Omega with sodium-native signatures and hashes (a
+ *                                    measurement of the protocol code alone; see
+ *                                    bench/native-crypto.mjs); OMEGA_CRYPTO=fast is its
+ *                                    control (the same per-node runtime, default crypto)
  */
 import { fork } from "node:child_process"
 import { fileURLToPath } from "node:url"
@@ -61,6 +65,17 @@ const timeout = (p, ms, what) => {
 const implementations = {
   async omega() {
     const { Gateway } = await import("../dist/index.js")
+    // OMEGA_CRYPTO=native: Omega's signatures and hashes by sodium-native (bench/native-crypto.mjs)
+    let cryptoOpts = {}
+    if (process.env.OMEGA_CRYPTO === "native") {
+      const { Crypto } = await import("../dist/layers/Crypto.js")
+      const { makeNativeCrypto } = await import("./native-crypto.mjs")
+      cryptoOpts = { crypto: Crypto.layerWith(await makeNativeCrypto()) }
+    } else if (process.env.OMEGA_CRYPTO === "fast") {
+      // the same per-node runtime as "native", with the default crypto (the control)
+      const { Crypto } = await import("../dist/layers/Crypto.js")
+      cryptoOpts = { crypto: Crypto.layer }
+    }
     return {
       name: "Omega",
       hash: (b) => Gateway.hash(b),
@@ -68,7 +83,7 @@ const implementations = {
       async bootstrapper() {
         for (let i = 0; i < 8; i++) {
           const port = randomPort()
-          const node = Gateway.bootstrapper(port, HOST, { host: HOST })
+          const node = Gateway.bootstrapper(port, HOST, { host: HOST, ...cryptoOpts })
           node.on("error", () => {})
           try {
             await node.ready()
@@ -80,7 +95,7 @@ const implementations = {
         throw new Error("no bootstrapper port")
       },
       node(bootPort, persistent) {
-        const g = new Gateway({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ephemeral: !persistent, ...(process.env.VW ? { verifyWorkers: Number(process.env.VW) } : {}) })
+        const g = new Gateway({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ephemeral: !persistent, ...cryptoOpts, ...(process.env.VW ? { verifyWorkers: Number(process.env.VW) } : {}) })
         g.on("error", () => {})
         return g
       },
