@@ -66,10 +66,10 @@ export const makeGateway = (config: GatewayConfig = {}): Effect.Effect<GatewayHa
         : null
     const hyperdht = makeHyperDht(crypto, config, asyncVerify)
     const node = yield* makeNode({ ...config, onRequest: config.onRequest ?? hyperdht.handler })
-    exec = node.exec
+    exec = (f) => node.exec(f)
     for (const f of early.splice(0)) node.exec(f)
-    // the node's own properties as they are (a spread would read its lazy `events` getter)
-    const handle: GatewayHandle = Object.defineProperties({ hyperdht }, Object.getOwnPropertyDescriptors(node)) as GatewayHandle
+    // the node actor itself, with its storage layer attached (no copy of its methods)
+    const handle: GatewayHandle = Object.assign(node, { hyperdht })
     return handle
   })
 

@@ -195,358 +195,406 @@ const bindServer = (
     return yield* transport.bind(host !== undefined ? { host, port: 0 } : { port: 0 })
   })
 
-/** Start a DHT node actor in the current scope. */
-export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, BindError, Transport | Crypto | Scope.Scope> =>
-  Effect.gen(function*() {
-    const transport = yield* Transport
-    const crypto: CryptoImpl = yield* Crypto
-    const scope = yield* Effect.scope
-    const random = config.randomSeed !== undefined ? seededRandom(config.randomSeed) : Math.random
-    const mailbox = yield* Queue.unbounded<Message>()
-    const clock = yield* Clock.Clock
-    // The core is a plain state machine touched only in synchronous steps: the
-    // actor loop's batch, or `exec`/push steps run directly when the loop is
-    // idle. On one JS thread such steps never interleave; `busy` guards
-    // re-entry from inside a step (event listeners), which then goes through
-    // the mailbox instead. `alive` turns direct steps off once the actor ends.
-    let busy = true // until the actor loop runs: the core does not exist yet
-    let alive = true
-    // made on first use (1.4 KB a node): nothing can be subscribed before,
-    // and a PubSub keeps no events for later subscribers anyway
-    let events: PubSub.PubSub<DhtEvent> | null = null
-    const ready = yield* Deferred.make<void>()
-    const closed = yield* Deferred.make<void>()
+/** The socket pair a node is bound to. */
+interface SocketPair {
+  readonly server: UdpSocket
+  readonly client: UdpSocket
+}
 
-    // ---- sockets (rebound on resume) ----
-    let socketScope = yield* Scope.fork(scope)
-    const bindBoth = (prevServer: number, prevClient: number) =>
-      Effect.gen(function*() {
-        const server = yield* bindServer(transport, config.host, config.port ?? 0, config.anyPort !== false, prevServer).pipe(Scope.provide(socketScope))
-        const clientTry = yield* Effect.result(
-          transport.bind(config.host !== undefined ? { host: config.host, port: prevClient } : { port: prevClient }).pipe(Scope.provide(socketScope))
-        )
-        const client =
-          clientTry._tag === "Success"
-            ? clientTry.success
-            : yield* transport.bind(config.host !== undefined ? { host: config.host, port: 0 } : { port: 0 }).pipe(Scope.provide(socketScope))
-        return { server, client }
-      })
-    let sockets = yield* bindBoth(0, 0)
-    const reader = (socket: UdpSocket, kind: SocketKind) =>
-      Effect.forever(
-        Effect.flatMap(socket.receive, (batch) => Effect.sync(() => Queue.offerUnsafe(mailbox, { _tag: "Datagrams", socket: kind, batch })))
-      )
-    // push mode: the socket hands each datagram to the core at once when the
-    // actor is idle (see `exec` below), else to the mailbox (no reader fiber);
-    // the pull readers remain for transports without push mode
-    // (`step` specialized: no closure per datagram)
-    const push = (kind: SocketKind) => (d: Datagram): void => {
-      if (busy || !alive) {
-        Queue.offerUnsafe(mailbox, { _tag: "Datagram", socket: kind, from: d.from, data: d.data })
-        return
-      }
-      busy = true
-      try {
-        const now = clock.currentTimeMillisUnsafe()
-        core.onDatagram(now, kind, d.from, d.data)
-        afterStep(now)
-      } catch (e) {
-        rethrowLater(e)
-      } finally {
-        busy = false
-      }
+/**
+ * The node actor's state and its NodeHandle methods, as one object: a class
+ * instead of a closure per method (a node used to keep about 35 closures and
+ * their contexts; with thousands of nodes in a simulation that was the larger
+ * part of a node's heap). Built by `makeNode`.
+ */
+class NodeActor implements NodeHandle {
+  core!: DhtNode
+  // The core is a plain state machine touched only in synchronous steps: the
+  // actor loop's batch, or `exec`/push steps run directly when the loop is
+  // idle. On one JS thread such steps never interleave; `busy` guards
+  // re-entry from inside a step (event listeners), which then goes through
+  // the mailbox instead. `alive` turns direct steps off once the actor ends.
+  private busy = true // until the actor loop runs: the core does not exist yet
+  alive = true
+  // made on first use (1.4 KB a node): nothing can be subscribed before,
+  // and a PubSub keeps no events for later subscribers anyway
+  private pubsub: PubSub.PubSub<DhtEvent> | null = null
+  private readonly listeners = new Set<(e: DhtEvent) => void>()
+  // The loop only ever blocks in Queue.takeAll (never raced, so nothing taken
+  // is lost); timers are alarms that wake the node at the core's next
+  // deadline. A stale alarm just causes a harmless extra wake-up.
+  private armedAt = Infinity
+  private wakePosted = false
+  private destroyed = false
+  watching = true
+  interfaces = ""
+  socketPair: SocketPair
+  socketScope: Scope.Closeable
+  /** The sockets' push receivers (`step` specialized: no closure per datagram). */
+  private readonly pushServer = (d: Datagram): void => this.push(SERVER, d)
+  private readonly pushClient = (d: Datagram): void => this.push(CLIENT, d)
+
+  constructor(
+    private readonly config: NodeConfig,
+    private readonly transport: Transport["Service"],
+    private readonly scope: Scope.Scope,
+    private readonly mailbox: Queue.Queue<Message>,
+    private readonly clock: Clock.Clock,
+    private readonly readyLatch: Deferred.Deferred<void>,
+    private readonly closedLatch: Deferred.Deferred<void>,
+    socketScope: Scope.Closeable,
+    sockets: SocketPair
+  ) {
+    this.socketScope = socketScope
+    this.socketPair = sockets
+  }
+
+  // ---- sockets (rebound on resume) ----
+
+  bindBoth(prevServer: number, prevClient: number): Effect.Effect<SocketPair, BindError> {
+    return bindPair(this.transport, this.config, this.socketScope, prevServer, prevClient)
+  }
+
+  /**
+   * Push mode: the socket hands each datagram to the core at once when the
+   * actor is idle (see `exec`), else to the mailbox (no reader fiber); the
+   * pull readers remain for transports without push mode.
+   */
+  private push(kind: SocketKind, d: Datagram): void {
+    if (this.busy || !this.alive) {
+      Queue.offerUnsafe(this.mailbox, { _tag: "Datagram", socket: kind, from: d.from, data: d.data })
+      return
     }
-    const startReaders = () =>
-      Effect.gen(function*() {
-        for (const [socket, kind] of [[sockets.server, SERVER], [sockets.client, CLIENT]] as const) {
-          if (typeof socket.setReceiver === "function") {
-            socket.setReceiver(push(kind))
-            yield* Scope.addFinalizer(socketScope, Effect.sync(() => socket.setReceiver(null)))
-          } else yield* Effect.forkIn(reader(socket, kind), socketScope, { startImmediately: true })
+    this.busy = true
+    try {
+      const now = this.clock.currentTimeMillisUnsafe()
+      this.core.onDatagram(now, kind, d.from, d.data)
+      this.afterStep(now)
+    } catch (e) {
+      rethrowLater(e)
+    } finally {
+      this.busy = false
+    }
+  }
+
+  startReaders(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      const scope = this.socketScope
+      const mailbox = this.mailbox
+      for (const [socket, kind] of [[this.socketPair.server, SERVER], [this.socketPair.client, CLIENT]] as const) {
+        if (typeof socket.setReceiver === "function") {
+          socket.setReceiver(kind === SERVER ? this.pushServer : this.pushClient)
+          yield* Scope.addFinalizer(scope, Effect.sync(() => socket.setReceiver(null)))
+        } else {
+          const reader = Effect.forever(
+            Effect.flatMap(socket.receive, (batch) => Effect.sync(() => Queue.offerUnsafe(mailbox, { _tag: "Datagrams", socket: kind, batch })))
+          )
+          yield* Effect.forkIn(reader, scope, { startImmediately: true })
         }
-      })
-    yield* startReaders()
-
-    const now0 = yield* Clock.currentTimeMillis
-    const passThrough: Array<keyof CoreConfig> = [
-      "ephemeral", "adaptive", "firewalled", "quickFirewall", "concurrency", "maxWindow", "maxPingDelay",
-      "sendDownHints", "downHintsRateLimit", "k", "nodes", "filterNode", "natSample", "onRequest"
-    ]
-    const coreConfig: Record<string, unknown> = {}
-    for (const key of passThrough) if (config[key] !== undefined) coreConfig[key] = config[key]
-    const coreOptions: DhtNodeOptions = {
-      ...(coreConfig as CoreConfig),
-      crypto,
-      random,
-      ...(config.randomSeed !== undefined ? { randomBytes: (n: number) => { const b = new Uint8Array(n); for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256); return b } } : {}),
-      transmit: (socket, to, data, ttl) => (socket === SERVER ? sockets.server : sockets.client).send(to, data, ttl || undefined),
-      serverPort: sockets.server.local.port
-    }
-    const core = new DhtNode(coreOptions, now0)
-
-    const listeners = new Set<(e: DhtEvent) => void>()
-    const flushEvents = (): void => {
-      if (core.events.length === 0) return
-      const evs = core.events.splice(0, core.events.length)
-      for (const e of evs) {
-        if (e._tag === "ready") Deferred.doneUnsafe(ready, Exit.void)
-        if (e._tag === "close") Deferred.doneUnsafe(closed, Exit.void)
-        if (events !== null) PubSub.publishUnsafe(events, e)
-        for (const l of listeners) l(e)
-      }
-    }
-
-    const handle = (m: Message, now: number): void => {
-      if (m._tag === "Datagram") core.onDatagram(now, m.socket, m.from, m.data)
-      else if (m._tag === "Datagrams") {
-        for (const d of m.batch) core.onDatagram(now, m.socket, d.from, d.data)
-      } else if (m._tag === "Run") {
-        core.setTime(now)
-        m.run(core, now)
-      }
-    }
-
-    // ---- the actor loop ----
-    // The loop only ever blocks in Queue.takeAll (never raced, so nothing taken
-    // is lost); timers are alarm fibers that post a Wake message at the core's
-    // next deadline. A stale alarm just causes a harmless extra wake-up.
-    let armedAt = Infinity
-    const schedule = transport.schedule
-    // A shared-timer alarm runs the due timers as a direct step when the
-    // actor is idle (as a pushed datagram does): no mailbox hop and fiber
-    // wake-up per timer, which in a simulation of thousands of mostly idle
-    // nodes was the larger part of the run.
-    const onAlarm = (deadline: number) => (): void => {
-      if (armedAt === deadline) armedAt = Infinity
-      if (busy || !alive) {
-        Queue.offerUnsafe(mailbox, WAKE)
-        return
-      }
-      try {
-        step(noStep) // the step's afterStep runs the due timers
-      } catch (e) {
-        rethrowLater(e)
-      }
-    }
-    const arm = (deadline: number, now: number): Effect.Effect<void> => {
-      if (deadline >= armedAt || deadline === Infinity) return Effect.void
-      armedAt = deadline
-      if (schedule !== undefined) {
-        // the transport's shared timer: no fiber per alarm
-        schedule(deadline, onAlarm(deadline))
-        return Effect.void
-      }
-      return Effect.asVoid(
-        Effect.forkIn(
-          Effect.andThen(
-            Effect.sleep(Math.max(0, deadline - now)),
-            Effect.sync(() => {
-              if (armedAt === deadline) armedAt = Infinity
-              Queue.offerUnsafe(mailbox, WAKE)
-            })
-          ),
-          scope,
-          { startImmediately: true }
-        )
-      )
-    }
-    // After a direct step: due timers, events, and an earlier alarm if the
-    // step moved the next deadline forward (with a shared-timer transport at
-    // once, else by waking the loop, which arms it).
-    let wakePosted = false
-    const afterStep = (now: number): void => {
-      if (core.nextDeadline() <= now) core.onTimers(now)
-      flushEvents()
-      const deadline = core.nextDeadline()
-      if (deadline >= armedAt || deadline === Infinity) return
-      if (schedule !== undefined) {
-        armedAt = deadline
-        schedule(deadline, onAlarm(deadline))
-      } else if (!wakePosted) {
-        wakePosted = true
-        Queue.offerUnsafe(mailbox, WAKE)
-      }
-    }
-    /** One direct step (the caller checked `!busy && alive`). */
-    const step = <A>(f: (node: DhtNode, now: number) => A): A => {
-      busy = true
-      try {
-        const now = clock.currentTimeMillisUnsafe()
-        core.setTime(now)
-        const a = f(core, now)
-        afterStep(now)
-        return a
-      } finally {
-        busy = false
-      }
-    }
-    const exec = (f: (node: DhtNode, now: number) => void): void => {
-      if (busy || !alive) Queue.offerUnsafe(mailbox, { _tag: "Run", run: f })
-      else step(f)
-    }
-    const loop = Effect.gen(function*() {
-      let now = yield* Clock.currentTimeMillis
-      yield* arm(core.nextDeadline(), now)
-      busy = false
-      while (true) {
-        const batch = yield* Queue.takeAll(mailbox)
-        now = yield* Clock.currentTimeMillis
-        wakePosted = false
-        busy = true
-        try {
-          for (const m of batch) handle(m, now)
-          if (core.nextDeadline() <= now) core.onTimers(now)
-          flushEvents()
-        } finally {
-          busy = false
-        }
-        yield* arm(core.nextDeadline(), now)
       }
     })
-    const actor = yield* Effect.forkIn(loop, scope, { startImmediately: true })
+  }
 
-    // network-change: watch the host's interface addresses (every 5 s)
-    let interfaces = transport.localAddresses().join(",")
-    let watching = true
-    const pollInterfaces = (): void => {
-      const now = transport.localAddresses()
-      const key = now.join(",")
-      if (key === interfaces) return
-      interfaces = key
-      Queue.offerUnsafe(mailbox, { _tag: "Run", run: (node) => node.networkChange(now) })
+  transmit(socket: SocketKind, to: Datagram["from"], data: Uint8Array, ttl: number): void {
+    ;(socket === SERVER ? this.socketPair.server : this.socketPair.client).send(to, data, ttl || undefined)
+  }
+
+  // ---- steps ----
+
+  private flushEvents(): void {
+    const core = this.core
+    if (core.events.length === 0) return
+    const evs = core.events.splice(0, core.events.length)
+    for (const e of evs) {
+      if (e._tag === "ready") Deferred.doneUnsafe(this.readyLatch, Exit.void)
+      if (e._tag === "close") Deferred.doneUnsafe(this.closedLatch, Exit.void)
+      if (this.pubsub !== null) PubSub.publishUnsafe(this.pubsub, e)
+      for (const l of this.listeners) l(e)
     }
-    if (schedule !== undefined) {
-      const clock = yield* Clock.Clock
-      const every = (): void => {
-        if (!watching) return
-        pollInterfaces()
-        schedule(clock.currentTimeMillisUnsafe() + NETWORK_POLL_MS, every)
-      }
-      schedule(now0 + NETWORK_POLL_MS, every)
-      yield* Effect.addFinalizer(() => Effect.sync(() => { watching = false }))
-    } else {
-      yield* Effect.forkIn(
-        Effect.forever(Effect.andThen(Effect.sleep(NETWORK_POLL_MS), Effect.sync(pollInterfaces))),
-        scope,
+  }
+
+  private handle(m: Message, now: number): void {
+    const core = this.core
+    if (m._tag === "Datagram") core.onDatagram(now, m.socket, m.from, m.data)
+    else if (m._tag === "Datagrams") {
+      for (const d of m.batch) core.onDatagram(now, m.socket, d.from, d.data)
+    } else if (m._tag === "Run") {
+      core.setTime(now)
+      m.run(core, now)
+    }
+  }
+
+  /**
+   * A shared-timer alarm runs the due timers as a direct step when the actor
+   * is idle (as a pushed datagram does): no mailbox hop and fiber wake-up per
+   * timer, which in a simulation of thousands of mostly idle nodes was the
+   * larger part of the run.
+   */
+  private alarm(deadline: number): void {
+    if (this.armedAt === deadline) this.armedAt = Infinity
+    if (this.busy || !this.alive) {
+      Queue.offerUnsafe(this.mailbox, WAKE)
+      return
+    }
+    try {
+      this.step(noStep) // the step's afterStep runs the due timers
+    } catch (e) {
+      rethrowLater(e)
+    }
+  }
+
+  private schedule(deadline: number): void {
+    this.armedAt = deadline
+    this.transport.schedule!(deadline, () => this.alarm(deadline))
+  }
+
+  private arm(deadline: number, now: number): Effect.Effect<void> {
+    if (deadline >= this.armedAt || deadline === Infinity) return Effect.void
+    if (this.transport.schedule !== undefined) {
+      // the transport's shared timer: no fiber per alarm
+      this.schedule(deadline)
+      return Effect.void
+    }
+    this.armedAt = deadline
+    return Effect.asVoid(
+      Effect.forkIn(
+        Effect.andThen(
+          Effect.sleep(Math.max(0, deadline - now)),
+          Effect.sync(() => {
+            if (this.armedAt === deadline) this.armedAt = Infinity
+            Queue.offerUnsafe(this.mailbox, WAKE)
+          })
+        ),
+        this.scope,
         { startImmediately: true }
       )
+    )
+  }
+
+  /**
+   * After a direct step: due timers, events, and an earlier alarm if the step
+   * moved the next deadline forward (with a shared-timer transport at once,
+   * else by waking the loop, which arms it).
+   */
+  private afterStep(now: number): void {
+    const core = this.core
+    if (core.nextDeadline() <= now) core.onTimers(now)
+    this.flushEvents()
+    const deadline = core.nextDeadline()
+    if (deadline >= this.armedAt || deadline === Infinity) return
+    if (this.transport.schedule !== undefined) this.schedule(deadline)
+    else if (!this.wakePosted) {
+      this.wakePosted = true
+      Queue.offerUnsafe(this.mailbox, WAKE)
     }
+  }
 
-    const run = <A>(f: (node: DhtNode, now: number) => A): Effect.Effect<A> =>
-      Effect.suspend(() => {
-        if (!busy && alive) return Effect.succeed(step(f))
-        return Effect.flatMap(Deferred.make<A>(), (d) =>
-          Effect.andThen(
-            Effect.sync(() =>
-              Queue.offerUnsafe(mailbox, {
-                _tag: "Run",
-                run: (node, now) => {
-                  Deferred.doneUnsafe(d, Exit.succeed(f(node, now)))
-                }
-              })
-            ),
-            Deferred.await(d)
-          )
-        )
-      })
+  /** One direct step (the caller checked `!busy && alive`). */
+  private step<A>(f: (node: DhtNode, now: number) => A): A {
+    this.busy = true
+    try {
+      const now = this.clock.currentTimeMillisUnsafe()
+      this.core.setTime(now)
+      const a = f(this.core, now)
+      this.afterStep(now)
+      return a
+    } finally {
+      this.busy = false
+    }
+  }
 
-    const startQuery: NodeHandle["startQuery"] = (args, opts) =>
-      Effect.gen(function*() {
-        const results = yield* Queue.unbounded<QueryReply, QueryError | Cause.Done>()
-        const query = yield* run((node) => {
-          const q =
-            args.internal === true
-              ? node.findNode(args.target, opts)
-              : node.query({ target: args.target, command: args.command, value: args.value ?? null }, opts)
-          q.onreply = (r) => {
-            Queue.offerUnsafe(results, r)
-          }
-          q.onend = (err) => {
-            if (err === null) Queue.endUnsafe(results)
-            else Queue.failCauseUnsafe(results, Cause.fail(err))
-          }
-          q.start()
-          return q
-        })
-        yield* Effect.addFinalizer(() => run((node) => {
-          if (!query.done) query.destroy(null)
-          void node
-        }))
-        return { query, replies: Stream.fromQueue(results) }
-      })
+  exec(f: (node: DhtNode, now: number) => void): void {
+    if (this.busy || !this.alive) Queue.offerUnsafe(this.mailbox, { _tag: "Run", run: f })
+    else this.step(f)
+  }
 
-    // A query consumed by a callback: no queue between the core and the
-    // consumer, so a reply reaches it in the same step that received it
-    // (first-match reads end the query right there). `stop()` ends the query
-    // early, successfully; interruption destroys it.
-    const runQuery: NodeHandle["runQuery"] = (args, opts, onreply, onstart) =>
-      Effect.callback<Query, QueryError>((resume) => {
-        let query: Query | null = null
-        let cancelled = false
-        exec((node) => {
-          if (cancelled) return
-          const q =
-            args.internal === true
-              ? node.findNode(args.target, opts)
-              : node.query({ target: args.target, command: args.command, value: args.value ?? null }, opts)
-          query = q
-          if (onstart !== undefined) onstart(q)
-          const stop = (): void => {
-            if (!q.done) q.destroy(null)
-          }
-          q.onreply = (r) => {
-            if (!q.done) onreply(r, stop)
-          }
-          q.onend = (err) => resume(err === null ? Effect.succeed(q) : Effect.fail(err))
-          q.start()
-        })
-        return Effect.sync(() => {
-          cancelled = true
-          exec(() => {
-            const q = query as Query | null
-            if (q !== null && !q.done) {
-              q.onend = () => {}
-              q.destroy(null)
-            }
-          })
-        })
-      })
+  loop(): Effect.Effect<never> {
+    return Effect.gen({ self: this }, function*() {
+      let now = yield* Clock.currentTimeMillis
+      yield* this.arm(this.core.nextDeadline(), now)
+      this.busy = false
+      while (true) {
+        const batch = yield* Queue.takeAll(this.mailbox)
+        now = yield* Clock.currentTimeMillis
+        this.wakePosted = false
+        this.busy = true
+        try {
+          for (const m of batch) this.handle(m, now)
+          if (this.core.nextDeadline() <= now) this.core.onTimers(now)
+          this.flushEvents()
+        } finally {
+          this.busy = false
+        }
+        yield* this.arm(this.core.nextDeadline(), now)
+      }
+    })
+  }
 
-    const queryStream = (
-      args: { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null },
-      opts?: QueryOptions
-    ): Stream.Stream<QueryReply, QueryError> => Stream.unwrap(Effect.map(startQuery(args, opts), (s) => s.replies))
+  /** network-change: compare the host's interface addresses with the last seen. */
+  pollInterfaces(): void {
+    const now = this.transport.localAddresses()
+    const key = now.join(",")
+    if (key === this.interfaces) return
+    this.interfaces = key
+    Queue.offerUnsafe(this.mailbox, { _tag: "Run", run: (node) => node.networkChange(now) })
+  }
 
-    const request: NodeHandle["request"] = (args, to, opts = {}) =>
-      Effect.flatMap(Deferred.make<IncomingResponse, RequestError>(), (d) =>
+  /** Poll the interfaces every NETWORK_POLL_MS on the shared timer, until the node's scope closes. */
+  pollEvery(schedule: NonNullable<Transport["Service"]["schedule"]>): void {
+    if (!this.watching) return
+    this.pollInterfaces()
+    schedule(this.clock.currentTimeMillisUnsafe() + NETWORK_POLL_MS, () => this.pollEvery(schedule))
+  }
+
+  // ---- NodeHandle ----
+
+  run<A>(f: (node: DhtNode, now: number) => A): Effect.Effect<A> {
+    return Effect.suspend(() => {
+      if (!this.busy && this.alive) return Effect.succeed(this.step(f))
+      return Effect.flatMap(Deferred.make<A>(), (d) =>
         Effect.andThen(
-          run((node) => {
-            const r = node.directRequest(
-              args,
-              to,
-              opts,
-              (res) => Deferred.doneUnsafe(d, Exit.succeed(res)),
-              (err) => Deferred.doneUnsafe(d, Exit.fail(err))
-            )
-            if (r === null) {
-              Deferred.doneUnsafe(
-                d,
-                Exit.fail(requestError("NODE_DESTROYED", to, args.command, args.internal === true))
-              )
-            }
-          }),
+          Effect.sync(() =>
+            Queue.offerUnsafe(this.mailbox, {
+              _tag: "Run",
+              run: (node, now) => {
+                Deferred.doneUnsafe(d, Exit.succeed(f(node, now)))
+              }
+            })
+          ),
           Deferred.await(d)
         )
       )
+    })
+  }
 
-    const ping: NodeHandle["ping"] = (to, opts = {}) =>
-      request(
-        { internal: true, command: 0, value: opts.size !== undefined && opts.size > 0 ? new Uint8Array(opts.size) : null },
-        to,
-        opts.retry === false ? { retry: false } : {}
+  startQuery(
+    args: { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null },
+    opts?: QueryOptions
+  ): Effect.Effect<{ readonly query: Query; readonly replies: Stream.Stream<QueryReply, QueryError> }, never, Scope.Scope> {
+    return Effect.gen({ self: this }, function*() {
+      const results = yield* Queue.unbounded<QueryReply, QueryError | Cause.Done>()
+      const query = yield* this.run((node) => {
+        const q =
+          args.internal === true
+            ? node.findNode(args.target, opts)
+            : node.query({ target: args.target, command: args.command, value: args.value ?? null }, opts)
+        q.onreply = (r) => {
+          Queue.offerUnsafe(results, r)
+        }
+        q.onend = (err) => {
+          if (err === null) Queue.endUnsafe(results)
+          else Queue.failCauseUnsafe(results, Cause.fail(err))
+        }
+        q.start()
+        return q
+      })
+      yield* Effect.addFinalizer(() => this.run(() => {
+        if (!query.done) query.destroy(null)
+      }))
+      return { query, replies: Stream.fromQueue(results) }
+    })
+  }
+
+  // A query consumed by a callback: no queue between the core and the
+  // consumer, so a reply reaches it in the same step that received it
+  // (first-match reads end the query right there). `stop()` ends the query
+  // early, successfully; interruption destroys it.
+  runQuery(
+    args: { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null },
+    opts: QueryOptions | undefined,
+    onreply: (reply: QueryReply, stop: () => void) => void,
+    onstart?: (query: Query) => void
+  ): Effect.Effect<Query, QueryError> {
+    return Effect.callback<Query, QueryError>((resume) => {
+      let query: Query | null = null
+      let cancelled = false
+      this.exec((node) => {
+        if (cancelled) return
+        const q =
+          args.internal === true
+            ? node.findNode(args.target, opts)
+            : node.query({ target: args.target, command: args.command, value: args.value ?? null }, opts)
+        query = q
+        if (onstart !== undefined) onstart(q)
+        const stop = (): void => {
+          if (!q.done) q.destroy(null)
+        }
+        q.onreply = (r) => {
+          if (!q.done) onreply(r, stop)
+        }
+        q.onend = (err) => resume(err === null ? Effect.succeed(q) : Effect.fail(err))
+        q.start()
+      })
+      return Effect.sync(() => {
+        cancelled = true
+        this.exec(() => {
+          const q = query as Query | null
+          if (q !== null && !q.done) {
+            q.onend = () => {}
+            q.destroy(null)
+          }
+        })
+      })
+    })
+  }
+
+  private queryStream(
+    args: { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null },
+    opts?: QueryOptions
+  ): Stream.Stream<QueryReply, QueryError> {
+    return Stream.unwrap(Effect.map(this.startQuery(args, opts), (s) => s.replies))
+  }
+
+  findNode(target: Uint8Array, opts?: QueryOptions): Stream.Stream<QueryReply, QueryError> {
+    return this.queryStream({ target, command: 2, internal: true }, opts)
+  }
+
+  query(
+    args: { readonly target: Uint8Array; readonly command: number; readonly value?: Uint8Array | null },
+    opts?: QueryOptions
+  ): Stream.Stream<QueryReply, QueryError> {
+    return this.queryStream({ target: args.target, command: args.command, value: args.value ?? null }, opts)
+  }
+
+  request(
+    args: { readonly token?: Uint8Array | null; readonly command: number; readonly target?: Uint8Array | null; readonly value?: Uint8Array | null; readonly internal?: boolean },
+    to: { readonly host: string; readonly port: number },
+    opts: { readonly retry?: boolean; readonly socket?: SocketKind; readonly timeout?: number } = {}
+  ): Effect.Effect<IncomingResponse, RequestError> {
+    return Effect.flatMap(Deferred.make<IncomingResponse, RequestError>(), (d) =>
+      Effect.andThen(
+        this.run((node) => {
+          const r = node.directRequest(
+            args,
+            to,
+            opts,
+            (res) => Deferred.doneUnsafe(d, Exit.succeed(res)),
+            (err) => Deferred.doneUnsafe(d, Exit.fail(err))
+          )
+          if (r === null) {
+            Deferred.doneUnsafe(d, Exit.fail(requestError("NODE_DESTROYED", to, args.command, args.internal === true)))
+          }
+        }),
+        Deferred.await(d)
       )
+    )
+  }
 
-    const status = run((node): NodeStatus => {
+  ping(to: { readonly host: string; readonly port: number }, opts: { readonly size?: number; readonly retry?: boolean } = {}): Effect.Effect<IncomingResponse, RequestError> {
+    return this.request(
+      { internal: true, command: 0, value: opts.size !== undefined && opts.size > 0 ? new Uint8Array(opts.size) : null },
+      to,
+      opts.retry === false ? { retry: false } : {}
+    )
+  }
+
+  addNode(n: { readonly host: string; readonly port: number }): Effect.Effect<void> {
+    return this.run((node) => node.addNode(n))
+  }
+
+  get status(): Effect.Effect<NodeStatus> {
+    return this.run((node): NodeStatus => {
+      const sockets = this.socketPair
       const outgoing = node.firewalled ? sockets.client : sockets.server
       return {
         address: outgoing.local,
@@ -565,103 +613,174 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
         dropped: node.io.stats.dropped
       }
     })
+  }
+
+  get events(): PubSub.PubSub<DhtEvent> {
+    return (this.pubsub ??= Effect.runSync(PubSub.unbounded<DhtEvent>()))
+  }
+
+  onEvent(listener: (e: DhtEvent) => void): () => void {
+    this.listeners.add(listener)
+    return () => {
+      this.listeners.delete(listener)
+    }
+  }
+
+  get ready(): Effect.Effect<void> {
+    return Deferred.await(this.readyLatch)
+  }
+
+  get suspend(): Effect.Effect<void> {
+    return this.run((node) => node.suspend())
+  }
+
+  get resume(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      const prevServer = this.socketPair.server.local.port
+      const prevClient = this.socketPair.client.local.port
+      yield* Scope.close(this.socketScope, Exit.void)
+      this.socketScope = yield* Scope.fork(this.scope)
+      this.socketPair = yield* this.bindBoth(prevServer, prevClient).pipe(Effect.orDie)
+      yield* this.startReaders()
+      yield* this.run((node, now) => {
+        node.serverPort = this.socketPair.server.local.port
+        node.resume(now)
+      })
+    })
+  }
+
+  /** The core fails everything in flight and ends its queries; the actor keeps answering (with NODE_DESTROYED) until the owning scope closes. */
+  get destroy(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      if (this.destroyed) return
+      this.destroyed = true
+      yield* this.run((node) => node.destroy())
+      yield* Scope.close(this.socketScope, Exit.void)
+    })
+  }
+
+  sockets(): SocketPair {
+    return this.socketPair
+  }
+}
+
+/** Bind a node's server and client sockets in `socketScope` (previous ports first). */
+const bindPair = (
+  transport: Transport["Service"],
+  config: NodeConfig,
+  socketScope: Scope.Scope,
+  prevServer: number,
+  prevClient: number
+): Effect.Effect<SocketPair, BindError> =>
+  Effect.gen(function*() {
+    const server = yield* bindServer(transport, config.host, config.port ?? 0, config.anyPort !== false, prevServer).pipe(Scope.provide(socketScope))
+    const clientTry = yield* Effect.result(
+      transport.bind(config.host !== undefined ? { host: config.host, port: prevClient } : { port: prevClient }).pipe(Scope.provide(socketScope))
+    )
+    const client =
+      clientTry._tag === "Success"
+        ? clientTry.success
+        : yield* transport.bind(config.host !== undefined ? { host: config.host, port: 0 } : { port: 0 }).pipe(Scope.provide(socketScope))
+    return { server, client }
+  })
+
+/** Resolve the bootstrap list: "suggestedIP@hostname" entries are pinged first, hostnames looked up. */
+const resolveBootstrap = (actor: NodeActor, entries: ReadonlyArray<BootstrapEntry>): Effect.Effect<Array<{ host: string; port: number }>> =>
+  Effect.gen(function*() {
+    const out: Array<{ host: string; port: number }> = []
+    for (const entry of entries) {
+      const parsed = parseBootstrap(entry)
+      if (parsed === null) continue
+      let host = parsed.host
+      let needLookup = !isIPv4(host)
+      const at = host.indexOf("@")
+      if (at !== -1) {
+        const suggested = host.slice(0, at)
+        const fallback = host.slice(at + 1)
+        const pinged = yield* Effect.result(actor.ping({ host: suggested, port: parsed.port }))
+        if (pinged._tag === "Success") {
+          host = suggested
+          needLookup = false
+        } else {
+          host = fallback
+          needLookup = !isIPv4(host)
+        }
+      }
+      if (needLookup) {
+        const r = yield* Effect.result(Effect.tryPromise(() => lookup(host, { family: 4 })))
+        if (r._tag === "Failure") continue
+        host = r.success.address
+      }
+      out.push({ host, port: parsed.port })
+    }
+    return out
+  })
+
+const PASS_THROUGH: ReadonlyArray<keyof CoreConfig> = [
+  "ephemeral", "adaptive", "firewalled", "quickFirewall", "concurrency", "maxWindow", "maxPingDelay",
+  "sendDownHints", "downHintsRateLimit", "k", "nodes", "filterNode", "natSample", "onRequest"
+]
+
+/** Start a DHT node actor in the current scope. */
+export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, BindError, Transport | Crypto | Scope.Scope> =>
+  Effect.gen(function*() {
+    const transport = yield* Transport
+    const crypto: CryptoImpl = yield* Crypto
+    const scope = yield* Effect.scope
+    const random = config.randomSeed !== undefined ? seededRandom(config.randomSeed) : Math.random
+    const mailbox = yield* Queue.unbounded<Message>()
+    const clock = yield* Clock.Clock
+    const ready = yield* Deferred.make<void>()
+    const closed = yield* Deferred.make<void>()
+    const socketScope = yield* Scope.fork(scope)
+    const sockets = yield* bindPair(transport, config, socketScope, 0, 0)
+    const actor = new NodeActor(config, transport, scope, mailbox, clock, ready, closed, socketScope, sockets)
+    yield* actor.startReaders()
+
+    const now0 = yield* Clock.currentTimeMillis
+    const coreConfig: Record<string, unknown> = {}
+    for (const key of PASS_THROUGH) if (config[key] !== undefined) coreConfig[key] = config[key]
+    const coreOptions: DhtNodeOptions = {
+      ...(coreConfig as CoreConfig),
+      crypto,
+      random,
+      ...(config.randomSeed !== undefined ? { randomBytes: (n: number) => { const b = new Uint8Array(n); for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256); return b } } : {}),
+      transmit: (socket, to, data, ttl) => actor.transmit(socket, to, data, ttl),
+      serverPort: sockets.server.local.port
+    }
+    actor.core = new DhtNode(coreOptions, now0)
+    const fiber = yield* Effect.forkIn(actor.loop(), scope, { startImmediately: true })
+
+    // network-change: watch the host's interface addresses (every 5 s)
+    actor.interfaces = transport.localAddresses().join(",")
+    const schedule = transport.schedule
+    if (schedule !== undefined) {
+      schedule(now0 + NETWORK_POLL_MS, () => actor.pollEvery(schedule))
+      yield* Effect.addFinalizer(() => Effect.sync(() => { actor.watching = false }))
+    } else {
+      yield* Effect.forkIn(
+        Effect.forever(Effect.andThen(Effect.sleep(NETWORK_POLL_MS), Effect.sync(() => actor.pollInterfaces()))),
+        scope,
+        { startImmediately: true }
+      )
+    }
 
     // ---- bootstrap resolution, then start ----
-    const resolveBootstrap = Effect.gen(function*() {
-      const out: Array<{ host: string; port: number }> = []
-      for (const entry of config.bootstrap ?? []) {
-        const parsed = parseBootstrap(entry)
-        if (parsed === null) continue
-        let host = parsed.host
-        let needLookup = !isIPv4(host)
-        const at = host.indexOf("@")
-        if (at !== -1) {
-          const suggested = host.slice(0, at)
-          const fallback = host.slice(at + 1)
-          const pinged = yield* Effect.result(ping({ host: suggested, port: parsed.port }))
-          if (pinged._tag === "Success") {
-            host = suggested
-            needLookup = false
-          } else {
-            host = fallback
-            needLookup = !isIPv4(host)
-          }
-        }
-        if (needLookup) {
-          const r = yield* Effect.result(Effect.tryPromise(() => lookup(host, { family: 4 })))
-          if (r._tag === "Failure") continue
-          host = r.success.address
-        }
-        out.push({ host, port: parsed.port })
-      }
-      return out
-    })
-    const bootstrapNodes = yield* resolveBootstrap
-    yield* run((node, now) => {
+    const bootstrapNodes = yield* resolveBootstrap(actor, config.bootstrap ?? [])
+    yield* actor.run((node, now) => {
       node.bootstrapNodes = bootstrapNodes.map((b) => ({ id: node.nodeIdOf(b.host, b.port), host: b.host, port: b.port }))
       node.start(now)
     })
 
-    const suspend = Effect.gen(function*() {
-      yield* run((node) => node.suspend())
-    })
-    const resume = Effect.gen(function*() {
-      const prevServer = sockets.server.local.port
-      const prevClient = sockets.client.local.port
-      yield* Scope.close(socketScope, Exit.void)
-      socketScope = yield* Scope.fork(scope)
-      sockets = yield* bindBoth(prevServer, prevClient).pipe(Effect.orDie)
-      yield* startReaders()
-      yield* run((node, now) => {
-        node.serverPort = sockets.server.local.port
-        node.resume(now)
-      })
-    })
-    // destroy: the core fails everything in flight and ends its queries; the
-    // actor keeps answering (with NODE_DESTROYED) until the owning scope closes.
-    let destroyed = false
-    const destroy = Effect.gen(function*() {
-      if (destroyed) return
-      destroyed = true
-      yield* run((node) => node.destroy())
-      yield* Scope.close(socketScope, Exit.void)
-    })
     yield* Effect.addFinalizer(() =>
       Effect.andThen(
-        Effect.ignore(Effect.timeoutOption(destroy, 1000)),
-        Effect.andThen(Fiber.interrupt(actor), Effect.sync(() => {
-          alive = false
+        Effect.ignore(Effect.timeoutOption(actor.destroy, 1000)),
+        Effect.andThen(Fiber.interrupt(fiber), Effect.sync(() => {
+          actor.alive = false
         }))
       )
     )
-
-    return {
-      core,
-      run,
-      exec,
-      findNode: (target, opts) => queryStream({ target, command: 2, internal: true }, opts),
-      query: (args, opts) => queryStream({ target: args.target, command: args.command, value: args.value ?? null }, opts),
-      startQuery,
-      runQuery,
-      request,
-      ping,
-      addNode: (n) => run((node) => node.addNode(n)),
-      status,
-      get events() {
-        return (events ??= Effect.runSync(PubSub.unbounded<DhtEvent>()))
-      },
-      onEvent: (listener) => {
-        listeners.add(listener)
-        return () => {
-          listeners.delete(listener)
-        }
-      },
-      ready: Deferred.await(ready),
-      suspend,
-      resume,
-      destroy,
-      sockets: () => sockets
-    } satisfies NodeHandle
+    return actor
   })
 
 export { QueryError, RequestError }
