@@ -3,6 +3,7 @@
 // Usage: npm run bench:dht   (or: node bench/dht-bootstrap.mjs [N] [rounds])
 // WARM=1: each child first bootstraps one node off its own bootstrapper and
 // destroys both (first-call compilation out of the figures, for both sides).
+// WARM_BATCHES=k: k batches of N nodes instead of one node (steady state).
 // The "second batch" rows: N more nodes off the same bootstrapper after the
 // measured ones (the marginal cost of a node once its code is compiled).
 import { execFileSync } from "node:child_process"
@@ -19,13 +20,18 @@ const child = async (kind, n, port) => {
   const { makeFast } = await import("../dist/layers/crypto/fast.js")
   await makeFast()
   const { default: HyperDHT } = await import("hyperdht")
-  if (process.env.WARM === "1") {
+  // WARM=1: one node first; WARM_BATCHES=k: k batches of n nodes first (the
+  // JIT's tiers need more than one batch to reach steady state)
+  const warmNodes = process.env.WARM_BATCHES ? Number(process.env.WARM_BATCHES) * n : process.env.WARM === "1" ? 1 : 0
+  if (warmNodes > 0) {
     const Impl = kind === "omega" ? Gateway : HyperDHT
     const wb = Impl.bootstrapper(port + 1, "127.0.0.1", kind === "omega" ? { host: "127.0.0.1" } : undefined)
     await wb.ready()
-    const w = new Impl({ bootstrap: [`127.0.0.1:${port + 1}`], host: "127.0.0.1" })
-    await w.ready()
-    await w.destroy()
+    for (let done = 0; done < warmNodes; done += n) {
+      const ws = Array.from({ length: Math.min(n, warmNodes - done) }, () => new Impl({ bootstrap: [`127.0.0.1:${port + 1}`], host: "127.0.0.1" }))
+      await Promise.all(ws.map((w) => w.ready()))
+      for (const w of ws) await w.destroy()
+    }
     await wb.destroy()
   }
   global.gc()
