@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Stream } from "effect"
+import { Effect, Exit, Layer, Scope, Stream } from "effect"
+import * as v8 from "node:v8"
+import { runInNewContext } from "node:vm"
 import { makeNode } from "../src/actors/routing/driver.js"
 import { Crypto } from "../src/layers/Crypto.js"
 import { UdpTransport } from "../src/layers/transport/udp.js"
@@ -25,5 +27,35 @@ describe("dht node actor over real UDP (127.0.0.1)", () => {
       assert.isAbove(replies.length, 0)
       const st = yield* nodes[2]!.status
       assert.isTrue(st.bootstrapped)
+    }).pipe(Effect.provide(env)), { timeout: 60_000 })
+})
+
+describe("a closed node is released", () => {
+  it.live("the shared timer's pending alarms do not keep a closed node (and its sockets' objects) alive", () =>
+    Effect.gen(function*() {
+      v8.setFlagsFromString("--expose-gc")
+      const gc = runInNewContext("gc") as () => void
+      const port = 20000 + Math.floor(Math.random() * 20000)
+      const boot = yield* makeNode({ host: "127.0.0.1", port, anyPort: false, ephemeral: false, firewalled: false, bootstrap: [], natSample: { host: "127.0.0.1", port } })
+      const refs: Array<WeakRef<object>> = []
+      const scope = yield* Scope.make()
+      // only weak references leave this effect (no generator local keeps a node)
+      const start = makeNode({ host: "127.0.0.1", bootstrap: [`127.0.0.1:${port}`] }).pipe(
+        Effect.tap((n) => n.ready.pipe(Effect.timeout("10 seconds"))),
+        Effect.map((n) => void refs.push(new WeakRef(n), new WeakRef(n.core))),
+        Scope.provide(scope)
+      )
+      for (let i = 0; i < 5; i++) yield* start
+      assert.strictEqual(refs.length, 10)
+      yield* Scope.close(scope, Exit.void)
+      // the nodes' next alarms and interface polls are still seconds away in
+      // the shared timer: only they could still reach the nodes now
+      let alive = refs.length
+      for (let i = 0; i < 20 && alive > 0; i++) {
+        yield* Effect.promise(() => new Promise((r) => setTimeout(r, 10)))
+        gc()
+        alive = refs.filter((r) => r.deref() !== undefined).length
+      }
+      assert.strictEqual(alive, 0)
     }).pipe(Effect.provide(env)), { timeout: 60_000 })
 })

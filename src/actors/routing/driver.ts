@@ -226,7 +226,13 @@ class NodeActor implements NodeHandle {
   private armedAt = Infinity
   private wakePosted = false
   private destroyed = false
-  watching = true
+  /**
+   * What the shared timer's callbacks hold instead of the actor: cut when the
+   * node's scope closes (`detachTimers`), so a closed node is not kept alive
+   * (with its sockets' objects and its core) until its last alarm's deadline
+   * passes; the shared timer has no removal.
+   */
+  private readonly timerRef: { actor: NodeActor | null } = { actor: this }
   interfaces = ""
   socketPair: SocketPair
   socketScope: Scope.Closeable
@@ -345,7 +351,8 @@ class NodeActor implements NodeHandle {
 
   private schedule(deadline: number): void {
     this.armedAt = deadline
-    this.transport.schedule!(deadline, () => this.alarm(deadline))
+    const ref = this.timerRef
+    this.transport.schedule!(deadline, () => ref.actor?.alarm(deadline))
   }
 
   private arm(deadline: number, now: number): Effect.Effect<void> {
@@ -441,9 +448,18 @@ class NodeActor implements NodeHandle {
 
   /** Poll the interfaces every NETWORK_POLL_MS on the shared timer, until the node's scope closes. */
   pollEvery(schedule: NonNullable<Transport["Service"]["schedule"]>): void {
-    if (!this.watching) return
-    this.pollInterfaces()
-    schedule(this.clock.currentTimeMillisUnsafe() + NETWORK_POLL_MS, () => this.pollEvery(schedule))
+    const ref = this.timerRef
+    schedule(this.clock.currentTimeMillisUnsafe() + NETWORK_POLL_MS, () => {
+      const actor = ref.actor
+      if (actor === null) return
+      actor.pollInterfaces()
+      actor.pollEvery(schedule)
+    })
+  }
+
+  /** Cut the shared timer's callbacks off this node (its scope is closing). */
+  detachTimers(): void {
+    this.timerRef.actor = null
   }
 
   // ---- NodeHandle ----
@@ -755,8 +771,9 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     actor.interfaces = transport.localAddresses().join(",")
     const schedule = transport.schedule
     if (schedule !== undefined) {
-      schedule(now0 + NETWORK_POLL_MS, () => actor.pollEvery(schedule))
-      yield* Effect.addFinalizer(() => Effect.sync(() => { actor.watching = false }))
+      actor.pollEvery(schedule)
+      // runs after the finalizer below (reverse order): the node is destroyed first
+      yield* Effect.addFinalizer(() => Effect.sync(() => actor.detachTimers()))
     } else {
       yield* Effect.forkIn(
         Effect.forever(Effect.andThen(Effect.sleep(NETWORK_POLL_MS), Effect.sync(() => actor.pollInterfaces()))),
