@@ -13,16 +13,24 @@ const xorCmp = (target: Uint8Array) => (a: Uint8Array, b: Uint8Array) => {
   return 0
 }
 
+/** A bootstrapper at 10.0.0.1:49737 and `n` nodes at `${subnet}.1..n`:port joining it, all started at time 0. */
+const startNetwork = (seed: number, n: number, subnet: string, port: number, opts: Parameters<CoreNet["add"]>[2] = {}) => {
+  const net = new CoreNet(seededRandom(seed))
+  const boot = net.add("10.0.0.1", 49737, { ephemeral: false, firewalled: false, natSample: { host: "10.0.0.1", port: 49737 }, bootstrap: [] })
+  boot.core.start(0)
+  const nodes = []
+  for (let i = 0; i < n; i++) {
+    const node = net.add(`${subnet}.${i + 1}`, port, { ...opts, bootstrap: [{ host: "10.0.0.1", port: 49737 }] })
+    node.core.start(0)
+    nodes.push(node)
+  }
+  return { net, boot, nodes }
+}
+
 describe("dht node core on a discrete-event network", () => {
   it("forced-persistent nodes bootstrap off a bootstrapper, turn persistent and find the true closest", () => {
-    const net = new CoreNet(seededRandom(1))
-    const boot = net.add("10.0.0.1", 49737, { ephemeral: false, firewalled: false, natSample: { host: "10.0.0.1", port: 49737 }, bootstrap: [] })
-    boot.core.start(0)
     const n = 40
-    for (let i = 0; i < n; i++) {
-      const node = net.add(`10.0.1.${i + 1}`, 5000, { ephemeral: false, bootstrap: [{ host: "10.0.0.1", port: 49737 }] })
-      node.core.start(net.now)
-    }
+    const { net } = startNetwork(1, n, "10.0.1", 5000, { ephemeral: false })
     net.run(60_000)
     const ready = net.nodes.filter((x) => x.core.bootstrapped).length
     expect(ready).toBe(n + 1)
@@ -55,15 +63,7 @@ describe("dht node core on a discrete-event network", () => {
   })
 
   it("adaptive nodes stay ephemeral before the stable window and turn persistent after it", () => {
-    const net = new CoreNet(seededRandom(2))
-    const boot = net.add("10.0.0.1", 49737, { ephemeral: false, firewalled: false, natSample: { host: "10.0.0.1", port: 49737 }, bootstrap: [] })
-    boot.core.start(0)
-    const nodes = []
-    for (let i = 0; i < 10; i++) {
-      const node = net.add(`10.0.2.${i + 1}`, 6000, { bootstrap: [{ host: "10.0.0.1", port: 49737 }] })
-      node.core.start(0)
-      nodes.push(node)
-    }
+    const { net, nodes } = startNetwork(2, 10, "10.0.2", 6000)
     net.run(5 * 60_000)
     expect(nodes.every((x) => x.core.bootstrapped)).toBe(true)
     expect(nodes.every((x) => x.core.ephemeral)).toBe(true)
@@ -76,15 +76,7 @@ describe("dht node core on a discrete-event network", () => {
 
 describe("idle node timers", () => {
   it("an idle node wakes for its secret rotation and tick, not for every congestion drain; rotation keeps its 10-drain period", () => {
-    const net = new CoreNet(seededRandom(4))
-    const boot = net.add("10.0.0.1", 49737, { ephemeral: false, firewalled: false, natSample: { host: "10.0.0.1", port: 49737 }, bootstrap: [] })
-    boot.core.start(0)
-    const nodes = []
-    for (let i = 0; i < 5; i++) {
-      const node = net.add(`10.0.3.${i + 1}`, 7000, { ephemeral: false, bootstrap: [{ host: "10.0.0.1", port: 49737 }] })
-      node.core.start(0)
-      nodes.push(node)
-    }
+    const { net, nodes } = startNetwork(4, 5, "10.0.3", 7000, { ephemeral: false })
     net.run(60_000)
     expect(nodes.every((x) => x.core.bootstrapped)).toBe(true)
     const x = nodes[0]!

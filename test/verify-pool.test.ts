@@ -64,12 +64,22 @@ const waitReady = async (pool: ReturnType<typeof makeVerifyPool>, n: number): Pr
   expect(pool.stats.ready).toBe(n)
 }
 
+/** The fast Crypto with a fresh key pair and its signature over `msg`. */
+const signed = async (msg: Uint8Array) => {
+  const c = await makeFast()
+  const kp = c.keyPair()!
+  return { c, kp, msg, sig: c.sign(msg, kp.secretKey)! }
+}
+
+/** Wait (without adding checks) until `n` workers are ready. */
+const untilReady = async (pool: ReturnType<typeof makeVerifyPool>, n: number): Promise<void> => {
+  for (let i = 0; i < 400 && pool.stats.ready < n; i++) await sleep(25)
+  expect(pool.stats.ready).toBe(n)
+}
+
 describe("verify pool", () => {
   it("idle workers keep nothing alive: after their checks, the pool adds no resource that holds the process open", async () => {
-    const c = await makeFast()
-    const kp = c.keyPair()!
-    const msg = Uint8Array.from([4, 5, 6])
-    const sig = c.sign(msg, kp.secretKey)!
+    const { c, kp, msg, sig } = await signed(Uint8Array.from([4, 5, 6]))
     const holding = () => process.getActiveResourcesInfo().filter((r) => r === "MessagePort" || r === "Worker").length
     const before = holding() // first test of the file: no earlier pool is winding down
     const pool = makeVerifyPool(2, c.verify)
@@ -123,33 +133,25 @@ describe("verify pool", () => {
   })
 
   it("workers start on demand: a check at a time keeps one worker; checks arriving while it is busy start the next", async () => {
-    const c = await makeFast()
-    const kp = c.keyPair()!
-    const msg = Uint8Array.from([7, 8, 9])
-    const sig = c.sign(msg, kp.secretKey)!
+    const { c, kp, msg, sig } = await signed(Uint8Array.from([7, 8, 9]))
     const pool = makeVerifyPool(2, c.verify)
     try {
       expect(pool.stats.ready).toBe(0) // nothing started before the first check
       await check(pool, sig, msg, kp.publicKey)
-      for (let i = 0; i < 400 && pool.stats.ready < 1; i++) await sleep(25)
-      expect(pool.stats.ready).toBe(1)
+      await untilReady(pool, 1)
       for (let i = 0; i < 20; i++) expect(await check(pool, sig, msg, kp.publicKey)).toBe(true)
       await sleep(300) // time enough for a second worker to load, had one been started
       expect(pool.stats.ready).toBe(1)
       // a burst: the first check keeps the ready worker busy, the next ones start the second
       expect(await Promise.all(Array.from({ length: 10 }, () => check(pool, sig, msg, kp.publicKey)))).toEqual(Array(10).fill(true))
-      for (let i = 0; i < 400 && pool.stats.ready < 2; i++) await sleep(25)
-      expect(pool.stats.ready).toBe(2)
+      await untilReady(pool, 2)
     } finally {
       pool.close()
     }
   })
 
   it("each check completes once and never synchronously; before ready and after close they run locally", async () => {
-    const c = await makeFast()
-    const kp = c.keyPair()!
-    const msg = Uint8Array.from([1, 2, 3])
-    const sig = c.sign(msg, kp.secretKey)!
+    const { c, kp, msg, sig } = await signed(Uint8Array.from([1, 2, 3]))
     const pool = makeVerifyPool(1, c.verify)
     const calls: Array<boolean> = []
     pool.verify(sig, msg, kp.publicKey, (ok) => calls.push(ok)) // before the worker is ready

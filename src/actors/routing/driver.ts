@@ -234,8 +234,8 @@ class NodeActor implements NodeHandle {
    */
   private readonly timerRef: { actor: NodeActor | null } = { actor: this }
   interfaces = ""
-  socketPair: SocketPair
-  socketScope: Scope.Closeable
+  private socketPair: SocketPair
+  private socketScope: Scope.Closeable
   /** The sockets' push receivers (`step` specialized: no closure per datagram). */
   private readonly pushServer = (d: Datagram): void => this.push(SERVER, d)
   private readonly pushClient = (d: Datagram): void => this.push(CLIENT, d)
@@ -302,7 +302,9 @@ class NodeActor implements NodeHandle {
   }
 
   transmit(socket: SocketKind, to: Datagram["from"], data: Uint8Array, ttl: number): void {
-    ;(socket === SERVER ? this.socketPair.server : this.socketPair.client).send(to, data, ttl || undefined)
+    const sockets = this.socketPair
+    const out = socket === SERVER ? sockets.server : sockets.client
+    out.send(to, data, ttl || undefined)
   }
 
   // ---- steps ----
