@@ -70,7 +70,7 @@ describe("node lifecycle", () => {
       const net = yield* SimNetwork.make({ latency: 5, seed: 10 })
       const host = yield* net.addHost({ ip: "20.0.1.1" })
       let addresses = ["192.168.1.10"]
-      const transport = Transport.of({ bind: host.bind, localAddresses: () => addresses })
+      const transport = Transport.of({ bind: host.bind, open: host.open, localAddresses: () => addresses })
       const scope = yield* Scope.make()
       const n = yield* makeNode({ bootstrap: [] }).pipe(Effect.provideService(Transport, transport), Effect.provideService(Crypto, crypto), Scope.provide(scope))
       const seen: Array<DhtEvent> = []

@@ -3,7 +3,7 @@ import { Effect, Exit, Fiber, Scope } from "effect"
 import dgram from "node:dgram"
 import { isIPv4 } from "node:net"
 import type { Datagram, UdpSocket } from "../src/layers/Transport.js"
-import { Transport } from "../src/layers/Transport.js"
+import { BindError, Transport } from "../src/layers/Transport.js"
 import { normalizeAddress, UdpTransport } from "../src/layers/transport/udp.js"
 
 const HOST = "127.0.0.1"
@@ -117,6 +117,39 @@ describe("UdpTransport (real UDP on 127.0.0.1)", () => {
       assert.strictEqual(bad._tag, "BindError")
       const badPort = yield* Effect.flip(t.bind({ host: HOST, port: 70000 }))
       assert.strictEqual(badPort._tag, "BindError")
+    }))
+
+  it.live("open binds at once outside any scope: datagrams that arrive before the first receive wait for it; close ends the socket", () =>
+    Effect.gen(function*() {
+      const t = yield* UdpTransport.make
+      const a = t.open({ host: HOST })
+      const b = t.open({ host: HOST })
+      if (a instanceof BindError || b instanceof BindError) return assert.fail("bind failed")
+      assert.isAbove(b.local.port, 0)
+      const taken = t.open({ host: HOST, port: b.local.port })
+      assert.instanceOf(taken, BindError)
+      assert.strictEqual((taken as BindError).detail, "EADDRINUSE")
+      for (let i = 1; i <= 3; i++) a.send(b.local, bytes(i))
+      // nobody is receiving yet: the datagrams wait in the socket's inbox
+      yield* Effect.sleep("50 millis")
+      assert.strictEqual(b.stats().received, 3)
+      const { got } = yield* receiveN(b, 3)
+      assert.deepStrictEqual(got.map((d) => d.data[0]), [1, 2, 3])
+      // push mode takes over; closing is idempotent and frees the port
+      const seen: Array<number> = []
+      b.setReceiver((d) => seen.push(d.data[0]!))
+      a.send(b.local, bytes(9))
+      yield* Effect.sleep("50 millis")
+      assert.deepStrictEqual(seen, [9])
+      yield* b.close
+      yield* b.close
+      a.send(b.local, bytes(10))
+      yield* Effect.sleep("20 millis")
+      assert.deepStrictEqual(seen, [9])
+      const again = t.open({ host: HOST, port: b.local.port })
+      if (again instanceof BindError) return assert.fail(`the closed socket's port stays taken: ${again.detail}`)
+      yield* again.close
+      yield* a.close
     }))
 
   it.live("invalid destinations and oversized datagrams are dropped and counted, never thrown", () =>

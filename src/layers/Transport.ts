@@ -55,6 +55,12 @@ export interface UdpSocket {
   stats(): SocketStats
 }
 
+/** A socket bound with `Transport.open`: its owner closes it. */
+export interface OwnedSocket extends UdpSocket {
+  /** Close the socket (idempotent); completes once it is closed. */
+  readonly close: Effect.Effect<void>
+}
+
 export interface BindOptions {
   /** Local address to bind; default 0.0.0.0 (real) or the host's address (sim). */
   readonly host?: string
@@ -77,6 +83,13 @@ export class Transport extends Context.Service<
   {
     /** Bind a socket; it is closed when the scope closes. */
     readonly bind: (options?: BindOptions) => Effect.Effect<UdpSocket, BindError, Scope.Scope>
+    /**
+     * Bind a socket at once, outside any scope: the caller closes it
+     * (`close`). A DHT node binds its two sockets this way and closes both
+     * in one finalizer of its own; a bind in an Effect and a scope entry per
+     * socket were a large part of a node's start.
+     */
+    readonly open: (options?: BindOptions) => OwnedSocket | BindError
     /** Non-internal IPv4 addresses of this host's interfaces. */
     readonly localAddresses: () => ReadonlyArray<string>
     /**

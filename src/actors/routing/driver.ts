@@ -30,7 +30,7 @@ import * as Stream from "effect/Stream"
 import { lookup } from "node:dns/promises"
 import { Crypto } from "../../layers/Crypto.js"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
-import { type BindError, type Datagram, Transport, type UdpSocket } from "../../layers/Transport.js"
+import { BindError, type Datagram, type OwnedSocket, Transport, type UdpSocket } from "../../layers/Transport.js"
 import { isIPv4 } from "../../protocol/encoding.js"
 import { seededRandom } from "../../util/random.js"
 import { type DhtEvent, DhtNode, type DhtNodeOptions } from "./node.js"
@@ -172,33 +172,32 @@ const parseBootstrap = (e: BootstrapEntry): { host: string; port: number } | nul
 }
 
 /** Bind the server socket as dht-rpc does (§2): previous port, the candidates, then any port. */
-const bindServer = (
+const openServer = (
   transport: Transport["Service"],
   host: string | undefined,
   port: NodeConfig["port"],
   anyPort: boolean,
   previous: number
-): Effect.Effect<UdpSocket, BindError, Scope.Scope> =>
-  Effect.gen(function*() {
-    const candidates: Array<number> = []
-    if (previous > 0) candidates.push(previous)
-    if (Array.isArray(port)) for (let p = port[0]; p < port[1]; p++) candidates.push(p)
-    else if (typeof port === "number" && port > 0) for (let p = port; p < port + 5 && p < 65536; p++) candidates.push(p)
-    let firstError: BindError | null = null
-    for (const p of candidates) {
-      const r = yield* Effect.result(transport.bind(host !== undefined ? { host, port: p } : { port: p }))
-      if (r._tag === "Success") return r.success
-      firstError ??= r.failure
-      if (!anyPort) return yield* Effect.fail(r.failure)
-    }
-    if (firstError !== null && !anyPort) return yield* Effect.fail(firstError)
-    return yield* transport.bind(host !== undefined ? { host, port: 0 } : { port: 0 })
-  })
+): OwnedSocket | BindError => {
+  const candidates: Array<number> = []
+  if (previous > 0) candidates.push(previous)
+  if (Array.isArray(port)) for (let p = port[0]; p < port[1]; p++) candidates.push(p)
+  else if (typeof port === "number" && port > 0) for (let p = port; p < port + 5 && p < 65536; p++) candidates.push(p)
+  let firstError: BindError | null = null
+  for (const p of candidates) {
+    const r = transport.open(host !== undefined ? { host, port: p } : { port: p })
+    if (!(r instanceof BindError)) return r
+    firstError ??= r
+    if (!anyPort) return r
+  }
+  if (firstError !== null && !anyPort) return firstError
+  return transport.open(host !== undefined ? { host, port: 0 } : { port: 0 })
+}
 
 /** The socket pair a node is bound to. */
 interface SocketPair {
-  readonly server: UdpSocket
-  readonly client: UdpSocket
+  readonly server: OwnedSocket
+  readonly client: OwnedSocket
 }
 
 /**
@@ -283,22 +282,10 @@ class NodeActor implements NodeHandle {
     }
   }
 
-  startReaders(): Effect.Effect<void> {
-    return Effect.gen({ self: this }, function*() {
-      const scope = this.socketScope
-      const mailbox = this.mailbox
-      for (const [socket, kind] of [[this.socketPair.server, SERVER], [this.socketPair.client, CLIENT]] as const) {
-        if (typeof socket.setReceiver === "function") {
-          socket.setReceiver(kind === SERVER ? this.pushServer : this.pushClient)
-          yield* Scope.addFinalizer(scope, Effect.sync(() => socket.setReceiver(null)))
-        } else {
-          const reader = Effect.forever(
-            Effect.flatMap(socket.receive, (batch) => Effect.sync(() => Queue.offerUnsafe(mailbox, { _tag: "Datagrams", socket: kind, batch })))
-          )
-          yield* Effect.forkIn(reader, scope, { startImmediately: true })
-        }
-      }
-    })
+  /** Hand the sockets' datagrams to the node (closing a socket detaches its receiver). */
+  attachReceivers(): void {
+    this.socketPair.server.setReceiver(this.pushServer)
+    this.socketPair.client.setReceiver(this.pushClient)
   }
 
   transmit(socket: SocketKind, to: Datagram["from"], data: Uint8Array, ttl: number): void {
@@ -419,12 +406,13 @@ class NodeActor implements NodeHandle {
 
   loop(): Effect.Effect<never> {
     return Effect.gen({ self: this }, function*() {
-      let now = yield* Clock.currentTimeMillis
+      const clock = this.clock
+      let now = clock.currentTimeMillisUnsafe()
       yield* this.arm(this.core.nextDeadline(), now)
       this.busy = false
       while (true) {
         const batch = yield* Queue.takeAll(this.mailbox)
-        now = yield* Clock.currentTimeMillis
+        now = clock.currentTimeMillisUnsafe()
         this.wakePosted = false
         this.busy = true
         try {
@@ -659,7 +647,7 @@ class NodeActor implements NodeHandle {
       yield* Scope.close(this.socketScope, Exit.void)
       this.socketScope = yield* Scope.fork(this.scope)
       this.socketPair = yield* this.bindBoth(prevServer, prevClient).pipe(Effect.orDie)
-      yield* this.startReaders()
+      this.attachReceivers()
       yield* this.run((node, now) => {
         node.serverPort = this.socketPair.server.local.port
         node.resume(now)
@@ -682,7 +670,11 @@ class NodeActor implements NodeHandle {
   }
 }
 
-/** Bind a node's server and client sockets in `socketScope` (previous ports first). */
+/**
+ * Bind a node's server and client sockets (previous ports first), closed
+ * together by one finalizer of `socketScope`. Binding is synchronous
+ * (`Transport.open`): no Effect and no scope entry per socket.
+ */
 const bindPair = (
   transport: Transport["Service"],
   config: NodeConfig,
@@ -690,17 +682,31 @@ const bindPair = (
   prevServer: number,
   prevClient: number
 ): Effect.Effect<SocketPair, BindError> =>
-  Effect.gen(function*() {
-    const server = yield* bindServer(transport, config.host, config.port ?? 0, config.anyPort !== false, prevServer).pipe(Scope.provide(socketScope))
-    const clientTry = yield* Effect.result(
-      transport.bind(config.host !== undefined ? { host: config.host, port: prevClient } : { port: prevClient }).pipe(Scope.provide(socketScope))
-    )
-    const client =
-      clientTry._tag === "Success"
-        ? clientTry.success
-        : yield* transport.bind(config.host !== undefined ? { host: config.host, port: 0 } : { port: 0 }).pipe(Scope.provide(socketScope))
-    return { server, client }
+  Effect.suspend(() => {
+    const server = openServer(transport, config.host, config.port ?? 0, config.anyPort !== false, prevServer)
+    if (server instanceof BindError) return Effect.fail(server)
+    const at = (port: number) => (config.host !== undefined ? { host: config.host, port } : { port })
+    let client = transport.open(at(prevClient))
+    if (client instanceof BindError && prevClient !== 0) client = transport.open(at(0))
+    if (client instanceof BindError) return Effect.andThen(server.close, Effect.fail(client))
+    const pair: SocketPair = { server, client }
+    return Effect.as(Scope.addFinalizer(socketScope, Effect.andThen(server.close, client.close)), pair)
   })
+
+/**
+ * The bootstrap list when no entry needs the network first (IPv4 literals,
+ * no "suggestedIP@hostname"): resolved at once. Else null.
+ */
+const plainBootstrap = (entries: ReadonlyArray<BootstrapEntry>): Array<{ host: string; port: number }> | null => {
+  const out: Array<{ host: string; port: number }> = []
+  for (const entry of entries) {
+    const parsed = parseBootstrap(entry)
+    if (parsed === null) continue
+    if (!isIPv4(parsed.host)) return null
+    out.push(parsed)
+  }
+  return out
+}
 
 /** Resolve the bootstrap list: "suggestedIP@hostname" entries are pinged first, hostnames looked up. */
 const resolveBootstrap = (actor: NodeActor, entries: ReadonlyArray<BootstrapEntry>): Effect.Effect<Array<{ host: string; port: number }>> =>
@@ -745,28 +751,29 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     const transport = yield* Transport
     const crypto: CryptoImpl = yield* Crypto
     const scope = yield* Effect.scope
-    const random = config.randomSeed !== undefined ? seededRandom(config.randomSeed) : Math.random
-    const mailbox = yield* Queue.unbounded<Message>()
     const clock = yield* Clock.Clock
-    const ready = yield* Deferred.make<void>()
-    const closed = yield* Deferred.make<void>()
-    const socketScope = yield* Scope.fork(scope)
+    const mailbox = yield* Queue.unbounded<Message>()
+    const socketScope = Scope.forkUnsafe(scope)
     const sockets = yield* bindPair(transport, config, socketScope, 0, 0)
-    const actor = new NodeActor(config, transport, scope, mailbox, clock, ready, closed, socketScope, sockets)
-    yield* actor.startReaders()
+    const actor = new NodeActor(config, transport, scope, mailbox, clock, Deferred.makeUnsafe(), Deferred.makeUnsafe(), socketScope, sockets)
+    actor.attachReceivers()
 
-    const now0 = yield* Clock.currentTimeMillis
-    const coreConfig: Record<string, unknown> = {}
-    for (const key of PASS_THROUGH) if (config[key] !== undefined) coreConfig[key] = config[key]
-    const coreOptions: DhtNodeOptions = {
-      ...(coreConfig as CoreConfig),
+    const random = config.randomSeed !== undefined ? seededRandom(config.randomSeed) : Math.random
+    const coreOptions: { -readonly [K in keyof DhtNodeOptions]: DhtNodeOptions[K] } = {
       crypto,
       random,
-      ...(config.randomSeed !== undefined ? { randomBytes: (n: number) => { const b = new Uint8Array(n); for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256); return b } } : {}),
       transmit: (socket, to, data, ttl) => actor.transmit(socket, to, data, ttl),
       serverPort: sockets.server.local.port
     }
-    actor.core = new DhtNode(coreOptions, now0)
+    for (const key of PASS_THROUGH) if (config[key] !== undefined) (coreOptions as Record<string, unknown>)[key] = config[key]
+    if (config.randomSeed !== undefined) {
+      coreOptions.randomBytes = (n: number) => {
+        const b = new Uint8Array(n)
+        for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256)
+        return b
+      }
+    }
+    actor.core = new DhtNode(coreOptions, clock.currentTimeMillisUnsafe())
     const fiber = yield* Effect.forkIn(actor.loop(), scope, { startImmediately: true })
 
     // network-change: watch the host's interface addresses (every 5 s)
@@ -785,7 +792,8 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     }
 
     // ---- bootstrap resolution, then start ----
-    const bootstrapNodes = yield* resolveBootstrap(actor, config.bootstrap ?? [])
+    const entries = config.bootstrap ?? []
+    const bootstrapNodes = plainBootstrap(entries) ?? (yield* resolveBootstrap(actor, entries))
     yield* actor.run((node, now) => {
       node.bootstrapNodes = bootstrapNodes.map((b) => ({ id: node.nodeIdOf(b.host, b.port), host: b.host, port: b.port }))
       node.start(now)

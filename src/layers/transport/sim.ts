@@ -14,8 +14,8 @@
  *   decides loss / duplication / delay with the PRNG and pushes the datagram
  *   into ONE binary heap per network ordered by (deliverAt, sequence number).
  * - ONE scheduler fiber per network waits for a wake-up signal, delivers every
- *   datagram whose deliverAt has passed (`Queue.offerUnsafe` into the
- *   destination socket's inbox) and arms the timer for the next one.
+ *   datagram whose deliverAt has passed (to the destination socket's push
+ *   receiver, else its inbox) and arms the timer for the next one.
  * - The timer is a tiny fiber that only does `clock.sleep(d)` and then signals
  *   the scheduler. There is at most one armed timer. When a send schedules a
  *   datagram earlier than the armed deadline, the timer is replaced *inside
@@ -39,7 +39,8 @@ import type * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import { BindError, type BindOptions, type Datagram, type Endpoint, type SocketStats, Transport, type UdpSocket } from "../Transport.js"
+import { BindError, type BindOptions, type Datagram, type Endpoint, type OwnedSocket, type SocketStats, Transport } from "../Transport.js"
+import { Inbox } from "./inbox.js"
 import { ipv4ToUint32, uint32ToIPv4 } from "../../protocol/encoding.js"
 import { Heap } from "../../util/heap.js"
 
@@ -375,9 +376,9 @@ const sweepTimes = (m: Map<string, number>, now: number, timeout: number): void 
   for (const [k, t] of m) if (now - t >= timeout) m.delete(k)
 }
 
-class SimSocket implements UdpSocket {
+class SimSocket implements OwnedSocket {
   readonly local: Endpoint
-  readonly receive: Effect.Effect<ReadonlyArray<Datagram>>
+  readonly inbox: Inbox
   sent = 0
   received = 0
   dropped = 0
@@ -397,9 +398,17 @@ class SimSocket implements UdpSocket {
     this.receiver = f
   }
 
-  constructor(readonly net: SimNet, readonly host: Host, readonly port: number, readonly inbox: Queue.Queue<Datagram>) {
+  get receive(): Effect.Effect<ReadonlyArray<Datagram>> {
+    return this.inbox.receive
+  }
+
+  get close(): Effect.Effect<void> {
+    return Effect.sync(() => this.net.closeSocket(this))
+  }
+
+  constructor(readonly net: SimNet, readonly host: Host, readonly port: number) {
     this.local = { host: host.ip, port }
-    this.receive = Queue.takeAll(inbox)
+    this.inbox = new Inbox(host.inboxCapacity)
     if (host.kind === "firewalled") this.fw = new Map()
     else if (host.kind === "random") this.randomMappings = new Map()
   }
@@ -985,7 +994,7 @@ class SimNet {
       sock.received++
       c.delivered++
       sock.receiver(e.datagram)
-    } else if (Queue.offerUnsafe(sock.inbox, e.datagram)) {
+    } else if (sock.inbox.offer(e.datagram)) {
       sock.received++
       c.delivered++
     } else {
@@ -1079,7 +1088,17 @@ class SimNet {
     if (h.sockets.get(s.port) === s) h.sockets.delete(s.port)
     if (s.mapping !== undefined) this.dropMapping(s.mapping)
     if (s.randomMappings !== undefined) for (const m of [...s.randomMappings.values()]) this.dropMapping(m)
-    Queue.shutdownUnsafe(s.inbox)
+    s.receiver = null
+    s.inbox.shutdown()
+  }
+
+  /** Bind a socket on `host` (Transport.open). */
+  open(host: Host, options: BindOptions | undefined): SimSocket | BindError {
+    const port = this.bindPort(host, options)
+    if (typeof port === "string") return new BindError({ host: options?.host ?? host.ip, port: options?.port ?? 0, detail: port })
+    const s = new SimSocket(this, host, port)
+    host.sockets.set(port, s)
+    return s
   }
 
   /** Pick the port for a bind, or a reason it cannot be bound. */
@@ -1144,20 +1163,14 @@ const makeHost = (net: SimNet, options: SimHostOptions): Effect.Effect<SimHost, 
         nat: host.kind,
         localAddresses: () => addresses,
         schedule: (at, f) => net.schedule(at, f),
+        open: (options) => net.open(host, options),
         bind: (options) =>
           Effect.acquireRelease(
             Effect.suspend(() => {
-              const port = net.bindPort(host, options)
-              if (typeof port === "string") {
-                return Effect.fail(new BindError({ host: options?.host ?? host.ip, port: options?.port ?? 0, detail: port }))
-              }
-              return Effect.map(Queue.dropping<Datagram>(host.inboxCapacity), (inbox) => {
-                const s = new SimSocket(net, host, port, inbox)
-                host.sockets.set(port, s)
-                return s
-              })
+              const s = net.open(host, options)
+              return s instanceof BindError ? Effect.fail(s) : Effect.succeed(s)
             }),
-            (s) => Effect.sync(() => net.closeSocket(s))
+            (s) => s.close
           )
       }
     }

@@ -3,9 +3,9 @@
  * `node:dgram` udp4 sockets.
  *
  * Hot paths are plain JS:
- * - receive: the socket's `message` callback does one `Queue.offerUnsafe` into
- *   a bounded dropping inbox (overflow is counted); the consumer fiber drains
- *   it with `Queue.takeAll` (the socket's `receive`), i.e. in batches.
+ * - receive: the socket's `message` callback hands the datagram to the push
+ *   receiver (`setReceiver`), else to a bounded dropping inbox (overflow is
+ *   counted; ./inbox.ts) that `receive` drains in batches.
  * - send: validates the endpoint cheaply and calls `socket.send` directly.
  *   The socket is created with a synchronous identity `lookup` (we only accept
  *   IPv4 literals), so Node sends at once instead of after a `dns.lookup`
@@ -28,13 +28,13 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as dgram from "node:dgram"
 import { isIPv4 } from "node:net"
 import { networkInterfaces } from "node:os"
 import { Heap } from "../../util/heap.js"
-import { BindError, type BindOptions, type Datagram, type Endpoint, type SocketStats, Transport, type UdpSocket } from "../Transport.js"
+import { BindError, type BindOptions, type Datagram, type Endpoint, type OwnedSocket, type SocketStats, Transport } from "../Transport.js"
+import { Inbox } from "./inbox.js"
 
 /** Largest UDP payload over IPv4 (65535 - 8 byte UDP header - 20 byte IP header). */
 export const MAX_UDP_PAYLOAD = 65507
@@ -68,9 +68,8 @@ const identityLookup = (address: string, ...rest: Array<unknown>): void => {
 const isValidPort = (port: unknown): port is number =>
   typeof port === "number" && port > 0 && port <= 65535 && Number.isInteger(port)
 
-class NodeUdpSocket implements UdpSocket {
+class NodeUdpSocket implements OwnedSocket {
   readonly local: Endpoint
-  readonly receive: Effect.Effect<ReadonlyArray<Datagram>>
   sent = 0
   received = 0
   dropped = 0
@@ -79,17 +78,22 @@ class NodeUdpSocket implements UdpSocket {
   private lastValidHost = ""
   /** One shared send callback: counts asynchronous send errors (no closure per datagram). */
   private readonly onSent: (err: Error | null) => void
-
+  private readonly inbox: Inbox
   private receiver: ((d: Datagram) => void) | null = null
+  readonly close: Effect.Effect<void>
 
   setReceiver(f: ((d: Datagram) => void) | null): void {
     this.receiver = f
   }
 
-  constructor(readonly socket: dgram.Socket, readonly inbox: Queue.Queue<Datagram>) {
+  get receive(): Effect.Effect<ReadonlyArray<Datagram>> {
+    return this.inbox.receive
+  }
+
+  constructor(readonly socket: dgram.Socket, capacity: number) {
     const addr = socket.address()
     this.local = { host: normalizeAddress(addr.address), port: addr.port }
-    this.receive = Queue.takeAll(inbox)
+    this.inbox = new Inbox(capacity)
     this.onSent = (err) => {
       if (err) this.dropped++
     }
@@ -98,7 +102,7 @@ class NodeUdpSocket implements UdpSocket {
       if (receiver !== null) {
         this.received++
         receiver(new Dgram({ host: normalizeAddress(rinfo.address), port: rinfo.port }, msg))
-      } else if (Queue.offerUnsafe(inbox, new Dgram({ host: normalizeAddress(rinfo.address), port: rinfo.port }, msg))) {
+      } else if (this.inbox.offer(new Dgram({ host: normalizeAddress(rinfo.address), port: rinfo.port }, msg))) {
         this.received++
       } else {
         this.dropped++
@@ -107,6 +111,17 @@ class NodeUdpSocket implements UdpSocket {
     // Without a listener an 'error' event would crash the process.
     socket.on("error", () => {
       this.dropped++
+    })
+    this.close = Effect.callback<void>((resume) => {
+      if (this.closed) return resume(Effect.void)
+      this.closed = true
+      this.receiver = null
+      this.inbox.shutdown()
+      try {
+        socket.close(() => resume(Effect.void))
+      } catch {
+        resume(Effect.void)
+      }
     })
   }
 
@@ -180,74 +195,56 @@ const applyDefaultBuffers = (socket: dgram.Socket, options: UdpTransportOptions)
   }
 }
 
-const bindSocket = (options: UdpTransportOptions, bindOptions: BindOptions | undefined): Effect.Effect<NodeUdpSocket, BindError, Scope.Scope> => {
+/**
+ * Create and bind a udp4 socket at once. With the identity lookup and
+ * `exclusive` (no cluster round trip), node:dgram binds synchronously inside
+ * `bind()`: the socket is bound, or has emitted its error, when it returns.
+ */
+const openSocket = (options: UdpTransportOptions, bindOptions: BindOptions | undefined): NodeUdpSocket | BindError => {
   const host = bindOptions?.host ?? "0.0.0.0"
   const port = bindOptions?.port ?? 0
-  const capacity = options.inboxCapacity ?? 8192
-  return Effect.acquireRelease(
-    Effect.flatMap(Queue.dropping<Datagram>(capacity), (inbox) =>
-      Effect.callback<NodeUdpSocket, BindError>((resume) => {
-        if (typeof host !== "string" || !isIPv4(host)) {
-          resume(Effect.fail(new BindError({ host: String(host), port, detail: "not an IPv4 address" })))
-          return
-        }
-        if (typeof port !== "number" || !Number.isInteger(port) || port < 0 || port > 65535) {
-          resume(Effect.fail(new BindError({ host, port, detail: "invalid port" })))
-          return
-        }
-        const socket = dgram.createSocket({
-          type: "udp4",
-          lookup: identityLookup as unknown as NonNullable<dgram.SocketOptions["lookup"]>,
-          ...(options.recvBufferSize !== undefined ? { recvBufferSize: options.recvBufferSize } : {}),
-          ...(options.sendBufferSize !== undefined ? { sendBufferSize: options.sendBufferSize } : {})
-        })
-        let settled = false
-        const onError = (err: Error & { code?: string }) => {
-          if (settled) return
-          settled = true
-          try {
-            socket.close()
-          } catch {
-            // already closed
-          }
-          resume(Effect.fail(new BindError({ host, port, detail: err.code ?? err.message })))
-        }
-        socket.once("error", onError)
-        try {
-          socket.bind(port, host, () => {
-            if (settled) return
-            settled = true
-            socket.removeListener("error", onError)
-            applyDefaultBuffers(socket, options)
-            resume(Effect.succeed(new NodeUdpSocket(socket, inbox)))
-          })
-        } catch (e) {
-          onError(e instanceof Error ? e : new Error(String(e)))
-        }
-        // interrupted while binding
-        return Effect.sync(() => {
-          if (settled) return
-          settled = true
-          try {
-            socket.close()
-          } catch {
-            // already closed
-          }
-        })
-      })
-    ),
-    (s) =>
-      Effect.callback<void>((resume) => {
-        s.closed = true
-        Queue.shutdownUnsafe(s.inbox)
-        try {
-          s.socket.close(() => resume(Effect.void))
-        } catch {
-          resume(Effect.void)
-        }
-      })
-  )
+  if (typeof host !== "string" || !isIPv4(host)) return new BindError({ host: String(host), port, detail: "not an IPv4 address" })
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 0 || port > 65535) return new BindError({ host, port, detail: "invalid port" })
+  const socket = dgram.createSocket({
+    type: "udp4",
+    lookup: identityLookup as unknown as NonNullable<dgram.SocketOptions["lookup"]>,
+    ...(options.recvBufferSize !== undefined ? { recvBufferSize: options.recvBufferSize } : {}),
+    ...(options.sendBufferSize !== undefined ? { sendBufferSize: options.sendBufferSize } : {})
+  })
+  let failure: string | null = null
+  let bound = false
+  const onError = (err: Error & { code?: string }) => {
+    failure ??= err.code ?? err.message
+  }
+  socket.once("error", onError)
+  try {
+    socket.bind({ port, address: host, exclusive: true }, () => {
+      bound = true
+    })
+  } catch (e) {
+    failure ??= e instanceof Error ? ((e as Error & { code?: string }).code ?? e.message) : String(e)
+  }
+  socket.removeListener("error", onError)
+  if (!bound || failure !== null) {
+    try {
+      socket.close()
+    } catch {
+      // already closed
+    }
+    return new BindError({ host, port, detail: failure ?? "the bind did not complete at once" })
+  }
+  applyDefaultBuffers(socket, options)
+  return new NodeUdpSocket(socket, options.inboxCapacity ?? 8192)
 }
+
+const bindSocket = (options: UdpTransportOptions, bindOptions: BindOptions | undefined): Effect.Effect<NodeUdpSocket, BindError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.suspend(() => {
+      const s = openSocket(options, bindOptions)
+      return s instanceof BindError ? Effect.fail(s) : Effect.succeed(s)
+    }),
+    (s) => s.close
+  )
 
 /**
  * The host's non-internal IPv4 addresses, read at most once per second per
@@ -336,6 +333,7 @@ const make = (options: UdpTransportOptions = {}): Effect.Effect<Transport["Servi
     const timer = new SharedTimer(yield* Clock.Clock)
     return Transport.of({
       bind: (bindOptions) => bindSocket(options, bindOptions),
+      open: (bindOptions) => openSocket(options, bindOptions),
       localAddresses,
       schedule: (at, f) => timer.schedule(at, f)
     })
