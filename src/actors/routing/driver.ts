@@ -404,27 +404,36 @@ class NodeActor implements NodeHandle {
     else this.step(f)
   }
 
+  /**
+   * The actor loop: arm the first alarm, then forever take the whole mailbox
+   * and run it as one step. An Effect loop rather than a generator: a node
+   * starts one, and its start was a visible part of a node's.
+   */
   loop(): Effect.Effect<never> {
-    return Effect.gen({ self: this }, function*() {
-      const clock = this.clock
-      let now = clock.currentTimeMillisUnsafe()
-      yield* this.arm(this.core.nextDeadline(), now)
-      this.busy = false
-      while (true) {
-        const batch = yield* Queue.takeAll(this.mailbox)
-        now = clock.currentTimeMillisUnsafe()
-        this.wakePosted = false
-        this.busy = true
-        try {
-          for (const m of batch) this.handle(m, now)
-          if (this.core.nextDeadline() <= now) this.core.onTimers(now)
-          this.flushEvents()
-        } finally {
+    return Effect.suspend(() =>
+      Effect.andThen(
+        this.arm(this.core.nextDeadline(), this.clock.currentTimeMillisUnsafe()),
+        Effect.suspend(() => {
           this.busy = false
-        }
-        yield* this.arm(this.core.nextDeadline(), now)
-      }
-    })
+          return Effect.forever(Effect.flatMap(Queue.takeAll(this.mailbox), this.onBatch), { disableYield: true })
+        })
+      )
+    )
+  }
+
+  /** One mailbox batch as a step; then the alarm for the core's next deadline. */
+  private readonly onBatch = (batch: ReadonlyArray<Message>): Effect.Effect<void> => {
+    const now = this.clock.currentTimeMillisUnsafe()
+    this.wakePosted = false
+    this.busy = true
+    try {
+      for (const m of batch) this.handle(m, now)
+      if (this.core.nextDeadline() <= now) this.core.onTimers(now)
+      this.flushEvents()
+    } finally {
+      this.busy = false
+    }
+    return this.arm(this.core.nextDeadline(), now)
   }
 
   /** network-change: compare the host's interface addresses with the last seen. */

@@ -131,7 +131,7 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
    */
   closestByDistance(target: Uint8Array, n: number = this.k): Array<N> {
     const out: Array<N> = []
-    if (n <= 0) return out
+    if (n <= 0 || this.size === 0) return out
     const d = this.row(target)
     const t0 = prefix32(target)
     if (this.takeRowByDistance(d, target, t0, n, out)) return out
@@ -147,8 +147,9 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
     for (let j = last - 1; j > d; j--) {
       if (!bitDiffers(own, target, j) && this.takeRowByDistance(j, target, t0, n, out)) return out
     }
-    // rows below d: row i differs from the target first at bit i
-    for (let i = d - 1; i >= 0; i--) if (this.takeRowByDistance(i, target, t0, n, out)) return out
+    // rows below d: row i differs from the target first at bit i (rows from
+    // rowsInUse on were never used)
+    for (let i = Math.min(d, last) - 1; i >= 0; i--) if (this.takeRowByDistance(i, target, t0, n, out)) return out
     return out
   }
 
