@@ -189,3 +189,22 @@ describe("NodeList (the table's time order)", () => {
     }
   })
 })
+
+describe("node secrets", () => {
+  it("the table id and token secrets come from the crypto service's CSPRNG unless a seeded source is given", async () => {
+    const { DhtNode } = await import("../src/actors/routing/node.js")
+    // a constant `random`: anything derived from it would be equal across nodes
+    const make = (extra: { randomBytes?: (n: number) => Uint8Array } = {}) =>
+      new DhtNode({ crypto: noble, random: () => 0, serverPort: 1, transmit: () => {}, ...extra }, 0)
+    const a = make()
+    const b = make()
+    expect(toHex(a.table.id)).not.toEqual(toHex(b.table.id))
+    expect(toHex(a.io.token("10.0.0.9", 1))).not.toEqual(toHex(b.io.token("10.0.0.9", 1)))
+    // a seeded source (simulations) gives the same id and tokens twice
+    const seeded = () => make({ randomBytes: (n) => new Uint8Array(n).fill(7) })
+    const c = seeded()
+    const d = seeded()
+    expect(toHex(c.table.id)).toEqual(toHex(d.table.id))
+    expect(toHex(c.io.token("10.0.0.9", 1))).toEqual(toHex(d.io.token("10.0.0.9", 1)))
+  })
+})

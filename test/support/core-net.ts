@@ -42,6 +42,8 @@ export class CoreNet {
       {
         crypto: noble,
         random: this.random,
+        // table ids and token secrets from the seeded source too: a run is reproducible
+        randomBytes: (n) => Uint8Array.from({ length: n }, () => Math.floor(this.random() * 256)),
         serverPort: port,
         ...opts,
         transmit: (socket, to, data) => this.send(ref.node!, socket, to, data)

@@ -124,6 +124,7 @@ export interface DhtNodeOptions {
   readonly crypto: CryptoImpl
   /** Uniform [0, 1) source (seeded in simulations). */
   readonly random: () => number
+  /** The table id and the token secrets; default the crypto service's CSPRNG (seeded in simulations). */
   readonly randomBytes?: (n: number) => Uint8Array
   /** Resolved bootstrap nodes. */
   readonly bootstrap?: ReadonlyArray<{ readonly host: string; readonly port: number }>
@@ -152,12 +153,6 @@ export interface DhtNodeOptions {
 }
 
 const noop = (): void => {}
-
-const defaultRandomBytes = (random: () => number) => (n: number): Uint8Array => {
-  const b = new Uint8Array(n)
-  for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256) & 0xff
-  return b
-}
 
 interface DelayedReply {
   readonly at: number
@@ -293,7 +288,10 @@ export class DhtNode implements RpcHost, QueryHost {
     this.crypto = options.crypto
     this.nodeIds = Rpc.sharedNodeIdCache(options.crypto.blake2b)
     this.random = options.random
-    const randomBytes = options.randomBytes ?? defaultRandomBytes(options.random)
+    // the table id and the token secrets: from the crypto service's CSPRNG
+    // unless a seeded source is given (simulations); Math.random's state can
+    // be recovered from its outputs, and secrets drawn from it could be too
+    const randomBytes = options.randomBytes ?? options.crypto.randomBytes
     this.now = now
     this.transmitFn = options.transmit
     this.serverPort = options.serverPort
