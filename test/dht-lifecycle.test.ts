@@ -27,9 +27,16 @@ describe("node lifecycle", () => {
       const boot = yield* start("20.0.0.1", GatewayService.bootstrapperConfig(49737, "20.0.0.1"))
       const nodes = []
       for (let i = 2; i < 8; i++) nodes.push(yield* start(`20.0.0.${i}`, { ephemeral: false, port: 49737, bootstrap: ["20.0.0.1:49737"] }))
+      // whenReady: a waiter registered before the node bootstrapped runs once it has; one after, at once
+      const readyCalls: Array<string> = []
+      nodes[0]!.whenReady(() => readyCalls.push("early"))
+      assert.deepStrictEqual(readyCalls, [])
       yield* TestClock.adjust(10_000)
       const a = nodes[0]!
       assert.isTrue(a.core.bootstrapped)
+      assert.deepStrictEqual(readyCalls, ["early"])
+      a.whenReady(() => readyCalls.push("late"))
+      assert.deepStrictEqual(readyCalls, ["early", "late"])
       const events: Array<string> = []
       a.onEvent((e: DhtEvent) => events.push(e._tag))
       // the Effect face of the same events (its PubSub is made on first use)

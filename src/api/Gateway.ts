@@ -298,7 +298,7 @@ export class Gateway extends EventEmitter {
   /** Resolves when the node has bootstrapped (the reference's fullyBootstrapped()). */
   async fullyBootstrapped(): Promise<void> {
     const h = await this.node()
-    await Effect.runPromise(h.ready)
+    await new Promise<void>((resolve) => h.whenReady(resolve))
   }
 
   /** Same as fullyBootstrapped() (the reference's deprecated name). */

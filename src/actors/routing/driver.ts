@@ -153,6 +153,8 @@ export interface NodeHandle {
   readonly onEvent: (listener: (e: DhtEvent) => void) => () => void
   /** Completes when the node has bootstrapped (event "ready"). */
   readonly ready: Effect.Effect<void>
+  /** Calls `f` once the node has bootstrapped, at once if it has (`ready` for callback callers: no fiber). */
+  readonly whenReady: (f: () => void) => void
   readonly suspend: Effect.Effect<void>
   readonly resume: Effect.Effect<void>
   readonly destroy: Effect.Effect<void>
@@ -219,6 +221,7 @@ class NodeActor implements NodeHandle {
   // and a PubSub keeps no events for later subscribers anyway
   private pubsub: PubSub.PubSub<DhtEvent> | null = null
   private readonly listeners = new Set<(e: DhtEvent) => void>()
+  private readyWaiters: Array<() => void> | null = null
   // The loop only ever blocks in Queue.takeAll (never raced, so nothing taken
   // is lost); timers are alarms that wake the node at the core's next
   // deadline. A stale alarm just causes a harmless extra wake-up.
@@ -301,7 +304,12 @@ class NodeActor implements NodeHandle {
     if (core.events.length === 0) return
     const evs = core.events.splice(0, core.events.length)
     for (const e of evs) {
-      if (e._tag === "ready") Deferred.doneUnsafe(this.readyLatch, Exit.void)
+      if (e._tag === "ready") {
+        Deferred.doneUnsafe(this.readyLatch, Exit.void)
+        const waiters = this.readyWaiters
+        this.readyWaiters = null
+        if (waiters !== null) for (const f of waiters) f()
+      }
       if (e._tag === "close") Deferred.doneUnsafe(this.closedLatch, Exit.void)
       if (this.pubsub !== null) PubSub.publishUnsafe(this.pubsub, e)
       for (const l of this.listeners) l(e)
@@ -643,6 +651,11 @@ class NodeActor implements NodeHandle {
 
   get ready(): Effect.Effect<void> {
     return Deferred.await(this.readyLatch)
+  }
+
+  whenReady(f: () => void): void {
+    if (Deferred.isDoneUnsafe(this.readyLatch)) f()
+    else (this.readyWaiters ??= []).push(f)
   }
 
   get suspend(): Effect.Effect<void> {

@@ -29,6 +29,10 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
+// node:dgram loads node:cluster (and child_process with it, ~3 ms) on a
+// process's first bind; load it with this module instead, as the reference's
+// udx-native loads its addon at import: code loading, not the first node's start
+import "node:cluster"
 import * as dgram from "node:dgram"
 import { isIPv4 } from "node:net"
 import { networkInterfaces } from "node:os"
@@ -254,8 +258,10 @@ const bindSocket = (options: UdpTransportOptions, bindOptions: BindOptions | und
 let interfacesAt = -Infinity
 let interfaces: ReadonlyArray<string> = []
 const localAddresses = (): ReadonlyArray<string> => {
-  const now = performance.now()
-  if (now - interfacesAt < 1000) return interfaces
+  // Date.now: the global `performance` loads perf_hooks on first use; a
+  // clock that went back refreshes at once
+  const now = Date.now()
+  if (now >= interfacesAt && now - interfacesAt < 1000) return interfaces
   interfaces = readLocalAddresses()
   interfacesAt = now
   return interfaces
