@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Scope } from "effect"
+import { Cause, Effect, Exit, Fiber, Scope } from "effect"
 import dgram from "node:dgram"
 import { isIPv4 } from "node:net"
 import type { Datagram, UdpSocket } from "../src/layers/Transport.js"
@@ -146,6 +146,12 @@ describe("UdpTransport (real UDP on 127.0.0.1)", () => {
       a.send(b.local, bytes(10))
       yield* Effect.sleep("20 millis")
       assert.deepStrictEqual(seen, [9])
+      // a socket closed before anything pulled from it: receive ends at once (interrupted), never hangs
+      const c = t.open({ host: HOST })
+      if (c instanceof BindError) return assert.fail("bind failed")
+      yield* c.close
+      const ended = yield* Effect.exit(Effect.timeout(c.receive, "1 second"))
+      assert.isTrue(Exit.isFailure(ended) && Cause.hasInterrupts(ended.cause))
       const again = t.open({ host: HOST, port: b.local.port })
       if (again instanceof BindError) return assert.fail(`the closed socket's port stays taken: ${again.detail}`)
       yield* again.close

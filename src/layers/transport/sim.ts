@@ -378,7 +378,8 @@ const sweepTimes = (m: Map<string, number>, now: number, timeout: number): void 
 
 class SimSocket implements OwnedSocket {
   readonly local: Endpoint
-  readonly inbox: Inbox
+  /** Pull mode's buffer, made when first needed (a pushed socket never makes one). */
+  private inbox: Inbox | null = null
   sent = 0
   received = 0
   dropped = 0
@@ -399,7 +400,26 @@ class SimSocket implements OwnedSocket {
   }
 
   get receive(): Effect.Effect<ReadonlyArray<Datagram>> {
-    return this.inbox.receive
+    return this.pullInbox().receive
+  }
+
+  /** Buffer a datagram for `receive`; false when full or closed. */
+  offer(d: Datagram): boolean {
+    return this.pullInbox().offer(d)
+  }
+
+  /** Closed: a waiting `receive` ends, buffered datagrams are dropped. */
+  shutdown(): void {
+    this.receiver = null
+    this.inbox?.shutdown() // a later receive makes a shut one (`closed` is set)
+  }
+
+  private pullInbox(): Inbox {
+    if (this.inbox === null) {
+      this.inbox = new Inbox(this.host.inboxCapacity)
+      if (this.closed) this.inbox.shutdown()
+    }
+    return this.inbox
   }
 
   get close(): Effect.Effect<void> {
@@ -408,7 +428,6 @@ class SimSocket implements OwnedSocket {
 
   constructor(readonly net: SimNet, readonly host: Host, readonly port: number) {
     this.local = { host: host.ip, port }
-    this.inbox = new Inbox(host.inboxCapacity)
     if (host.kind === "firewalled") this.fw = new Map()
     else if (host.kind === "random") this.randomMappings = new Map()
   }
@@ -994,7 +1013,7 @@ class SimNet {
       sock.received++
       c.delivered++
       sock.receiver(e.datagram)
-    } else if (sock.inbox.offer(e.datagram)) {
+    } else if (sock.offer(e.datagram)) {
       sock.received++
       c.delivered++
     } else {
@@ -1088,8 +1107,7 @@ class SimNet {
     if (h.sockets.get(s.port) === s) h.sockets.delete(s.port)
     if (s.mapping !== undefined) this.dropMapping(s.mapping)
     if (s.randomMappings !== undefined) for (const m of [...s.randomMappings.values()]) this.dropMapping(m)
-    s.receiver = null
-    s.inbox.shutdown()
+    s.shutdown()
   }
 
   /** Bind a socket on `host` (Transport.open). */

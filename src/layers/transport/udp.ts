@@ -82,22 +82,45 @@ class NodeUdpSocket implements OwnedSocket {
   private lastValidHost = ""
   /** One shared send callback: counts asynchronous send errors (no closure per datagram). */
   private readonly onSent: (err: Error | null) => void
-  private readonly inbox: Inbox
+  /** Pull mode's buffer, made when first needed (a pushed socket never makes one). */
+  private inbox: Inbox | null = null
   private receiver: ((d: Datagram) => void) | null = null
-  readonly close: Effect.Effect<void>
+  private readonly capacity: number
 
   setReceiver(f: ((d: Datagram) => void) | null): void {
     this.receiver = f
   }
 
   get receive(): Effect.Effect<ReadonlyArray<Datagram>> {
-    return this.inbox.receive
+    return this.pullInbox().receive
+  }
+
+  private pullInbox(): Inbox {
+    if (this.inbox === null) {
+      this.inbox = new Inbox(this.capacity)
+      if (this.closed) this.inbox.shutdown()
+    }
+    return this.inbox
+  }
+
+  get close(): Effect.Effect<void> {
+    return Effect.callback<void>((resume) => {
+      if (this.closed) return resume(Effect.void)
+      this.closed = true
+      this.receiver = null
+      this.inbox?.shutdown()
+      try {
+        this.socket.close(() => resume(Effect.void))
+      } catch {
+        resume(Effect.void)
+      }
+    })
   }
 
   constructor(readonly socket: dgram.Socket, capacity: number) {
     const addr = socket.address()
     this.local = { host: normalizeAddress(addr.address), port: addr.port }
-    this.inbox = new Inbox(capacity)
+    this.capacity = capacity
     this.onSent = (err) => {
       if (err) this.dropped++
     }
@@ -106,7 +129,7 @@ class NodeUdpSocket implements OwnedSocket {
       if (receiver !== null) {
         this.received++
         receiver(new Dgram({ host: normalizeAddress(rinfo.address), port: rinfo.port }, msg))
-      } else if (this.inbox.offer(new Dgram({ host: normalizeAddress(rinfo.address), port: rinfo.port }, msg))) {
+      } else if (this.pullInbox().offer(new Dgram({ host: normalizeAddress(rinfo.address), port: rinfo.port }, msg))) {
         this.received++
       } else {
         this.dropped++
@@ -115,17 +138,6 @@ class NodeUdpSocket implements OwnedSocket {
     // Without a listener an 'error' event would crash the process.
     socket.on("error", () => {
       this.dropped++
-    })
-    this.close = Effect.callback<void>((resume) => {
-      if (this.closed) return resume(Effect.void)
-      this.closed = true
-      this.receiver = null
-      this.inbox.shutdown()
-      try {
-        socket.close(() => resume(Effect.void))
-      } catch {
-        resume(Effect.void)
-      }
     })
   }
 
