@@ -89,7 +89,6 @@ export interface NodeStatus {
 }
 
 type Message =
-  | { readonly _tag: "Datagrams"; readonly socket: SocketKind; readonly batch: ReadonlyArray<Datagram> }
   | { readonly _tag: "Datagram"; readonly socket: SocketKind; readonly from: Datagram["from"]; readonly data: Uint8Array }
   | { readonly _tag: "Run"; readonly run: (node: DhtNode, now: number) => void }
   | { readonly _tag: "Wake" }
@@ -265,8 +264,7 @@ class NodeActor implements NodeHandle {
 
   /**
    * Push mode: the socket hands each datagram to the core at once when the
-   * actor is idle (see `exec`), else to the mailbox (no reader fiber); the
-   * pull readers remain for transports without push mode.
+   * actor is idle (see `exec`), else to the mailbox (no reader fiber).
    */
   private push(kind: SocketKind, d: Datagram): void {
     if (this.busy || !this.alive) {
@@ -319,9 +317,7 @@ class NodeActor implements NodeHandle {
   private handle(m: Message, now: number): void {
     const core = this.core
     if (m._tag === "Datagram") core.onDatagram(now, m.socket, m.from, m.data)
-    else if (m._tag === "Datagrams") {
-      for (const d of m.batch) core.onDatagram(now, m.socket, d.from, d.data)
-    } else if (m._tag === "Run") {
+    else if (m._tag === "Run") {
       core.setTime(now)
       m.run(core, now)
     }
