@@ -208,3 +208,24 @@ describe("node secrets", () => {
     expect(toHex(c.io.token("10.0.0.9", 1))).toEqual(toHex(d.io.token("10.0.0.9", 1)))
   })
 })
+
+describe("default commit step", () => {
+  it("fails with typed errors: NoToken for a reply without a token, NODE_DESTROYED on a destroyed node", async () => {
+    const { DhtNode } = await import("../src/actors/routing/node.js")
+    const { NoToken } = await import("../src/actors/routing/query.js")
+    const { RequestError } = await import("../src/actors/routing/rpc.js")
+    const node = new DhtNode({ crypto: noble, random: () => 0.5, serverPort: 1, transmit: () => {} }, 0)
+    const q = node.query({ target: new Uint8Array(32), command: 9, value: null })
+    const reply = (token: Uint8Array | null) =>
+      ({ token, from: { host: "10.0.0.2", port: 2000, id: null } }) as unknown as Parameters<typeof node.commit>[0]
+    const errors: Array<unknown> = []
+    node.commit(reply(null), q, (err) => errors.push(err))
+    expect(errors[0]).toBeInstanceOf(NoToken)
+    expect((errors[0] as InstanceType<typeof NoToken>).to).toEqual({ host: "10.0.0.2", port: 2000 })
+    expect(String(errors[0])).toContain("No token received for closest node")
+    node.destroy()
+    node.commit(reply(new Uint8Array(32)), q, (err) => errors.push(err))
+    expect(errors[1]).toBeInstanceOf(RequestError)
+    expect((errors[1] as InstanceType<typeof RequestError>).code).toBe("NODE_DESTROYED")
+  })
+})

@@ -14,7 +14,7 @@
  */
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 
 export interface Endpoint {
@@ -102,3 +102,13 @@ export class Transport extends Context.Service<
     readonly schedule?: (at: number, f: () => void) => void
   }
 >()("omega/Transport") {}
+
+/** `Transport.bind` from `Transport.open`: the socket, closed when the scope closes. */
+export const bindScoped = <S extends OwnedSocket>(open: () => S | BindError): Effect.Effect<S, BindError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.suspend(() => {
+      const s = open()
+      return s instanceof BindError ? Effect.fail(s) : Effect.succeed(s)
+    }),
+    (s) => s.close
+  )

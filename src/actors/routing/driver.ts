@@ -22,7 +22,6 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
@@ -35,7 +34,7 @@ import { isIPv4 } from "../../protocol/encoding.js"
 import { seededRandom } from "../../util/random.js"
 import { type DhtEvent, DhtNode, type DhtNodeOptions } from "./node.js"
 import { type Query, QueryError, type QueryOptions } from "./query.js"
-import { CLIENT, type IncomingRequest, type IncomingResponse, RequestError, requestError, SERVER, type SocketKind } from "./rpc.js"
+import { CLIENT, type IncomingResponse, RequestError, requestError, SERVER, type SocketKind } from "./rpc.js"
 
 export type BootstrapEntry = string | number | { readonly host: string; readonly port: number }
 
@@ -377,16 +376,21 @@ class NodeActor implements NodeHandle {
    * else by waking the loop, which arms it).
    */
   private afterStep(now: number): void {
-    const core = this.core
-    if (core.nextDeadline() <= now) core.onTimers(now)
-    this.flushEvents()
-    const deadline = core.nextDeadline()
+    this.settle(now)
+    const deadline = this.core.nextDeadline()
     if (deadline >= this.armedAt || deadline === Infinity) return
     if (this.transport.schedule !== undefined) this.schedule(deadline)
     else if (!this.wakePosted) {
       this.wakePosted = true
       Queue.offerUnsafe(this.mailbox, WAKE)
     }
+  }
+
+  /** The end of every step: the timers due by `now`, then the events the step produced. */
+  private settle(now: number): void {
+    const core = this.core
+    if (core.nextDeadline() <= now) core.onTimers(now)
+    this.flushEvents()
   }
 
   /** One direct step (the caller checked `!busy && alive`). */
@@ -432,8 +436,7 @@ class NodeActor implements NodeHandle {
     this.busy = true
     try {
       for (const m of batch) this.handle(m, now)
-      if (this.core.nextDeadline() <= now) this.core.onTimers(now)
-      this.flushEvents()
+      this.settle(now)
     } finally {
       this.busy = false
     }
@@ -813,7 +816,7 @@ export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, Bin
     const entries = config.bootstrap ?? []
     const bootstrapNodes = plainBootstrap(entries) ?? (yield* resolveBootstrap(actor, entries))
     yield* actor.run((node, now) => {
-      node.bootstrapNodes = bootstrapNodes.map((b) => ({ id: node.nodeIdOf(b.host, b.port), host: b.host, port: b.port }))
+      node.bootstrapNodes = bootstrapNodes.map((b) => ({ id: node.nodeId(b.host, b.port), host: b.host, port: b.port }))
       node.start(now)
     })
 

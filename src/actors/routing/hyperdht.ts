@@ -353,6 +353,3 @@ export class HyperDht {
 /** The HyperDHT storage layer for one node (see HyperDht). */
 export const makeHyperDht = (crypto: CryptoImpl, options: HyperDhtOptions = {}, asyncVerify: AsyncVerify | null = null): HyperDht =>
   new HyperDht(crypto, options, asyncVerify)
-
-
-

@@ -14,7 +14,7 @@ import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import { equalBytes, type IPv4Address } from "../../protocol/encoding.js"
 import { NatSampler } from "./nat-sampler.js"
-import { Query, type QueryHost, type QueryNode, type QueryOptions } from "./query.js"
+import { NoToken, Query, type QueryHost, type QueryNode, type QueryOptions } from "./query.js"
 import {
   CLIENT,
   type IncomingRequest,
@@ -23,6 +23,7 @@ import {
   type OutRequest,
   type ReplyOptions,
   type RequestError,
+  requestError,
   type RpcHost,
   RpcIo,
   SERVER,
@@ -322,7 +323,7 @@ export class DhtNode implements RpcHost, QueryHost {
     this.sendDownHints = options.sendDownHints !== false
     this.downHintsRateLimit = options.downHintsRateLimit ?? 50
     this.onAppRequest = options.onRequest ?? null
-    this.bootstrapNodes = (options.bootstrap ?? []).map((n) => ({ id: this.nodeIdOf(n.host, n.port), host: n.host, port: n.port }))
+    this.bootstrapNodes = (options.bootstrap ?? []).map((n) => ({ id: this.nodeId(n.host, n.port), host: n.host, port: n.port }))
     if (options.natSample !== undefined) this.nat.add(options.natSample.host, options.natSample.port)
     if (options.nodes !== undefined) {
       for (let i = options.nodes.length - 1; i >= 0; i--) this.addNode(options.nodes[i]!)
@@ -359,10 +360,6 @@ export class DhtNode implements RpcHost, QueryHost {
   toArray(limit?: number): Array<{ host: string; port: number }> {
     const all = this.nodes.latestFirst()
     return (limit === undefined ? all : all.slice(0, limit)).map((n) => ({ host: n.host, port: n.port }))
-  }
-
-  nodeIdOf(host: string, port: number): Uint8Array | null {
-    return this.nodeIds(host, port)
   }
 
   private randomOffset(n: number): number {
@@ -627,7 +624,7 @@ export class DhtNode implements RpcHost, QueryHost {
   get k(): number {
     return this.table.k
   }
-  /** @internal */
+  /** The node id of an address (BLAKE2b of its IPv4 and port), null for a malformed one. */
   nodeId(host: string, port: number): Uint8Array | null {
     return this.nodeIds(host, port)
   }
@@ -672,7 +669,7 @@ export class DhtNode implements RpcHost, QueryHost {
   }
   /** @internal */
   commit(reply: IncomingResponse, q: Query, done: (err: unknown | null) => void): void {
-    if (reply.token === null) return done(new Error("No token received for closest node"))
+    if (reply.token === null) return done(new NoToken({ to: { host: reply.from.host, port: reply.from.port } }))
     const r = this.directRequest(
       { token: reply.token, command: q.command, target: q.target, value: q.value },
       reply.from,
@@ -680,7 +677,7 @@ export class DhtNode implements RpcHost, QueryHost {
       () => done(null),
       (err) => done(err)
     )
-    if (r === null) done(new Error("Node destroyed"))
+    if (r === null) done(requestError("NODE_DESTROYED", reply.from, q.command, false))
   }
   /** @internal */
   cancel(req: OutRequest): void {
@@ -735,7 +732,7 @@ export class DhtNode implements RpcHost, QueryHost {
 
   /** Add a node by address (id computed from it). */
   addNode(n: { readonly host: string; readonly port: number }): void {
-    const id = this.nodeIdOf(n.host, n.port)
+    const id = this.nodeId(n.host, n.port)
     if (id === null) return
     this.insertNode({ id, host: n.host, port: n.port, to: null, added: this.tick, pinged: 0, seen: 0, sampled: 0, downHints: 0, prev: null, next: null })
   }
@@ -958,7 +955,7 @@ export class DhtNode implements RpcHost, QueryHost {
       this.io.firewalled = false
       if (!this.ephemeral || host !== this.nat.host || port !== this.nat.port) return cb(false)
       if (sampler.host !== host || sampler.port === 0) return cb(false)
-      const id = this.nodeIdOf(sampler.host, sampler.port)!
+      const id = this.nodeId(sampler.host, sampler.port)!
       if (!onlyFirewall) {
         this.ephemeral = false
         this.io.ephemeral = false

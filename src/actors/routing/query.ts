@@ -81,6 +81,15 @@ export class QueryError extends Data.TaggedError("QueryError")<{
   }
 }
 
+/** The default commit step found no round-trip token in a closest reply (the write cannot be sent to that node). */
+export class NoToken extends Data.TaggedError("NoToken")<{
+  readonly to: { readonly host: string; readonly port: number }
+}> {
+  override get message(): string {
+    return "No token received for closest node"
+  }
+}
+
 const DONE: Array<NodeAddress> = []
 const DOWN: Array<NodeAddress> = []
 

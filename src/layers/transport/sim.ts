@@ -37,9 +37,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
-import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import { BindError, type BindOptions, type Datagram, type Endpoint, type OwnedSocket, type SocketStats, Transport } from "../Transport.js"
+import { BindError, type BindOptions, bindScoped, type Datagram, type Endpoint, type OwnedSocket, type SocketStats, Transport } from "../Transport.js"
 import { Inbox } from "./inbox.js"
 import { ipv4ToUint32, uint32ToIPv4 } from "../../protocol/encoding.js"
 import { Heap } from "../../util/heap.js"
@@ -1182,14 +1181,7 @@ const makeHost = (net: SimNet, options: SimHostOptions): Effect.Effect<SimHost, 
         localAddresses: () => addresses,
         schedule: (at, f) => net.schedule(at, f),
         open: (options) => net.open(host, options),
-        bind: (options) =>
-          Effect.acquireRelease(
-            Effect.suspend(() => {
-              const s = net.open(host, options)
-              return s instanceof BindError ? Effect.fail(s) : Effect.succeed(s)
-            }),
-            (s) => s.close
-          )
+        bind: (options) => bindScoped(() => net.open(host, options))
       }
     }
   )

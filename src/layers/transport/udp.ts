@@ -28,7 +28,6 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as Scope from "effect/Scope"
 // node:dgram loads node:cluster (and child_process with it, ~3 ms) on a
 // process's first bind; load it with this module instead, as the reference's
 // udx-native loads its addon at import: code loading, not the first node's start
@@ -37,7 +36,7 @@ import * as dgram from "node:dgram"
 import { isIPv4 } from "node:net"
 import { networkInterfaces } from "node:os"
 import { Heap } from "../../util/heap.js"
-import { BindError, type BindOptions, type Datagram, type Endpoint, type OwnedSocket, type SocketStats, Transport } from "../Transport.js"
+import { BindError, type BindOptions, bindScoped, type Datagram, type Endpoint, type OwnedSocket, type SocketStats, Transport } from "../Transport.js"
 import { Inbox } from "./inbox.js"
 
 /** Largest UDP payload over IPv4 (65535 - 8 byte UDP header - 20 byte IP header). */
@@ -253,15 +252,6 @@ const openSocket = (options: UdpTransportOptions, bindOptions: BindOptions | und
   return new NodeUdpSocket(socket, options.inboxCapacity ?? 8192)
 }
 
-const bindSocket = (options: UdpTransportOptions, bindOptions: BindOptions | undefined): Effect.Effect<NodeUdpSocket, BindError, Scope.Scope> =>
-  Effect.acquireRelease(
-    Effect.suspend(() => {
-      const s = openSocket(options, bindOptions)
-      return s instanceof BindError ? Effect.fail(s) : Effect.succeed(s)
-    }),
-    (s) => s.close
-  )
-
 /**
  * The host's non-internal IPv4 addresses, read at most once per second per
  * process: os.networkInterfaces() costs ~80 µs, every node asks at start and
@@ -350,7 +340,7 @@ const make = (options: UdpTransportOptions = {}): Effect.Effect<Transport["Servi
   Effect.gen(function*() {
     const timer = new SharedTimer(yield* Clock.Clock)
     return Transport.of({
-      bind: (bindOptions) => bindSocket(options, bindOptions),
+      bind: (bindOptions) => bindScoped(() => openSocket(options, bindOptions)),
       open: (bindOptions) => openSocket(options, bindOptions),
       localAddresses,
       schedule: (at, f) => timer.schedule(at, f)
