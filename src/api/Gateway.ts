@@ -8,6 +8,7 @@
  * ManagedRuntime; the facade converts Effects to promises, and hands query
  * replies to async iterables straight from the node (GatewayQuery).
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -20,8 +21,9 @@ import type { DhtEvent } from "../actors/routing/node.js"
 import type { Query, QueryOptions } from "../actors/routing/query.js"
 import type { IncomingResponse } from "../actors/routing/rpc.js"
 import { Crypto } from "../layers/Crypto.js"
-import type { KeyPair } from "../layers/crypto/types.js"
-import type { Transport } from "../layers/Transport.js"
+import { fastIfLoaded, makeFast } from "../layers/crypto/fast.js"
+import type { CryptoImpl, KeyPair } from "../layers/crypto/types.js"
+import { Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
 import { defaultVerifyWorkers, type GatewayConfig, type GatewayHandle, GatewayService, makeGateway } from "./GatewayService.js"
 import * as Records from "./records.js"
@@ -175,16 +177,38 @@ export class GatewayQuery<A = QueryReply> implements AsyncIterable<A> {
   }
 }
 
-let shared: ManagedRuntime.ManagedRuntime<Transport | Crypto, never> | null = null
-const sharedRuntime = (): ManagedRuntime.ManagedRuntime<Transport | Crypto, never> =>
-  (shared ??= ManagedRuntime.make(Layer.mergeAll(UdpTransport.layer, Crypto.layer)))
+/**
+ * The default environment (real UDP, the default Crypto), one Context shared
+ * by every node that uses it. Built at once when the default crypto is
+ * loaded (after its WASM module's one-off asynchronous load), so a node
+ * starts inside its constructor: no layer build and no runtime per process.
+ * A failed load is not kept: the next node tries again.
+ */
+type DefaultEnv = Context.Context<Transport | Crypto>
+let sharedEnv: DefaultEnv | null = null
+let sharedEnvLoading: Promise<DefaultEnv> | null = null
+const defaultEnv = (): DefaultEnv | Promise<DefaultEnv> => {
+  if (sharedEnv !== null) return sharedEnv
+  const build = (crypto: CryptoImpl): DefaultEnv =>
+    (sharedEnv ??= Context.make(Transport, Effect.runSync(UdpTransport.make)).pipe(Context.add(Crypto, crypto)))
+  const loaded = fastIfLoaded()
+  if (loaded !== null) return build(loaded)
+  return (sharedEnvLoading ??= makeFast().then(build, (e: unknown) => {
+    sharedEnvLoading = null
+    throw e
+  }))
+}
+const runWithDefault = <A, E>(effect: Effect.Effect<A, E, Transport | Crypto>): Promise<A> => {
+  const env = defaultEnv()
+  return env instanceof Promise ? env.then((ctx) => Effect.runPromiseWith(ctx)(effect)) : Effect.runPromiseWith(env)(effect)
+}
 
 export class Gateway extends EventEmitter {
   private keyPairValue: GatewayKeyPair | null = null
   private readonly keySeed: Uint8Array | undefined
   destroyed = false
-  private readonly runtime: ManagedRuntime.ManagedRuntime<Transport | Crypto, never>
-  private readonly ownRuntime: boolean
+  /** A node's own runtime when it was given a transport or crypto; null: the default environment. */
+  private readonly runtime: ManagedRuntime.ManagedRuntime<Transport | Crypto, never> | null
   private readonly scope: Scope.Closeable
   private readonly opening: Promise<GatewayHandle>
   private handle: GatewayHandle | null = null
@@ -198,15 +222,14 @@ export class Gateway extends EventEmitter {
       this.keyPairValue = Gateway.keyPair(opts.seed) // validates the seed now (throws InvalidSeed)
     }
     this.keySeed = opts.seed
-    // Nodes with the default environment share one runtime (the Crypto
+    // Nodes with the default environment share its services (the Crypto
     // service and the UDP transport); each node lives in its own scope.
-    this.ownRuntime = opts.transport !== undefined || opts.crypto !== undefined
-    this.runtime = this.ownRuntime
+    this.runtime = opts.transport !== undefined || opts.crypto !== undefined
       ? ManagedRuntime.make(Layer.mergeAll(opts.transport ?? UdpTransport.layer, opts.crypto ?? Crypto.layer))
-      : sharedRuntime()
-    this.scope = Effect.runSync(Scope.make())
+      : null
+    this.scope = Scope.makeUnsafe()
     const scope = this.scope
-    this.opening = this.runtime.runPromise(
+    this.opening = this.runEffect(
       Effect.gen({ self: this }, function*() {
         // on real UDP, writes' signature checks go to worker threads by default
         const verifyWorkers = opts.verifyWorkers ?? (opts.transport === undefined ? defaultVerifyWorkers() : 0)
@@ -317,7 +340,7 @@ export class Gateway extends EventEmitter {
     }
     this.emit("close")
     await Effect.runPromise(Scope.close(this.scope, Exit.void))
-    if (this.ownRuntime) await this.runtime.dispose()
+    if (this.runtime !== null) await this.runtime.dispose()
   }
 
   async suspend(): Promise<void> {
@@ -422,7 +445,12 @@ export class Gateway extends EventEmitter {
 
   private async run<A, E>(f: (h: GatewayHandle) => Effect.Effect<A, E>): Promise<A> {
     const h = await this.node()
-    return this.runtime.runPromise(f(h))
+    return this.runEffect(f(h))
+  }
+
+  /** Run an Effect in this node's environment. */
+  private runEffect<A, E>(effect: Effect.Effect<A, E, Transport | Crypto>): Promise<A> {
+    return this.runtime !== null ? this.runtime.runPromise(effect) : runWithDefault(effect)
   }
 
   /** LOOKUP `topic` (32 bytes): an async iterable of `{ token, from, to, peers, bump }` replies. */

@@ -88,7 +88,7 @@ export type AsyncVerify = (signature: Uint8Array, message: Uint8Array, publicKey
  */
 export class HyperDht {
   private storeValue: HyperDhtStore | null = null
-  private readonly ns: R.Namespaces
+  private nsValue: R.Namespaces | null = null
   /** The node's request handler (`onRequest`): true when the request was a HyperDHT command it served or refused. */
   readonly handler: (req: IncomingRequest, node: DhtNode) => boolean
 
@@ -97,8 +97,12 @@ export class HyperDht {
     private readonly options: HyperDhtOptions = {},
     private readonly asyncVerify: AsyncVerify | null = null
   ) {
-    this.ns = R.namespaces(crypto.blake2b)
     this.handler = (req, node) => this.handle(req, node)
+  }
+
+  /** The namespaces, computed when a signed write first needs them (not on the node's start path). */
+  private get ns(): R.Namespaces {
+    return (this.nsValue ??= R.namespaces(this.crypto.blake2b))
   }
 
   private hash(x: Uint8Array): Uint8Array {

@@ -116,11 +116,17 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
   const lanes: Array<Lane> = []
   let closed = false
   let flushQueued = false
-  let sodiumPath: string | null = null
-  try {
-    sodiumPath = createRequire(import.meta.url).resolve("libsodium-wrappers-sumo")
-  } catch {
-    sodiumPath = null
+  // resolved when the first worker starts (a module lookup on disk: not on a node's start path)
+  let sodiumPath: string | null | undefined = undefined
+  const resolveSodium = (): string | null => {
+    if (sodiumPath === undefined) {
+      try {
+        sodiumPath = createRequire(import.meta.url).resolve("libsodium-wrappers-sumo")
+      } catch {
+        sodiumPath = null
+      }
+    }
+    return sodiumPath
   }
 
   const counts = { workers: 0, local: 0 }
@@ -150,10 +156,11 @@ export const makeVerifyPool = (size: number, fallback: (signature: Uint8Array, m
   }
 
   const start = (lane: Lane): void => {
-    if (sodiumPath === null) return
+    const sodium = resolveSodium()
+    if (sodium === null) return
     let w: Worker
     try {
-      w = new Worker(WORKER_SOURCE, { eval: true, workerData: { sodium: sodiumPath } })
+      w = new Worker(WORKER_SOURCE, { eval: true, workerData: { sodium } })
     } catch {
       return
     }
