@@ -36,7 +36,7 @@ describe("a closed node is released", () => {
       v8.setFlagsFromString("--expose-gc")
       const gc = runInNewContext("gc") as () => void
       const port = 20000 + Math.floor(Math.random() * 20000)
-      const boot = yield* makeNode({ host: "127.0.0.1", port, anyPort: false, ephemeral: false, firewalled: false, bootstrap: [], natSample: { host: "127.0.0.1", port } })
+      yield* makeNode({ host: "127.0.0.1", port, anyPort: false, ephemeral: false, firewalled: false, bootstrap: [], natSample: { host: "127.0.0.1", port } })
       const refs: Array<WeakRef<object>> = []
       const scope = yield* Scope.make()
       // only weak references leave this effect (no generator local keeps a node)

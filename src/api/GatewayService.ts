@@ -53,16 +53,14 @@ export const makeGateway = (config: GatewayConfig = {}): Effect.Effect<GatewayHa
     // completions re-enter the node through its exec (set once the node runs)
     let exec: NodeHandle["exec"] | null = null
     const early: Array<() => void> = []
+    // the process's pool is made on the first check (not on a node's start path)
     const asyncVerify: AsyncVerify | null =
       workers > 0 && Number.isInteger(workers)
-        ? (() => {
-          const pool = sharedVerifyPool(workers, crypto.verify)
-          return (signature, message, publicKey, then) =>
-            pool.verify(signature, message, publicKey, (ok) => {
-              if (exec !== null) exec(() => then(ok))
-              else early.push(() => then(ok))
-            })
-        })()
+        ? (signature, message, publicKey, then) =>
+          sharedVerifyPool(workers, crypto.verify).verify(signature, message, publicKey, (ok) => {
+            if (exec !== null) exec(() => then(ok))
+            else early.push(() => then(ok))
+          })
         : null
     const hyperdht = makeHyperDht(crypto, config, asyncVerify)
     const node = yield* makeNode({ ...config, onRequest: config.onRequest ?? hyperdht.handler })
