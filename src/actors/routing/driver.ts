@@ -201,6 +201,14 @@ interface SocketPair {
 }
 
 /**
+ * A node's alarm callback for the shared timer. Made at module level: a
+ * closure made inside the class (a field initializer) would share the
+ * initializer's context, which holds the actor, and the timer's pending
+ * entries would then keep a closed node alive until their deadlines.
+ */
+const alarmCallback = (ref: { actor: NodeActor | null }) => (): void => ref.actor?.alarm()
+
+/**
  * The node actor's state and its NodeHandle methods, as one object: a class
  * instead of a closure per method (a node used to keep about 35 closures and
  * their contexts; with thousands of nodes in a simulation that was the larger
@@ -233,6 +241,8 @@ class NodeActor implements NodeHandle {
    * passes; the shared timer has no removal.
    */
   private readonly timerRef: { actor: NodeActor | null } = { actor: this }
+  /** Every alarm's callback (one per node, not a closure per alarm); holds only `timerRef`. */
+  private readonly alarmFn: () => void = alarmCallback(this.timerRef)
   interfaces = ""
   private socketPair: SocketPair
   private socketScope: Scope.Closeable
@@ -328,8 +338,11 @@ class NodeActor implements NodeHandle {
    * timer, which in a simulation of thousands of mostly idle nodes was the
    * larger part of the run.
    */
-  private alarm(deadline: number): void {
-    if (this.armedAt === deadline) this.armedAt = Infinity
+  /** The shared timer's callback (see `alarmCallback`). */
+  alarm(): void {
+    // the armed alarm is due (this one, or another in the same batch): the
+    // step below runs the due timers and arms the next deadline
+    if (this.armedAt <= this.clock.currentTimeMillisUnsafe()) this.armedAt = Infinity
     if (this.busy || !this.alive) {
       Queue.offerUnsafe(this.mailbox, WAKE)
       return
@@ -343,8 +356,7 @@ class NodeActor implements NodeHandle {
 
   private schedule(deadline: number): void {
     this.armedAt = deadline
-    const ref = this.timerRef
-    this.transport.schedule!(deadline, () => ref.actor?.alarm(deadline))
+    this.transport.schedule!(deadline, this.alarmFn)
   }
 
   private arm(deadline: number, now: number): Effect.Effect<void> {
@@ -711,7 +723,8 @@ const bindPair = (
     if (client instanceof BindError && prevClient !== 0) client = transport.open(at(0))
     if (client instanceof BindError) return Effect.andThen(server.close, Effect.fail(client))
     const pair: SocketPair = { server, client }
-    return Effect.as(Scope.addFinalizer(socketScope, Effect.andThen(server.close, client.close)), pair)
+    // the close Effects are made when the scope closes (a node's life long, they were two callbacks held per node)
+    return Effect.as(Scope.addFinalizer(socketScope, Effect.suspend(() => Effect.andThen(server.close, client.close))), pair)
   })
 
 /**
