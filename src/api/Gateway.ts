@@ -4,9 +4,11 @@
  * `DHT.bootstrapper(port, host)`, `ready()`, `findNode`, `query`, `ping`,
  * `request`, `address()`, `destroy()`, events).
  *
- * Behind it runs the Effect node actor (../actors/routing/driver.ts) in a
- * ManagedRuntime; the facade converts Effects to promises, and hands query
- * replies to async iterables straight from the node (GatewayQuery).
+ * Behind it runs the Effect node actor (../actors/routing/driver.ts): with
+ * the default environment in one Context shared by the process's nodes, with
+ * a given transport or crypto in the node's own ManagedRuntime. The facade
+ * converts Effects to promises, and hands query replies to async iterables
+ * straight from the node (GatewayQuery).
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -21,7 +23,6 @@ import type { DhtEvent } from "../actors/routing/node.js"
 import type { Query, QueryOptions } from "../actors/routing/query.js"
 import type { IncomingResponse } from "../actors/routing/rpc.js"
 import { Crypto } from "../layers/Crypto.js"
-import { fastIfLoaded, makeFast } from "../layers/crypto/fast.js"
 import type { CryptoImpl, KeyPair } from "../layers/crypto/types.js"
 import { Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
@@ -191,9 +192,9 @@ const defaultEnv = (): DefaultEnv | Promise<DefaultEnv> => {
   if (sharedEnv !== null) return sharedEnv
   const build = (crypto: CryptoImpl): DefaultEnv =>
     (sharedEnv ??= Context.make(Transport, Effect.runSync(UdpTransport.make)).pipe(Context.add(Crypto, crypto)))
-  const loaded = fastIfLoaded()
+  const loaded = Crypto.defaultIfLoaded()
   if (loaded !== null) return build(loaded)
-  return (sharedEnvLoading ??= makeFast().then(build, (e: unknown) => {
+  return (sharedEnvLoading ??= Crypto.loadDefault().then(build, (e: unknown) => {
     sharedEnvLoading = null
     throw e
   }))

@@ -14,7 +14,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { makeFast } from "./crypto/fast.js"
+import { fastIfLoaded, makeFast } from "./crypto/fast.js"
 import { noble } from "./crypto/noble.js"
 import type { CryptoImpl } from "./crypto/types.js"
 
@@ -26,8 +26,12 @@ export class Crypto extends Context.Service<Crypto, CryptoImpl>()("omega/Crypto"
   static readonly layerNoble: Layer.Layer<Crypto> = Layer.succeed(Crypto, noble)
   /** libsodium WASM + node:crypto (loads the WASM module once). */
   static readonly layerFast: Layer.Layer<Crypto> = Layer.effect(Crypto, Effect.promise(() => makeFast()))
-  /** The default implementation (chosen by bench/crypto.mjs). */
-  static readonly layer: Layer.Layer<Crypto> = Crypto.layerFast
+  /** The default implementation, loaded once per process (chosen by bench/crypto.mjs). */
+  static readonly loadDefault = (): Promise<CryptoImpl> => makeFast()
+  /** The default implementation if it is already loaded, else null (no wait). */
+  static readonly defaultIfLoaded = (): CryptoImpl | null => fastIfLoaded()
+  /** The default implementation as a layer. */
+  static readonly layer: Layer.Layer<Crypto> = Layer.effect(Crypto, Effect.promise(() => Crypto.loadDefault()))
   /** A fixed implementation (tests, benchmarks). */
   static readonly layerWith = (impl: CryptoImpl): Layer.Layer<Crypto> => Layer.succeed(Crypto, impl)
 }

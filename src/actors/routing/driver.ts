@@ -336,9 +336,9 @@ class NodeActor implements NodeHandle {
    * A shared-timer alarm runs the due timers as a direct step when the actor
    * is idle (as a pushed datagram does): no mailbox hop and fiber wake-up per
    * timer, which in a simulation of thousands of mostly idle nodes was the
-   * larger part of the run.
+   * larger part of the run. Called by the node's one timer callback
+   * (`alarmCallback`).
    */
-  /** The shared timer's callback (see `alarmCallback`). */
   alarm(): void {
     // the armed alarm is due (this one, or another in the same batch): the
     // step below runs the due timers and arms the next deadline
