@@ -155,12 +155,60 @@ describe("endpointKey", () => {
   })
 })
 
+describe("Ipv4Endpoint (the DHT codec's interned addresses)", () => {
+  it("is one frozen object per address that equals, encodes and derives ids as a plain { host, port }", async () => {
+    const { Ipv4Endpoint, ipv4Endpoint, internIpv4Endpoint, Reader, Writer, endpointKey } = await import("../src/protocol/encoding.js")
+    const { makeNodeIdCache, decodeMessage, encodeResponse } = await import("../src/protocol/dht-rpc.js")
+    const rand = seededRandom(22)
+    const int = (n: number) => Math.floor(rand() * n)
+    const ids = makeNodeIdCache(noble.blake2b)
+    for (let i = 0; i < 500; i++) {
+      const host = [int(256), int(256), int(256), int(256)].join(".")
+      const port = int(65536)
+      const e = ipv4Endpoint(host, port)!
+      expect(e).toBe(ipv4Endpoint(host, port))
+      expect(e).toEqual({ host, port })
+      expect(JSON.parse(JSON.stringify(e))).toEqual({ host, port })
+      expect({ ...e }).toEqual({ host, port })
+      expect(Object.isFrozen(e)).toBe(true)
+      expect(Ipv4Endpoint.keyOf(e)).toBe(endpointKey(host, port))
+      // the memoized id is nodeId's, every time
+      expect(toHex(ids.of(e))).toBe(toHex(nodeId(noble.blake2b, host, port)!))
+      expect(ids.of(e)).toBe(ids.of(e))
+      expect(toHex(ids(host, port)!)).toBe(toHex(nodeId(noble.blake2b, host, port)!))
+      // encodes as the plain address does; decodes to the same object
+      const w1 = new Writer()
+      const w2 = new Writer()
+      w1.ipv4Address(e)
+      w2.ipv4Address({ host, port })
+      expect(toHex(w1.finish())).toBe(toHex(w2.finish()))
+      expect(new Reader(w1.finish()).ipv4Endpoint()).toBe(e)
+    }
+    for (const [h, p] of [["1.2.3", 1], ["1.2.3.4", 65536], ["1.2.3.4", -1], ["1.2.3.4", 1.5], ["1.2.3.4.5", 1]] as const) {
+      expect(ipv4Endpoint(h, p)).toBe(null)
+      expect(ids(h, p)).toBe(null)
+    }
+    // many ports behind one ip: the first few are interned, the rest are still correct addresses
+    const many = Array.from({ length: 20 }, (_, i) => internIpv4Endpoint(0x0a000001, 1000 + i))
+    expect(many.every((e, i) => e.host === "10.0.0.1" && e.port === 1000 + i)).toBe(true)
+    expect(internIpv4Endpoint(0x0a000001, 1000)).toBe(many[0])
+    // a decoded reply names interned endpoints
+    const bytes = encodeResponse({ tid: 7, to: { host: "1.2.3.4", port: 5 }, id: null, token: null, closerNodes: [{ host: "9.8.7.6", port: 5 }, { host: "1.2.3.4", port: 5 }], error: 0, value: null })
+    const m = decodeMessage((bytes as { success: Uint8Array }).success)
+    const res = (m as { success: { _tag: "Response"; response: { to: unknown; closerNodes: ReadonlyArray<unknown> } } }).success.response
+    expect(res.to).toBe(ipv4Endpoint("1.2.3.4", 5))
+    expect(res.closerNodes[0]).toBe(ipv4Endpoint("9.8.7.6", 5))
+    expect(res.closerNodes[1]).toBe(res.to)
+  })
+})
+
 describe("NodeList (the table's time order)", () => {
   it("matches an insertion-ordered model under random push/touch/remove", async () => {
     const { NodeList } = await import("../src/actors/routing/node.js")
+    const { ipv4Endpoint } = await import("../src/protocol/encoding.js")
     type N = import("../src/actors/routing/node.js").TableNode
     const rnd = seededRandom(11)
-    const make = (i: number): N => ({ id: new Uint8Array([i]), host: "10.0.0.1", port: i, to: null, added: 0, pinged: 0, seen: 0, sampled: 0, downHints: 0, prev: null, next: null })
+    const make = (i: number): N => ({ id: new Uint8Array([i]), host: "10.0.0.1", port: i, ep: ipv4Endpoint("10.0.0.1", i)!, to: null, added: 0, pinged: 0, seen: 0, sampled: 0, downHints: 0, prev: null, next: null })
     const pool = Array.from({ length: 12 }, (_, i) => make(i))
     const list = new NodeList()
     const model = new Map<N, true>()

@@ -13,7 +13,8 @@ import {
   codec,
   decode,
   encode,
-  endpointKey,
+  ipv4Endpoint,
+  Ipv4Endpoint,
   ipv4ToUint32,
   type Codec,
   type DecodeError,
@@ -161,7 +162,7 @@ export const readRequest = (r: Reader): Request => {
   }
   const flags = r.uint()
   const tid = r.uint16()
-  const to = r.ipv4Address()
+  const to = r.ipv4Endpoint()
   const id = flags & RequestFlag.ID ? r.fixed32() : null
   const token = flags & RequestFlag.TOKEN ? r.fixed32() : null
   const internal = (flags & RequestFlag.INTERNAL) !== 0
@@ -207,10 +208,10 @@ export const readResponse = (r: Reader): Response => {
   }
   const flags = r.uint()
   const tid = r.uint16()
-  const to = r.ipv4Address()
+  const to = r.ipv4Endpoint()
   const id = flags & ResponseFlag.ID ? r.fixed32() : null
   const token = flags & ResponseFlag.TOKEN ? r.fixed32() : null
-  const closerNodes = flags & ResponseFlag.CLOSER_NODES ? r.ipv4AddressArray() : NO_NODES
+  const closerNodes = flags & ResponseFlag.CLOSER_NODES ? r.ipv4EndpointArray() : NO_NODES
   const error = flags & ResponseFlag.ERROR ? r.uint() : 0
   const value = flags & ResponseFlag.VALUE ? r.buffer() : null
   return { tid, to, id, token, closerNodes, error, value }
@@ -261,6 +262,11 @@ export const decodeMessage = (bytes: Uint8Array): Result.Result<Message, DecodeE
 export const nodeId = (blake2b: Blake2b, host: string, port: number): Uint8Array | null => {
   const ip = ipv4ToUint32(host)
   if (ip < 0 || !Number.isInteger(port) || port < 0 || port > 0xffff) return null
+  return nodeIdOfIp(blake2b, ip, port)
+}
+
+/** `nodeId` of a valid uint32 address and uint16 port. */
+const nodeIdOfIp = (blake2b: Blake2b, ip: number, port: number): Uint8Array => {
   const pre = new Uint8Array(6)
   pre[0] = ip >>> 24
   pre[1] = (ip >>> 16) & 0xff
@@ -272,47 +278,37 @@ export const nodeId = (blake2b: Blake2b, host: string, port: number): Uint8Array
 }
 
 /**
- * `nodeId` behind a bounded memo (endpointKey -> id). Every closer-node list
- * names up to 20 nodes whose ids a query must derive, mostly the same few
- * hundred addresses again and again; a hit costs a Map lookup instead of
- * an IPv4 parse and a BLAKE2b. The ids handed out are shared: callers treat
- * node ids as immutable values. The memo is emptied when it reaches `max`.
- */
-/**
- * A memo of node ids by address. `byKey` is for callers that already hold
- * the address's `endpointKey` (a valid IPv4 endpoint).
+ * `nodeId` memoized on the interned endpoint (`Ipv4Endpoint`). Every
+ * closer-node list names up to 20 nodes whose ids a query must derive,
+ * mostly the same few hundred addresses again and again; a hit is a field
+ * read instead of an IPv4 parse, a Map lookup and a BLAKE2b. The ids handed
+ * out are shared: callers treat node ids as immutable values. The memo is
+ * bounded by the endpoint intern table.
  */
 export interface NodeIdCache {
   (host: string, port: number): Uint8Array | null
-  byKey(key: number, host: string, port: number): Uint8Array
+  /** The id of an interned endpoint. */
+  of(e: Ipv4Endpoint): Uint8Array
 }
 
-export const makeNodeIdCache = (blake2b: Blake2b, max = 16384): NodeIdCache => {
-  let memo = new Map<number, Uint8Array>()
-  const byKey = (key: number, host: string, port: number): Uint8Array => {
-    const hit = memo.get(key)
-    if (hit !== undefined) return hit
-    const id = nodeId(blake2b, host, port)!
-    if (memo.size >= max) memo = new Map()
-    memo.set(key, id)
+export const makeNodeIdCache = (blake2b: Blake2b): NodeIdCache => {
+  const of = (e: Ipv4Endpoint): Uint8Array => {
+    const hit = Ipv4Endpoint.memo(e, blake2b)
+    if (hit !== null) return hit
+    const id = nodeIdOfIp(blake2b, Ipv4Endpoint.ipOf(e), e.port)
+    Ipv4Endpoint.setMemo(e, blake2b, id)
     return id
   }
   const cache = (host: string, port: number): Uint8Array | null => {
-    const key = endpointKey(host, port)
-    if (key < 0) return null // what nodeId says of an invalid address
-    return byKey(key, host, port)
+    const e = ipv4Endpoint(host, port)
+    return e === null ? null : of(e) // null: what nodeId says of an invalid address
   }
-  return Object.assign(cache, { byKey })
+  return Object.assign(cache, { of })
 }
 
 const sharedNodeIdCaches = new WeakMap<Blake2b, NodeIdCache>()
 
-/**
- * One memo per BLAKE2b implementation, shared by every node in the process
- * (a node id is a pure function of the address): nodes that share a process
- * (simulations, `ogateway --nodes N`) share one bounded memo instead of
- * holding one each.
- */
+/** One NodeIdCache per BLAKE2b implementation, shared by every node in the process. */
 export const sharedNodeIdCache = (blake2b: Blake2b): NodeIdCache => {
   let cache = sharedNodeIdCaches.get(blake2b)
   if (cache === undefined) sharedNodeIdCaches.set(blake2b, (cache = makeNodeIdCache(blake2b)))

@@ -278,6 +278,22 @@ export class Reader {
     return { host, port }
   }
 
+  /** `ipv4Address` as an interned `Ipv4Endpoint` (shared and frozen: the DHT message codec). */
+  ipv4Endpoint(): Ipv4Endpoint {
+    if (!this.need(6)) return ZERO_ENDPOINT
+    const b = this.buf
+    const p = this.pos
+    this.pos = p + 6
+    return Ipv4Endpoint.intern(((b[p]! << 24) | (b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!) >>> 0, b[p + 4]! | (b[p + 5]! << 8))
+  }
+
+  ipv4EndpointArray(): Array<Ipv4Endpoint> {
+    const n = this.arrayLength(6)
+    const out: Array<Ipv4Endpoint> = []
+    for (let i = 0; i < n && this.error === null; i++) out.push(this.ipv4Endpoint())
+    return out
+  }
+
   ipv6(): string {
     if (!this.need(16)) return "0:0:0:0:0:0:0:0"
     const b = this.buf
@@ -497,6 +513,21 @@ export class Writer {
   }
 
   ipv4Address(a: IPv4Address): void {
+    if (a instanceof Ipv4Endpoint) {
+      this.ensure(6)
+      const v = Ipv4Endpoint.ipOf(a)
+      const port = a.port
+      const b = this.buf
+      let p = this.pos
+      b[p++] = v >>> 24
+      b[p++] = (v >>> 16) & 0xff
+      b[p++] = (v >>> 8) & 0xff
+      b[p++] = v & 0xff
+      b[p++] = port & 0xff
+      b[p++] = port >>> 8
+      this.pos = p
+      return
+    }
     if (a === null || typeof a !== "object") return this.fail("ipv4Address", "value is not an address")
     this.ipv4(a.host)
     this.uint16(a.port)
@@ -542,6 +573,89 @@ export interface IPv4Address {
 export interface IPv6Address {
   readonly host: string
   readonly port: number
+}
+
+/**
+ * An IPv4 endpoint as the DHT message codec hands it out (`Reader.ipv4Endpoint`):
+ * one shared, frozen object per address while it stays in a bounded intern
+ * table, like the host strings. It carries what the per-datagram path would
+ * otherwise derive again from the text for every closer node of every reply:
+ * the address as a uint32, and a slot for the node id dht-rpc derives from
+ * it. That state is in private fields, so to everything else (equality,
+ * JSON, spread, inspection) the object is just `{ host, port }`.
+ */
+export class Ipv4Endpoint implements IPv4Address {
+  readonly host: string
+  readonly port: number
+  readonly #ip: number
+  /** The next interned endpoint of the same ip (another port). */
+  #next: Ipv4Endpoint | null = null
+  #id: Uint8Array | null = null
+  #idBy: unknown = null
+
+  /** Use `ipv4Endpoint` / `internIpv4Endpoint`: only interned endpoints skip work. */
+  private constructor(ip: number, port: number) {
+    this.host = uint32ToIPv4(ip)
+    this.port = port
+    this.#ip = ip
+    Object.freeze(this)
+  }
+
+  /** The address as a uint32. */
+  static ipOf(e: Ipv4Endpoint): number {
+    return e.#ip
+  }
+
+  /** `endpointKey(host, port)`: `ip * 65536 + port`. */
+  static keyOf(e: Ipv4Endpoint): number {
+    return e.#ip * 65536 + e.port
+  }
+
+  /** The id memoized by `derive` (a function of the address alone), if any. */
+  static memo(e: Ipv4Endpoint, derive: object): Uint8Array | null {
+    return e.#idBy === derive ? e.#id : null
+  }
+
+  static setMemo(e: Ipv4Endpoint, derive: object, id: Uint8Array): void {
+    e.#id = id
+    e.#idBy = derive
+  }
+
+  /** @internal */
+  static intern(ip: number, port: number): Ipv4Endpoint {
+    const first = endpointByIp.get(ip)
+    let chain = 0
+    for (let e: Ipv4Endpoint | null = first ?? null; e !== null; e = e.#next) {
+      if (e.port === port) return e
+      chain++
+    }
+    const made = new Ipv4Endpoint(ip, port)
+    // many ports behind one ip (a big NAT): the rest are not interned
+    if (chain >= MAX_PORTS_PER_IP) return made
+    if (first === undefined) {
+      if (endpointByIp.size >= HOST_TABLE_MAX) endpointByIp = new Map()
+      endpointByIp.set(ip, made)
+    } else {
+      made.#next = first.#next
+      first.#next = made
+    }
+    return made
+  }
+}
+
+const MAX_PORTS_PER_IP = 8
+let endpointByIp = new Map<number, Ipv4Endpoint>()
+/** What a truncated address decodes to (the reader has failed by then). */
+const ZERO_ENDPOINT = Ipv4Endpoint.intern(0, 0)
+
+/** The interned endpoint of a uint32 address and a uint16 port (both unchecked). */
+export const internIpv4Endpoint = (ip: number, port: number): Ipv4Endpoint => Ipv4Endpoint.intern(ip, port)
+
+/** The interned endpoint of `host:port`, or null when `host` is not a strict dotted quad or `port` not a uint16. */
+export const ipv4Endpoint = (host: string, port: number): Ipv4Endpoint | null => {
+  if (typeof port !== "number" || !(port >= 0 && port <= 0xffff) || port !== Math.floor(port)) return null
+  const ip = ipv4ToUint32(host)
+  return ip < 0 ? null : Ipv4Endpoint.intern(ip, port)
 }
 
 /** Strict dotted-quad parse (ipv4ToUint32's rules) into its four octets, or null. */

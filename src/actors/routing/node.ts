@@ -12,7 +12,7 @@
  */
 import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Rpc from "../../protocol/dht-rpc.js"
-import { equalBytes, type IPv4Address } from "../../protocol/encoding.js"
+import { equalBytes, type IPv4Address, ipv4Endpoint, type Ipv4Endpoint } from "../../protocol/encoding.js"
 import { NatSampler } from "./nat-sampler.js"
 import { NoToken, Query, type QueryHost, type QueryNode, type QueryOptions } from "./query.js"
 import {
@@ -45,6 +45,8 @@ export interface TableNode {
   readonly id: Uint8Array
   readonly host: string
   readonly port: number
+  /** host:port as the interned endpoint (what closer-node lists encode from). */
+  readonly ep: Ipv4Endpoint
   to: IPv4Address | null
   added: number
   pinged: number
@@ -62,6 +64,10 @@ export interface TableNode {
  * node to the end on every reply allocates nothing, where an ordered Map
  * costs about 50 bytes per node and a delete + insert per move.
  */
+/** DhtNode.closerNodes' scratch arrays (one JS thread; filled and read within one call). */
+const closestScratch: Array<TableNode> = []
+const closerScratch: Array<Ipv4Endpoint> = []
+
 export class NodeList {
   head: TableNode | null = null
   tail: TableNode | null = null
@@ -629,8 +635,8 @@ export class DhtNode implements RpcHost, QueryHost {
     return this.nodeIds(host, port)
   }
   /** @internal */
-  nodeIdByKey(key: number, host: string, port: number): Uint8Array {
-    return this.nodeIds.byKey(key, host, port)
+  nodeIdOf(e: Ipv4Endpoint): Uint8Array {
+    return this.nodeIds.of(e)
   }
   /** @internal */
   tableId(): Uint8Array {
@@ -639,6 +645,16 @@ export class DhtNode implements RpcHost, QueryHost {
   /** @internal */
   closest(target: Uint8Array, n?: number): Array<TableNode> {
     return this.table.closestByDistance(target, n)
+  }
+  /** @internal */
+  closerNodes(target: Uint8Array): ReadonlyArray<Ipv4Endpoint> {
+    // scratch arrays: the reply encoder reads the list at once and keeps nothing
+    const nodes = this.table.closestByDistance(target, this.table.k, closestScratch)
+    const out = closerScratch
+    out.length = nodes.length
+    for (let i = 0; i < nodes.length; i++) out[i] = nodes[i]!.ep
+    nodes.length = 0
+    return out
   }
   /** @internal */
   transmit(socket: SocketKind, to: { readonly host: string; readonly port: number }, data: Uint8Array, ttl: number): void {
@@ -727,14 +743,14 @@ export class DhtNode implements RpcHost, QueryHost {
       this.nodes.touch(old)
       return
     }
-    this.insertNode({ id: from.id, host: from.host, port: from.port, to, added: this.tick, pinged: this.tick, seen: this.tick, sampled: 0, downHints: 0, prev: null, next: null })
+    this.insertNode({ id: from.id, host: from.host, port: from.port, ep: ipv4Endpoint(from.host, from.port)!, to, added: this.tick, pinged: this.tick, seen: this.tick, sampled: 0, downHints: 0, prev: null, next: null })
   }
 
   /** Add a node by address (id computed from it). */
   addNode(n: { readonly host: string; readonly port: number }): void {
     const id = this.nodeId(n.host, n.port)
     if (id === null) return
-    this.insertNode({ id, host: n.host, port: n.port, to: null, added: this.tick, pinged: 0, seen: 0, sampled: 0, downHints: 0, prev: null, next: null })
+    this.insertNode({ id, host: n.host, port: n.port, ep: ipv4Endpoint(n.host, n.port)!, to: null, added: this.tick, pinged: 0, seen: 0, sampled: 0, downHints: 0, prev: null, next: null })
   }
 
   private insertNode(node: TableNode): void {

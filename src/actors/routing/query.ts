@@ -9,7 +9,7 @@
  */
 import * as Data from "effect/Data"
 import * as Rpc from "../../protocol/dht-rpc.js"
-import { endpointKey } from "../../protocol/encoding.js"
+import { endpointKey, ipv4Endpoint, Ipv4Endpoint } from "../../protocol/encoding.js"
 import type { IncomingResponse, NodeAddress, OutRequest, RequestError } from "./rpc.js"
 
 export interface QueryNode {
@@ -26,8 +26,8 @@ export interface QueryHost {
   closest(target: Uint8Array, n: number): ReadonlyArray<QueryNode>
   bootstrapList(): ReadonlyArray<QueryNode>
   nodeId(host: string, port: number): Uint8Array | null
-  /** The id of a valid IPv4 endpoint whose `endpointKey` is known. */
-  nodeIdByKey(key: number, host: string, port: number): Uint8Array
+  /** The node id of an interned endpoint. */
+  nodeIdOf(e: Ipv4Endpoint): Uint8Array
   /** Whether `filterNode` can reject anything. */
   filtering(): boolean
   filterNode(node: { readonly host: string; readonly port: number; readonly id: Uint8Array }): boolean
@@ -304,14 +304,15 @@ export class Query {
     const filtering = this.host.filtering()
     const closer = m.closerNodes
     for (let i = 0; i < closer.length; i++) {
-      const n = closer[i]!
-      // one key per address, and a node object only for what is queued
-      const key = endpointKey(n.host, n.port)
-      if (key < 0) continue
-      const id = this.host.nodeIdByKey(key, n.host, n.port)
+      const a = closer[i]!
+      // decoded addresses are interned endpoints (key and id without a parse
+      // or a lookup); a node object only for what is queued
+      const n = a instanceof Ipv4Endpoint ? a : ipv4Endpoint(a.host, a.port)
+      if (n === null) continue
+      const id = this.host.nodeIdOf(n)
       if (filtering && !this.host.filterNode({ id, host: n.host, port: n.port })) continue
       if (equal(id, own)) continue
-      if (!this.addPendingKeyed(key, id, n, m.from)) break
+      if (!this.addPendingKeyed(Ipv4Endpoint.keyOf(n), id, n, m.from)) break
     }
     if (!this.fromTable && this.successes + this.errors >= this.concurrency) this.slowdown = false
     if (m.error === 0) this.onreply(m)

@@ -140,8 +140,8 @@ export interface RpcHost {
   nodeId(host: string, port: number): Uint8Array | null
   /** Our table id (put on the wire when persistent and sending from the server socket). */
   tableId(): Uint8Array
-  /** closest(target) from the routing table, for closer-node lists. */
-  closest(target: Uint8Array): ReadonlyArray<{ readonly host: string; readonly port: number }>
+  /** The closer-node list of a reply: the routing table's closest to `target` (read before the next call). */
+  closerNodes(target: Uint8Array): ReadonlyArray<{ readonly host: string; readonly port: number }>
   transmit(socket: SocketKind, to: { readonly host: string; readonly port: number }, data: Uint8Array, ttl: number): void
   onRequest(req: IncomingRequest, external: boolean): void
   onResponse(res: IncomingResponse, external: boolean): void
@@ -388,7 +388,7 @@ export class RpcIo {
   ): void {
     const withId = !this.ephemeral && socket === SERVER
     // the encoder reads host and port only: no copies of the table's nodes or of `to`
-    const closerNodes = target !== null && withNodes ? this.host.closest(target) : NO_NODES
+    const closerNodes = target !== null && withNodes ? this.host.closerNodes(target) : NO_NODES
     const r = Rpc.encodeResponse({
       tid,
       to,

@@ -127,10 +127,10 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
    *
    * Relative to our id, row d = row(target) holds the closest nodes, then
    * every row above d (their top differing bit with the target is d), then
-   * rows d-1, d-2, ..., 0 in that order.
+   * rows d-1, d-2, ..., 0 in that order. `out` (emptied first) receives them.
    */
-  closestByDistance(target: Uint8Array, n: number = this.k): Array<N> {
-    const out: Array<N> = []
+  closestByDistance(target: Uint8Array, n: number = this.k, out: Array<N> = []): Array<N> {
+    out.length = 0
     if (n <= 0 || this.size === 0) return out
     const d = this.row(target)
     const t0 = prefix32(target)
