@@ -6,7 +6,8 @@
 // The same network as bench/sim-scale.mjs (a bootstrapper + N persistent
 // nodes joining at the given rate, latency 20 ms, jitter 10 ms, node i with
 // seed i + 2), with node i on shard i % shards and the bootstrapper on shard
-// 0. Every shard has its own TestClock and advances it in windows; at each
+// 0. Every shard has its own clock (a VirtualClock; CLOCK=test: Effect's
+// TestClock, the same simulation) and advances it in windows; at each
 // window's end it sends the datagrams it sent to each other shard (SimShard
 // in src/layers/transport/sim.ts) straight to that shard's thread, and it
 // runs a window only once it holds every datagram that can arrive in it
@@ -93,6 +94,8 @@ if (isMainThread) {
 } else {
   const { Effect, Queue } = await import("effect")
   const { TestClock } = await import("effect/testing")
+  const { VirtualClock } = await import("../dist/layers/VirtualClock.js")
+  const onTestClock = process.env.CLOCK === "test"
   const { makeNode } = await import("../dist/actors/routing/driver.js")
   const { GatewayService } = await import("../dist/api/GatewayService.js")
   const { Crypto } = await import("../dist/layers/Crypto.js")
@@ -172,7 +175,7 @@ if (isMainThread) {
         }
         const until = now + WINDOW
         const b0 = performance.now()
-        yield* TestClock.adjust(until - now)
+        yield* (onTestClock ? TestClock.adjust(until - now) : VirtualClock.adjust(until - now))
         busy += performance.now() - b0
         now = until
         w++
@@ -209,6 +212,6 @@ if (isMainThread) {
       if (process.env.SHARD_STATS) console.error(JSON.stringify({ shard: index, windows: w, busyMs: Math.round(busy), waitMs: Math.round(waited) }))
       parentPort.postMessage({ virtual: now })
     }
-  }).pipe(Effect.scoped, Effect.provide(TestClock.layer()))
+  }).pipe(Effect.scoped, Effect.provide(onTestClock ? TestClock.layer() : VirtualClock.layer()))
   await Effect.runPromise(program)
 }

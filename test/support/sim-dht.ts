@@ -1,9 +1,9 @@
 /**
- * Helpers for DHT simulations on the simulated network and TestClock:
+ * Helpers for DHT simulations on the simulated network and TestClock (or a VirtualClock):
  * build N Omega nodes on simulated hosts, run lookups, compare with the
  * brute-force k closest.
  */
-import { Effect, Fiber, Scope, Stream } from "effect"
+import { Effect, Fiber, Option, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { makeNode, type NodeConfig, type NodeHandle } from "../../src/actors/routing/driver.js"
 import { GatewayService } from "../../src/api/GatewayService.js"
@@ -11,6 +11,7 @@ import { Crypto } from "../../src/layers/Crypto.js"
 import type { CryptoImpl } from "../../src/layers/crypto/types.js"
 import { SimNetwork, type SimNetworkOptions } from "../../src/layers/transport/sim.js"
 import { Transport } from "../../src/layers/Transport.js"
+import { VirtualClock } from "../../src/layers/VirtualClock.js"
 import { nodeId } from "../../src/protocol/dht-rpc.js"
 import { toHex } from "../../src/protocol/encoding.js"
 
@@ -34,10 +35,14 @@ export const BOOT_PORT = 49737
 
 const ipOf = (i: number): string => `20.${1 + ((i >> 16) & 0xff)}.${(i >> 8) & 0xff}.${i & 0xff}`
 
+/** TestClock.adjust, or VirtualClock.adjust when the simulation runs on a VirtualClock. */
+export const adjustClock = (ms: number): Effect.Effect<void> =>
+  Effect.flatMap(Effect.serviceOption(VirtualClock), (v) => (Option.isSome(v) ? v.value.adjust(ms) : TestClock.adjust(ms)))
+
 /** Advance virtual time in steps (lets every fiber run between steps). */
 export const advance = (ms: number, step = 1000) =>
   Effect.gen(function*() {
-    for (let t = 0; t < ms; t += step) yield* TestClock.adjust(Math.min(step, ms - t))
+    for (let t = 0; t < ms; t += step) yield* adjustClock(Math.min(step, ms - t))
   })
 
 export const buildNetwork = (
@@ -67,7 +72,7 @@ export const buildNetwork = (
     yield* start(BOOT_IP, boot, (options.seed ?? 1) * 7919)
     for (let i = 0; i < count; i++) {
       yield* start(ipOf(i + 1), { ...options.node, port: 49737, bootstrap: [`${BOOT_IP}:${BOOT_PORT}`] }, (options.seed ?? 1) * 7919 + i + 1)
-      if (options.joinEvery !== undefined && options.joinEvery > 0) yield* TestClock.adjust(options.joinEvery)
+      if (options.joinEvery !== undefined && options.joinEvery > 0) yield* adjustClock(options.joinEvery)
     }
     return { net, nodes, crypto } satisfies SimDht
   })
@@ -104,7 +109,7 @@ export const lookup = (dht: SimDht, from: SimDhtNode, target: Uint8Array) =>
       const fiber = yield* Effect.forkChild(Stream.runCount(replies), { startImmediately: true })
       let exit = fiber.pollUnsafe()
       for (let i = 0; i < 600 && exit === undefined; i++) {
-        yield* TestClock.adjust(100)
+        yield* adjustClock(100)
         exit = fiber.pollUnsafe()
       }
       const count = exit !== undefined && exit._tag === "Success" ? exit.value : -1

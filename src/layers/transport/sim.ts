@@ -42,6 +42,7 @@ import { BindError, type BindOptions, bindScoped, type Datagram, type Endpoint, 
 import { Inbox } from "./inbox.js"
 import { ipv4ToUint32, uint32ToIPv4 } from "../../protocol/encoding.js"
 import { Heap } from "../../util/heap.js"
+import { virtualSchedule } from "../VirtualClock.js"
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -567,6 +568,14 @@ class SimNet {
   private timer: Fiber.Fiber<void> | undefined = undefined
   private readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
   private readonly fire: Effect.Effect<void>
+  /** The clock's own callback timers when it is a VirtualClock (no fiber per wake-up). */
+  private readonly virtualSchedule: ((at: number, f: (at: number) => void) => void) | undefined
+  /** A VirtualClock wake-up: entries left from an earlier arming are stale. */
+  private readonly fireAt = (at: number): void => {
+    if (at !== this.armedAt || this.closed) return
+    this.armedAt = Infinity
+    this.tick()
+  }
   /** Waits for a wake-up signal (no fork). */
   readonly waitSignal: Effect.Effect<void>
 
@@ -584,6 +593,7 @@ class SimNet {
     this.shard = options.shard
     this.remoteSender = new Host("0.0.0.0", "open", undefined, {}, 0, this.timeout, this.defaults)
     this.runFork = Effect.runForkWith(context)
+    this.virtualSchedule = virtualSchedule(clock)
     this.fire = Effect.sync(() => {
       this.timer = undefined
       this.armedAt = Infinity
@@ -628,6 +638,10 @@ class SimNet {
       return
     }
     this.armedAt = wakeAt
+    if (this.virtualSchedule !== undefined) {
+      this.virtualSchedule(wakeAt, this.fireAt)
+      return
+    }
     this.timer = this.runFork(Effect.andThen(this.clock.sleep(Duration.millis(d)), this.fire))
   }
 
