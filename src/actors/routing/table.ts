@@ -28,6 +28,14 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
   size = 0
   /** Grown on demand (rows past the deepest one used are never allocated: a 256-slot array cost 2 KB per node). */
   private readonly rows: Array<Array<N> | undefined> = []
+  /**
+   * Per row, the 30-bit id prefix of each node (`key30`), in the row's order:
+   * searches and distance sorts read these small integers instead of
+   * following every node to its id bytes. Rows and their keys are kept at
+   * their exact length (a row changes rarely, a grown array's spare slots
+   * would stay for good).
+   */
+  private readonly rowKeys: Array<Array<number> | undefined> = []
   private readonly rowTotal: number
   /** Rows at this index and above have never held a node. */
   private rowsInUse = 0
@@ -64,19 +72,18 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
   /** Insert or replace a node. A full row leaves the table unchanged and returns "full". */
   add(node: N): AddResult {
     const r = this.row(node.id)
-    let nodes = this.rows[r]
-    if (nodes === undefined) {
-      nodes = this.rows[r] = []
-      if (r >= this.rowsInUse) this.rowsInUse = r + 1
-    }
-    const offset = r >> 3
-    const at = search(nodes, node.id, offset)
+    const nodes = this.rows[r] ?? EMPTY
+    const keys = this.rowKeys[r] ?? EMPTY_KEYS
+    const key = key30(node.id)
+    const at = search(nodes, keys, node.id, key)
     if (at >= 0) {
-      nodes[at] = node
+      this.rows[r]![at] = node // found: the row exists
       return "updated"
     }
     if (nodes.length >= this.k) return "full"
-    nodes.splice(-at - 1, 0, node)
+    if (r >= this.rowsInUse) this.rowsInUse = r + 1
+    this.rows[r] = insertAt(nodes, -at - 1, node)
+    this.rowKeys[r] = insertAt(keys, -at - 1, key)
     this.size++
     return "added"
   }
@@ -84,8 +91,9 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
   get(id: Uint8Array): N | null {
     const r = this.row(id)
     const nodes = this.rows[r]
-    if (nodes === undefined) return null
-    const at = search(nodes, id, r >> 3)
+    const keys = this.rowKeys[r]
+    if (nodes === undefined || keys === undefined) return null
+    const at = search(nodes, keys, id, key30(id))
     return at >= 0 ? nodes[at]! : null
   }
 
@@ -97,10 +105,12 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
   remove(id: Uint8Array): boolean {
     const r = this.row(id)
     const nodes = this.rows[r]
-    if (nodes === undefined) return false
-    const at = search(nodes, id, r >> 3)
+    const keys = this.rowKeys[r]
+    if (nodes === undefined || keys === undefined) return false
+    const at = search(nodes, keys, id, key30(id))
     if (at < 0) return false
-    nodes.splice(at, 1)
+    this.rows[r] = removeAt(nodes, at)
+    this.rowKeys[r] = removeAt(keys, at)
     this.size--
     return true
   }
@@ -133,7 +143,7 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
     out.length = 0
     if (n <= 0 || this.size === 0) return out
     const d = this.row(target)
-    const t0 = prefix32(target)
+    const t0 = key30(target)
     if (this.takeRowByDistance(d, target, t0, n, out)) return out
     // Rows above d all differ from the target first at bit d. Between them,
     // bit j (j > d) of own ^ target decides: where it is 1, row j is closer
@@ -155,19 +165,21 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
 
   /**
    * Append row i to `out` in XOR-distance order to `target` (an insertion
-   * sort on the first 4 bytes of id ^ target as a uint32, which decides
-   * almost always; ties fall back to the full comparison), keeping at most
-   * `n` nodes in `out`. True when `out` is full.
+   * sort on the first 30 bits of id ^ target, which decide almost always;
+   * ties fall back to the full comparison), keeping at most `n` nodes in
+   * `out`. True when `out` is full. `t0` is key30(target).
    */
   private takeRowByDistance(i: number, target: Uint8Array, t0: number, n: number, out: Array<N>): boolean {
     const nodes = this.rows[i]
-    if (nodes === undefined || nodes.length === 0) return out.length >= n
+    const rowKeys = this.rowKeys[i]
+    if (nodes === undefined || rowKeys === undefined || nodes.length === 0) return out.length >= n
     const start = out.length
     const keys = this.keyScratch
     let count = 0
     for (let j = 0; j < nodes.length; j++) {
+      // a node's id bytes are read only on a 30-bit tie
       const node = nodes[j]!
-      const key = (prefix32(node.id) ^ t0) >>> 0
+      const key = rowKeys[j]! ^ t0
       let p = count
       while (p > 0) {
         const kp = keys[p - 1]!
@@ -213,15 +225,34 @@ export class RoutingTable<N extends RoutingNode = RoutingNode> {
 
 const EMPTY: ReadonlyArray<never> = Object.freeze([])
 
-/** The first 4 bytes of an id as a uint32. */
-const prefix32 = (id: Uint8Array): number => ((id[0]! << 24) | (id[1]! << 16) | (id[2]! << 8) | id[3]!) >>> 0
+const EMPTY_KEYS: ReadonlyArray<number> = Object.freeze([])
+
+/** The first 30 bits of an id as a small integer (a V8 Smi); ordering by it agrees with ordering by the id's bytes. */
+const key30 = (id: Uint8Array): number => (id[0]! << 22) | (id[1]! << 14) | (id[2]! << 6) | (id[3]! >>> 2)
+
+/** A copy of `a` with `v` inserted at `at`, at its exact length. */
+const insertAt = <T>(a: ReadonlyArray<T>, at: number, v: T): Array<T> => {
+  const out = new Array<T>(a.length + 1)
+  for (let i = 0; i < at; i++) out[i] = a[i]!
+  out[at] = v
+  for (let i = at; i < a.length; i++) out[i + 1] = a[i]!
+  return out
+}
+
+/** A copy of `a` without its element at `at`, at its exact length. */
+const removeAt = <T>(a: ReadonlyArray<T>, at: number): Array<T> => {
+  const out = new Array<T>(a.length - 1)
+  for (let i = 0; i < at; i++) out[i] = a[i]!
+  for (let i = at + 1; i < a.length; i++) out[i - 1] = a[i]!
+  return out
+}
 
 /** Bit j (0 = most significant) of a ^ b. */
 const bitDiffers = (a: Uint8Array, b: Uint8Array, j: number): boolean => (((a[j >> 3]! ^ b[j >> 3]!) >> (7 - (j & 7))) & 1) === 1
 
-/** Compare the XOR distances of a and b to target, from byte 4 on (the first 4 are equal). */
+/** Compare the XOR distances of a and b to target, whose first 30 bits are equal (so from byte 3 on). */
 const compareDistance = (a: Uint8Array, b: Uint8Array, target: Uint8Array): number => {
-  for (let i = 4; i < target.length; i++) {
+  for (let i = 3; i < target.length; i++) {
     const x = a[i]! ^ target[i]!
     const y = b[i]! ^ target[i]!
     if (x !== y) return x - y
@@ -229,10 +260,10 @@ const compareDistance = (a: Uint8Array, b: Uint8Array, target: Uint8Array): numb
   return 0
 }
 
-/** Byte-wise comparison of two ids starting at `offset`. */
-const compareFrom = (a: Uint8Array, b: Uint8Array, offset: number): number => {
+/** Byte-wise comparison of two ids. */
+const compareIds = (a: Uint8Array, b: Uint8Array): number => {
   const n = Math.max(a.length, b.length)
-  for (let i = offset; i < n; i++) {
+  for (let i = 0; i < n; i++) {
     const x = a[i]
     const y = b[i]
     if (x === y) continue
@@ -243,13 +274,18 @@ const compareFrom = (a: Uint8Array, b: Uint8Array, offset: number): number => {
   return 0
 }
 
-/** Binary search: index when found, otherwise -(insertion point) - 1. */
-const search = <N extends RoutingNode>(nodes: ReadonlyArray<N>, id: Uint8Array, offset: number): number => {
+/**
+ * Binary search of a row (sorted by id bytes; `keys` are their key30s, so
+ * sorted too) for `id`, whose key30 is `key`: its index when found, else
+ * -(insertion point) - 1. Ids are compared only where the keys are equal.
+ */
+const search = <N extends RoutingNode>(nodes: ReadonlyArray<N>, keys: ReadonlyArray<number>, id: Uint8Array, key: number): number => {
   let l = 0
   let r = nodes.length - 1
   while (l <= r) {
     const m = (l + r) >> 1
-    const c = compareFrom(id, nodes[m]!.id, offset)
+    const km = keys[m]!
+    const c = key < km ? -1 : key > km ? 1 : compareIds(id, nodes[m]!.id)
     if (c === 0) return m
     if (c < 0) r = m - 1
     else l = m + 1
