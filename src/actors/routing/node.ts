@@ -58,16 +58,16 @@ export interface TableNode {
   next: TableNode | null
 }
 
+/** DhtNode.closerNodes' scratch arrays (one JS thread; filled and read within one call). */
+const closestScratch: Array<TableNode> = []
+const closerScratch: Array<Ipv4Endpoint> = []
+
 /**
  * The table's nodes in time order, oldest first, as an intrusive doubly
  * linked list (the links live on the nodes, as in the reference): moving a
  * node to the end on every reply allocates nothing, where an ordered Map
  * costs about 50 bytes per node and a delete + insert per move.
  */
-/** DhtNode.closerNodes' scratch arrays (one JS thread; filled and read within one call). */
-const closestScratch: Array<TableNode> = []
-const closerScratch: Array<Ipv4Endpoint> = []
-
 export class NodeList {
   head: TableNode | null = null
   tail: TableNode | null = null
