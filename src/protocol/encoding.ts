@@ -643,6 +643,9 @@ export class Ipv4Endpoint implements IPv4Address {
   }
 }
 
+/** A port: an integer 0..65535. */
+const isUint16 = (port: unknown): port is number => typeof port === "number" && port >= 0 && port <= 0xffff && port === Math.floor(port)
+
 const MAX_PORTS_PER_IP = 8
 let endpointByIp = new Map<number, Ipv4Endpoint>()
 /** What a truncated address decodes to (the reader has failed by then). */
@@ -653,7 +656,7 @@ export const internIpv4Endpoint = (ip: number, port: number): Ipv4Endpoint => Ip
 
 /** The interned endpoint of `host:port`, or null when `host` is not a strict dotted quad or `port` not a uint16. */
 export const ipv4Endpoint = (host: string, port: number): Ipv4Endpoint | null => {
-  if (typeof port !== "number" || !(port >= 0 && port <= 0xffff) || port !== Math.floor(port)) return null
+  if (!isUint16(port)) return null
   const ip = ipv4ToUint32(host)
   return ip < 0 ? null : Ipv4Endpoint.intern(ip, port)
 }
@@ -672,7 +675,7 @@ export const isIPv4 = (host: string): boolean => ipv4ToUint32(host) >= 0
  * not a strict dotted quad (ipv4ToUint32's rules) or `port` not a uint16.
  */
 export const endpointKey = (host: string, port: number): number => {
-  if (typeof port !== "number" || !(port >= 0 && port <= 0xffff) || port !== Math.floor(port)) return -1
+  if (!isUint16(port)) return -1
   const ip = ipv4ToUint32(host)
   return ip < 0 ? -1 : ip * 65536 + port
 }

@@ -29,7 +29,7 @@ import * as Stream from "effect/Stream"
 import { lookup } from "node:dns/promises"
 import { Crypto } from "../../layers/Crypto.js"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
-import { BindError, type Datagram, type OwnedSocket, Transport, type UdpSocket } from "../../layers/Transport.js"
+import { BindError, type BindOptions, type Datagram, type OwnedSocket, Transport, type UdpSocket } from "../../layers/Transport.js"
 import { isIPv4 } from "../../protocol/encoding.js"
 import { seededRandom } from "../../util/random.js"
 import { type DhtEvent, DhtNode, type DhtNodeOptions } from "./node.js"
@@ -185,14 +185,17 @@ const openServer = (
   else if (typeof port === "number" && port > 0) for (let p = port; p < port + 5 && p < 65536; p++) candidates.push(p)
   let firstError: BindError | null = null
   for (const p of candidates) {
-    const r = transport.open(host !== undefined ? { host, port: p } : { port: p })
+    const r = transport.open(bindAt(host, p))
     if (!(r instanceof BindError)) return r
     firstError ??= r
     if (!anyPort) return r
   }
   if (firstError !== null && !anyPort) return firstError
-  return transport.open(host !== undefined ? { host, port: 0 } : { port: 0 })
+  return transport.open(bindAt(host, 0))
 }
+
+/** Bind options for `port`, on `host` when one is configured. */
+const bindAt = (host: string | undefined, port: number): BindOptions => (host !== undefined ? { host, port } : { port })
 
 /** The socket pair a node is bound to. */
 interface SocketPair {
@@ -718,9 +721,8 @@ const bindPair = (
   Effect.suspend(() => {
     const server = openServer(transport, config.host, config.port ?? 0, config.anyPort !== false, prevServer)
     if (server instanceof BindError) return Effect.fail(server)
-    const at = (port: number) => (config.host !== undefined ? { host: config.host, port } : { port })
-    let client = transport.open(at(prevClient))
-    if (client instanceof BindError && prevClient !== 0) client = transport.open(at(0))
+    let client = transport.open(bindAt(config.host, prevClient))
+    if (client instanceof BindError && prevClient !== 0) client = transport.open(bindAt(config.host, 0))
     if (client instanceof BindError) return Effect.andThen(server.close, Effect.fail(client))
     const pair: SocketPair = { server, client }
     // the close Effects are made when the scope closes (a node's life long, they were two callbacks held per node)

@@ -10,9 +10,10 @@
  * timer expiries in and performs the outputs, so the same core runs on real
  * UDP and on the simulated network, and is testable without either.
  */
+import * as Result from "effect/Result"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Rpc from "../../protocol/dht-rpc.js"
-import { equalBytes, type IPv4Address, ipv4Endpoint, type Ipv4Endpoint } from "../../protocol/encoding.js"
+import { encode, equalBytes, type IPv4Address, ipv4Address, ipv4Endpoint, type Ipv4Endpoint, Reader } from "../../protocol/encoding.js"
 import { NatSampler } from "./nat-sampler.js"
 import { NoToken, Query, type QueryHost, type QueryNode, type QueryOptions } from "./query.js"
 import {
@@ -676,12 +677,10 @@ export class DhtNode implements RpcHost, QueryHost {
   downHint(to: NodeAddress, down: { readonly host: string; readonly port: number }, group: Set<OutRequest>): void {
     if (this.downHintsRateLimit !== -1 && this.downHintsSentPerTick >= this.downHintsRateLimit) return
     this.downHintsSentPerTick++
-    const value = new Uint8Array(6)
-    const parts = down.host.split(".")
-    for (let i = 0; i < 4; i++) value[i] = Number(parts[i]) & 0xff
-    value[4] = down.port & 0xff
-    value[5] = down.port >>> 8
-    this.request(to, false, true, DOWN_HINT, null, value, group, noop, noop)
+    // the value is the down node's address as the codec writes it (ipv4 + uint16le port)
+    const value = encode(ipv4Address, down)
+    if (Result.isFailure(value)) return
+    this.request(to, false, true, DOWN_HINT, null, value.success, group, noop, noop)
   }
   /** @internal */
   commit(reply: IncomingResponse, q: Query, done: (err: unknown | null) => void): void {
@@ -851,7 +850,8 @@ export class DhtNode implements RpcHost, QueryHost {
         case DOWN_HINT: {
           if (req.value === null || req.value.length < 6) return
           if (this.checks < 10) {
-            const node = this.table.get(this.crypto.blake2b(req.value.subarray(0, 6)))
+            // its node id: the memoized id of the address the value names
+            const node = this.table.get(this.nodeIds.of(new Reader(req.value).ipv4Endpoint()))
             if (node !== null && (node.pinged < this.tick || node.downHints === 0)) {
               node.downHints++
               this.check(node)

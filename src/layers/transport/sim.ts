@@ -17,7 +17,8 @@
  *   datagram whose deliverAt has passed (to the destination socket's push
  *   receiver, else its inbox) and arms the timer for the next one.
  * - The timer is a tiny fiber that only does `clock.sleep(d)` and then signals
- *   the scheduler. There is at most one armed timer. When a send schedules a
+ *   the scheduler (on a VirtualClock it is a callback of the clock's own,
+ *   which runs the scheduler step directly). There is at most one armed timer. When a send schedules a
  *   datagram earlier than the armed deadline, the timer is replaced *inside
  *   the send call* (`Effect.runForkWith` starts fibers synchronously), so the
  *   TestClock already knows the new deadline when the test calls
@@ -40,7 +41,7 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import { BindError, type BindOptions, bindScoped, type Datagram, type Endpoint, type OwnedSocket, type SocketStats, Transport } from "../Transport.js"
 import { Inbox } from "./inbox.js"
-import { ipv4ToUint32, uint32ToIPv4 } from "../../protocol/encoding.js"
+import { internIpv4Endpoint, ipv4ToUint32, uint32ToIPv4 } from "../../protocol/encoding.js"
 import { Heap } from "../../util/heap.js"
 import { virtualSchedule } from "../VirtualClock.js"
 
@@ -553,8 +554,6 @@ class SimNet {
   private outbox = new Map<number, BatchWriter>()
   /** The last batch's size per destination shard (the next writer starts there). */
   private readonly outboxSize = new Map<number, readonly [number, number]>()
-  /** Source endpoints of injected datagrams, shared as local ones are. */
-  private readonly remoteFrom = new Map<number, Endpoint>()
   /** Stands for the sender of an injected datagram (partition group 0). */
   private readonly remoteSender: Host
   private nextPublic = ipv4ToUint32("20.0.0.1")
@@ -884,11 +883,8 @@ class SimNet {
         c.unreachable++
         continue
       }
-      const fromIp = addr[4 * i]!
-      const fromPort = addr[4 * i + 1]!
-      const fkey = fromIp * 65536 + fromPort
-      let from = this.remoteFrom.get(fkey)
-      if (from === undefined) this.remoteFrom.set(fkey, (from = { host: uint32ToIPv4(fromIp), port: fromPort }))
+      // source endpoints: shared (interned) as local ones are
+      const from = internIpv4Endpoint(addr[4 * i]!, addr[4 * i + 1]!)
       this.heap.push(new InFlight(arrival, this.seq++, new Dgram(from, data), this.remoteSender, target, addr[4 * i + 3]!, target instanceof Host ? MODE_PUBLIC : MODE_NAT))
       const w = Math.ceil(arrival)
       if (w < wake) wake = w
