@@ -1,9 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Scope, Stream } from "effect"
+import { Cause, Effect, Exit, Layer, Scope, Stream } from "effect"
+import * as dgram from "node:dgram"
 import * as v8 from "node:v8"
 import { runInNewContext } from "node:vm"
 import { makeNode } from "../src/actors/routing/driver.js"
+import { Gateway } from "../src/index.js"
 import { Crypto } from "../src/layers/Crypto.js"
+import { BindError } from "../src/layers/Transport.js"
 import { UdpTransport } from "../src/layers/transport/udp.js"
 
 const env = Layer.mergeAll(UdpTransport.layer, Crypto.layerNoble)
@@ -58,4 +61,53 @@ describe("a closed node is released", () => {
       }
       assert.strictEqual(alive, 0)
     }).pipe(Effect.provide(env)), { timeout: 60_000 })
+})
+
+describe("node start paths", () => {
+  it("the facade: a bootstrapper whose port is taken rejects ready() with a BindError and emits it as 'error'", async () => {
+    // the default crypto loaded: the node starts in its constructor (the path without an Effect run)
+    await Crypto.loadDefault()
+    const blocker = dgram.createSocket("udp4")
+    await new Promise<void>((r) => blocker.bind(0, "127.0.0.1", () => r()))
+    const port = blocker.address().port
+    try {
+      const boot = Gateway.bootstrapper(port, "127.0.0.1", { host: "127.0.0.1" })
+      const emitted = new Promise<unknown>((r) => boot.once("error", r))
+      const failed = await boot.ready().then(() => null, (e: unknown) => e)
+      assert.instanceOf(failed, BindError)
+      assert.strictEqual((failed as BindError).port, port)
+      assert.strictEqual(await emitted, failed)
+      await boot.destroy()
+    } finally {
+      blocker.close()
+    }
+  })
+
+  it("the facade: a node with a hostname in its bootstrap list resolves it, then bootstraps", async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000)
+    const boot = Gateway.bootstrapper(port, "127.0.0.1", { host: "127.0.0.1" })
+    const node = new Gateway({ bootstrap: [`localhost:${port}`], host: "127.0.0.1" })
+    try {
+      await boot.ready()
+      await node.ready()
+      assert.isTrue(node.bootstrapped)
+      assert.deepStrictEqual(node.toArray().map((n) => n.port), [port])
+    } finally {
+      await node.destroy()
+      await boot.destroy()
+    }
+  }, 30_000)
+
+  it.live("makeNode: a taken port fails with BindError and leaves the scope nothing to close", () =>
+    Effect.gen(function*() {
+      const blocker = dgram.createSocket("udp4")
+      yield* Effect.promise(() => new Promise<void>((r) => blocker.bind(0, "127.0.0.1", () => r())))
+      const port = blocker.address().port
+      const scope = yield* Scope.make()
+      const exit = yield* makeNode({ host: "127.0.0.1", port, anyPort: false }).pipe(Scope.provide(scope), Effect.exit)
+      blocker.close()
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit)) assert.instanceOf(Cause.squash(exit.cause), BindError)
+      yield* Scope.close(scope, Exit.void)
+    }).pipe(Effect.provide(env)))
 })

@@ -24,9 +24,9 @@ import type { Query, QueryOptions } from "../actors/routing/query.js"
 import type { IncomingResponse } from "../actors/routing/rpc.js"
 import { Crypto } from "../layers/Crypto.js"
 import type { CryptoImpl, KeyPair } from "../layers/crypto/types.js"
-import { Transport } from "../layers/Transport.js"
+import { BindError, Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
-import { defaultVerifyWorkers, type GatewayConfig, type GatewayHandle, GatewayService, makeGateway } from "./GatewayService.js"
+import { defaultVerifyWorkers, type GatewayConfig, type GatewayHandle, GatewayService, makeGateway, makeGatewayNow } from "./GatewayService.js"
 import * as Records from "./records.js"
 import { facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
 
@@ -230,17 +230,25 @@ export class Gateway extends EventEmitter {
       : null
     this.scope = Scope.makeUnsafe()
     const scope = this.scope
-    this.opening = this.runEffect(
-      Effect.gen({ self: this }, function*() {
-        // on real UDP, writes' signature checks go to worker threads by default
-        const verifyWorkers = opts.verifyWorkers ?? (opts.transport === undefined ? defaultVerifyWorkers() : 0)
-        const h = yield* makeGateway({ ...opts, verifyWorkers }).pipe(Scope.provide(scope))
-        // events reach the EventEmitter synchronously from the node actor,
-        // deferred to a microtask so listeners never run inside the actor
-        h.onEvent((e) => queueMicrotask(() => this.dispatch(e)))
-        return h
-      })
-    )
+    // on real UDP, writes' signature checks go to worker threads by default
+    const verifyWorkers = opts.verifyWorkers ?? (opts.transport === undefined ? defaultVerifyWorkers() : 0)
+    const config = { ...opts, verifyWorkers }
+    const opened = (h: GatewayHandle): GatewayHandle => {
+      // events reach the EventEmitter synchronously from the node actor,
+      // deferred to a microtask so listeners never run inside the actor
+      h.onEvent((e) => queueMicrotask(() => this.dispatch(e)))
+      return h
+    }
+    // In the default environment, once it is loaded, the node starts here
+    // in plain code (no Effect run per node); otherwise through its Effect.
+    const env = this.runtime === null ? defaultEnv() : null
+    const now = env !== null && !(env instanceof Promise) ? makeGatewayNow(Context.add(env, Scope.Scope, scope), config) : null
+    if (now === null) this.opening = this.runEffect(Effect.map(Scope.provide(makeGateway(config), scope), opened))
+    else if (now instanceof BindError) this.opening = Promise.reject(now)
+    else {
+      this.handle = opened(now)
+      this.opening = Promise.resolve(now)
+    }
     this.opening.then(
       (h) => {
         this.handle = h

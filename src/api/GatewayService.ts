@@ -9,11 +9,12 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import { makeNode, type NodeConfig, type NodeHandle } from "../actors/routing/driver.js"
+import { makeNode, makeNodeNow, type NodeConfig, type NodeHandle } from "../actors/routing/driver.js"
 import { type AsyncVerify, type HyperDht, type HyperDhtOptions, makeHyperDht } from "../actors/routing/hyperdht.js"
 import { sharedVerifyPool } from "../layers/crypto/verify-pool.js"
 import { availableParallelism } from "node:os"
-import type { BindError, Transport } from "../layers/Transport.js"
+import { BindError, type Transport } from "../layers/Transport.js"
+import type { CryptoImpl } from "../layers/crypto/types.js"
 import { Crypto } from "../layers/Crypto.js"
 import { UdpTransport } from "../layers/transport/udp.js"
 import { isIPv4 } from "../protocol/encoding.js"
@@ -47,29 +48,47 @@ export interface GatewayHandle extends NodeHandle {
 
 /** Start a HyperDHT node in the current scope. */
 export const makeGateway = (config: GatewayConfig = {}): Effect.Effect<GatewayHandle, BindError, Transport | Crypto | Scope.Scope> =>
-  Effect.gen(function*() {
-    const crypto = yield* Crypto
-    const workers = config.verifyWorkers ?? 0
-    // completions re-enter the node through its exec (set once the node runs)
-    let exec: NodeHandle["exec"] | null = null
-    const early: Array<() => void> = []
-    // the process's pool is made on the first check (not on a node's start path)
-    const asyncVerify: AsyncVerify | null =
-      workers > 0 && Number.isInteger(workers)
-        ? (signature, message, publicKey, then) =>
-          sharedVerifyPool(workers, crypto.verify).verify(signature, message, publicKey, (ok) => {
-            if (exec !== null) exec(() => then(ok))
-            else early.push(() => then(ok))
-          })
-        : null
-    const hyperdht = makeHyperDht(crypto, config, asyncVerify)
-    const node = yield* makeNode({ ...config, onRequest: config.onRequest ?? hyperdht.handler })
-    exec = (f) => node.exec(f)
-    for (const f of early.splice(0)) node.exec(f)
-    // the node actor itself, with its storage layer attached (no copy of its methods)
-    const handle: GatewayHandle = Object.assign(node, { hyperdht })
-    return handle
+  Effect.flatMap(Effect.service(Crypto), (crypto) => {
+    const storage = makeStorage(crypto, config)
+    return Effect.map(makeNode(storage.config), storage.attach)
   })
+
+/**
+ * Start a HyperDHT node now in the scope of `context` (plain code, see
+ * `makeNodeNow`); null when its bootstrap list needs resolving first.
+ */
+export const makeGatewayNow = (context: Context.Context<Transport | Crypto | Scope.Scope>, config: GatewayConfig = {}): GatewayHandle | BindError | null => {
+  const storage = makeStorage(Context.get(context, Crypto), config)
+  const node = makeNodeNow(context, storage.config)
+  return node === null || node instanceof BindError ? node : storage.attach(node)
+}
+
+/** A node's HyperDHT storage layer, its request handler in the node config, and how it attaches to the started node. */
+const makeStorage = (crypto: CryptoImpl, config: GatewayConfig): { readonly config: NodeConfig; readonly attach: (node: NodeHandle) => GatewayHandle } => {
+  const workers = config.verifyWorkers ?? 0
+  // completions re-enter the node through its exec (set once the node runs)
+  let exec: NodeHandle["exec"] | null = null
+  const early: Array<() => void> = []
+  // the process's pool is made on the first check (not on a node's start path)
+  const asyncVerify: AsyncVerify | null =
+    workers > 0 && Number.isInteger(workers)
+      ? (signature, message, publicKey, then) =>
+        sharedVerifyPool(workers, crypto.verify).verify(signature, message, publicKey, (ok) => {
+          if (exec !== null) exec(() => then(ok))
+          else early.push(() => then(ok))
+        })
+      : null
+  const hyperdht = makeHyperDht(crypto, config, asyncVerify)
+  return {
+    config: { ...config, onRequest: config.onRequest ?? hyperdht.handler },
+    attach: (node) => {
+      exec = (f) => node.exec(f)
+      for (const f of early.splice(0)) node.exec(f)
+      // the node actor itself, with its storage layer attached (no copy of its methods)
+      return Object.assign(node, { hyperdht })
+    }
+  }
+}
 
 export class GatewayService extends Context.Service<GatewayService, GatewayHandle>()("omega/Gateway") {
   static readonly layer = (config: GatewayConfig = {}) => Layer.effect(GatewayService, makeGateway(config))

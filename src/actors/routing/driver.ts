@@ -18,6 +18,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -249,6 +250,8 @@ class NodeActor implements NodeHandle {
   interfaces = ""
   private socketPair: SocketPair
   private socketScope: Scope.Closeable
+  /** Made by the actor fiber as it starts (`loop`), before anything can be queued. */
+  private mailbox!: Queue.Queue<Message>
   /** The sockets' push receivers (`step` specialized: no closure per datagram). */
   private readonly pushServer = (d: Datagram): void => this.push(SERVER, d)
   private readonly pushClient = (d: Datagram): void => this.push(CLIENT, d)
@@ -257,7 +260,6 @@ class NodeActor implements NodeHandle {
     private readonly config: NodeConfig,
     private readonly transport: Transport["Service"],
     private readonly scope: Scope.Scope,
-    private readonly mailbox: Queue.Queue<Message>,
     private readonly clock: Clock.Clock,
     private readonly readyLatch: Deferred.Deferred<void>,
     private readonly closedLatch: Deferred.Deferred<void>,
@@ -432,15 +434,14 @@ class NodeActor implements NodeHandle {
    * and run it as one step. An Effect loop rather than a generator: a node
    * starts one, and its start was a visible part of a node's.
    */
-  loop(): Effect.Effect<never> {
-    return Effect.suspend(() =>
-      Effect.andThen(
-        this.arm(this.core.nextDeadline(), this.clock.currentTimeMillisUnsafe()),
-        Effect.suspend(() => {
-          this.busy = false
-          return Effect.forever(Effect.flatMap(Queue.takeAll(this.mailbox), this.onBatch), { disableYield: true })
-        })
-      )
+  loop(mailbox: Queue.Queue<Message>): Effect.Effect<never> {
+    this.mailbox = mailbox
+    return Effect.andThen(
+      this.arm(this.core.nextDeadline(), this.clock.currentTimeMillisUnsafe()),
+      Effect.suspend(() => {
+        this.busy = false
+        return Effect.forever(Effect.flatMap(Queue.takeAll(mailbox), this.onBatch), { disableYield: true })
+      })
     )
   }
 
@@ -475,6 +476,14 @@ class NodeActor implements NodeHandle {
       if (actor === null) return
       actor.pollInterfaces()
       actor.pollEvery(schedule)
+    })
+  }
+
+  /** Set the bootstrap list and start the core (its bootstrap, NAT sampling, ...). */
+  begin(bootstrapNodes: ReadonlyArray<{ readonly host: string; readonly port: number }>): void {
+    this.exec((node, now) => {
+      node.bootstrapNodes = bootstrapNodes.map((b) => ({ id: node.nodeId(b.host, b.port), host: b.host, port: b.port }))
+      node.start(now)
     })
   }
 
@@ -706,11 +715,7 @@ class NodeActor implements NodeHandle {
   }
 }
 
-/**
- * Bind a node's server and client sockets (previous ports first), closed
- * together by one finalizer of `socketScope`. Binding is synchronous
- * (`Transport.open`): no Effect and no scope entry per socket.
- */
+/** Bind a node's socket pair again (resume), closed by a finalizer of `socketScope`. */
 const bindPair = (
   transport: Transport["Service"],
   config: NodeConfig,
@@ -719,14 +724,9 @@ const bindPair = (
   prevClient: number
 ): Effect.Effect<SocketPair, BindError> =>
   Effect.suspend(() => {
-    const server = openServer(transport, config.host, config.port ?? 0, config.anyPort !== false, prevServer)
-    if (server instanceof BindError) return Effect.fail(server)
-    let client = transport.open(bindAt(config.host, prevClient))
-    if (client instanceof BindError && prevClient !== 0) client = transport.open(bindAt(config.host, 0))
-    if (client instanceof BindError) return Effect.andThen(server.close, Effect.fail(client))
-    const pair: SocketPair = { server, client }
-    // the close Effects are made when the scope closes (a node's life long, they were two callbacks held per node)
-    return Effect.as(Scope.addFinalizer(socketScope, Effect.suspend(() => Effect.andThen(server.close, client.close))), pair)
+    const pair = bindPairNow(transport, config, prevServer, prevClient)
+    if (pair instanceof BindError) return Effect.fail(pair)
+    return Effect.as(Scope.addFinalizer(socketScope, closePair(pair)), pair)
   })
 
 /**
@@ -781,69 +781,129 @@ const PASS_THROUGH: ReadonlyArray<keyof CoreConfig> = [
   "sendDownHints", "downHintsRateLimit", "k", "nodes", "filterNode", "natSample", "onRequest"
 ]
 
-/** Start a DHT node actor in the current scope. */
+/**
+ * Start a DHT node actor in the current scope. With a bootstrap list of IPv4
+ * literals it starts at once; "suggestedIP@hostname" entries and hostnames
+ * are resolved first (the node's sockets and actor already run meanwhile).
+ */
 export const makeNode = (config: NodeConfig = {}): Effect.Effect<NodeHandle, BindError, Transport | Crypto | Scope.Scope> =>
-  Effect.gen(function*() {
-    const transport = yield* Transport
-    const crypto: CryptoImpl = yield* Crypto
-    const scope = yield* Effect.scope
-    const clock = yield* Clock.Clock
-    const mailbox = yield* Queue.unbounded<Message>()
-    const socketScope = Scope.forkUnsafe(scope)
-    const sockets = yield* bindPair(transport, config, socketScope, 0, 0)
-    const actor = new NodeActor(config, transport, scope, mailbox, clock, Deferred.makeUnsafe(), Deferred.makeUnsafe(), socketScope, sockets)
-    actor.attachReceivers()
-
-    const random = config.randomSeed !== undefined ? seededRandom(config.randomSeed) : Math.random
-    const coreOptions: { -readonly [K in keyof DhtNodeOptions]: DhtNodeOptions[K] } = {
-      crypto,
-      random,
-      transmit: (socket, to, data, ttl) => actor.transmit(socket, to, data, ttl),
-      serverPort: sockets.server.local.port
-    }
-    for (const key of PASS_THROUGH) if (config[key] !== undefined) (coreOptions as Record<string, unknown>)[key] = config[key]
-    if (config.randomSeed !== undefined) {
-      coreOptions.randomBytes = (n: number) => {
-        const b = new Uint8Array(n)
-        for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256)
-        return b
-      }
-    }
-    actor.core = new DhtNode(coreOptions, clock.currentTimeMillisUnsafe())
-    const fiber = yield* Effect.forkIn(actor.loop(), scope, { startImmediately: true })
-
-    // network-change: watch the host's interface addresses (every 5 s)
-    actor.interfaces = transport.localAddresses().join(",")
-    const schedule = transport.schedule
-    if (schedule !== undefined) {
-      actor.pollEvery(schedule)
-      // runs after the finalizer below (reverse order): the node is destroyed first
-      yield* Effect.addFinalizer(() => Effect.sync(() => actor.detachTimers()))
-    } else {
-      yield* Effect.forkIn(
-        Effect.forever(Effect.andThen(Effect.sleep(NETWORK_POLL_MS), Effect.sync(() => actor.pollInterfaces()))),
-        scope,
-        { startImmediately: true }
-      )
-    }
-
-    // ---- bootstrap resolution, then start ----
+  Effect.contextWith((context: Context.Context<Transport | Crypto | Scope.Scope>) => {
+    const actor = openNode(context, config)
+    if (actor instanceof BindError) return Effect.fail(actor)
     const entries = config.bootstrap ?? []
-    const bootstrapNodes = plainBootstrap(entries) ?? (yield* resolveBootstrap(actor, entries))
-    yield* actor.run((node, now) => {
-      node.bootstrapNodes = bootstrapNodes.map((b) => ({ id: node.nodeId(b.host, b.port), host: b.host, port: b.port }))
-      node.start(now)
+    const plain = plainBootstrap(entries)
+    if (plain !== null) {
+      actor.begin(plain)
+      return Effect.succeed(actor)
+    }
+    return Effect.map(resolveBootstrap(actor, entries), (nodes) => {
+      actor.begin(nodes)
+      return actor
     })
-
-    yield* Effect.addFinalizer(() =>
-      Effect.andThen(
-        Effect.ignore(Effect.timeoutOption(actor.destroy, 1000)),
-        Effect.andThen(Fiber.interrupt(fiber), Effect.sync(() => {
-          actor.alive = false
-        }))
-      )
-    )
-    return actor
   })
+
+/**
+ * Start a DHT node now, in the scope of `context`, when its bootstrap list
+ * needs no resolving (IPv4 literals, see `makeNode`); null when it does.
+ * Plain code: no Effect runs on this path but the actor fiber's start and
+ * the registration of its finalizers (a node's start used to be about 480
+ * Effect function calls, run cold by the first nodes of a process).
+ */
+export const makeNodeNow = (context: Context.Context<Transport | Crypto | Scope.Scope>, config: NodeConfig = {}): NodeHandle | BindError | null => {
+  const plain = plainBootstrap(config.bootstrap ?? [])
+  if (plain === null) return null
+  const actor = openNode(context, config)
+  if (actor instanceof BindError) return actor
+  actor.begin(plain)
+  return actor
+}
+
+/** Bind, build and start a node actor in the context's scope (its core not started: `begin`). */
+const openNode = (context: Context.Context<Transport | Crypto | Scope.Scope>, config: NodeConfig): NodeActor | BindError => {
+  const transport = Context.get(context, Transport)
+  const scope = Context.get(context, Scope.Scope)
+  const clock = Context.get(context, Clock.Clock)
+  const sockets = bindPairNow(transport, config, 0, 0)
+  if (sockets instanceof BindError) return sockets
+  const socketScope = Scope.forkUnsafe(scope)
+  const actor = new NodeActor(config, transport, scope, clock, Deferred.makeUnsafe(), Deferred.makeUnsafe(), socketScope, sockets)
+  actor.attachReceivers()
+  actor.core = new DhtNode(coreOptions(config, Context.get(context, Crypto), actor, sockets), clock.currentTimeMillisUnsafe())
+  // network-change: watch the host's interface addresses (every 5 s)
+  actor.interfaces = transport.localAddresses().join(",")
+  const schedule = transport.schedule
+  if (schedule !== undefined) actor.pollEvery(schedule)
+  const run = Effect.runForkWith(context)
+  // The actor fiber starts here and runs until it waits for its mailbox. It
+  // ties itself to the scope first (as forkIn does), then registers the
+  // node's finalizers, which therefore run before its own: the node is
+  // destroyed (the fiber interrupted, the timers detached), then the fiber's
+  // finalizer runs, then the sockets close. Their Effects are made when they run.
+  run(Effect.withFiber((fiber) => {
+    Fiber.runIn(fiber, scope)
+    return Effect.andThen(
+      Effect.andThen(
+        Scope.addFinalizer(socketScope, closePair(sockets)),
+        Scope.addFinalizer(
+          scope,
+          Effect.suspend(() =>
+            Effect.andThen(
+              Effect.ignore(Effect.timeoutOption(actor.destroy, 1000)),
+              Effect.andThen(Fiber.interrupt(fiber), Effect.sync(() => {
+                actor.alive = false
+                actor.detachTimers()
+              }))
+            )
+          )
+        )
+      ),
+      Effect.flatMap(Queue.unbounded<Message>(), (mailbox) => actor.loop(mailbox))
+    )
+  }))
+  if (schedule === undefined) {
+    Fiber.runIn(run(Effect.forever(Effect.andThen(Effect.sleep(NETWORK_POLL_MS), Effect.sync(() => actor.pollInterfaces())))), scope)
+  }
+  return actor
+}
+
+/**
+ * Bind a node's server and client sockets (previous ports first). Binding is
+ * synchronous (`Transport.open`); a server socket bound before the client
+ * failed is closed again.
+ */
+const bindPairNow = (transport: Transport["Service"], config: NodeConfig, prevServer: number, prevClient: number): SocketPair | BindError => {
+  const server = openServer(transport, config.host, config.port ?? 0, config.anyPort !== false, prevServer)
+  if (server instanceof BindError) return server
+  let client = transport.open(bindAt(config.host, prevClient))
+  if (client instanceof BindError && prevClient !== 0) client = transport.open(bindAt(config.host, 0))
+  if (client instanceof BindError) {
+    Effect.runFork(server.close)
+    return client
+  }
+  return { server, client }
+}
+
+/** Close both sockets of a pair (their close Effects are made when it runs). */
+const closePair = (pair: SocketPair): Effect.Effect<void> => Effect.suspend(() => Effect.andThen(pair.server.close, pair.client.close))
+
+/** The core's options: the configuration's pass-through keys, the crypto, the random source and the actor's transmit. */
+const coreOptions = (config: NodeConfig, crypto: CryptoImpl, actor: NodeActor, sockets: SocketPair): DhtNodeOptions => {
+  const random = config.randomSeed !== undefined ? seededRandom(config.randomSeed) : Math.random
+  const options: { -readonly [K in keyof DhtNodeOptions]: DhtNodeOptions[K] } = {
+    crypto,
+    random,
+    transmit: (socket, to, data, ttl) => actor.transmit(socket, to, data, ttl),
+    serverPort: sockets.server.local.port
+  }
+  for (const key of PASS_THROUGH) if (config[key] !== undefined) (options as Record<string, unknown>)[key] = config[key]
+  if (config.randomSeed !== undefined) {
+    options.randomBytes = (n: number) => {
+      const b = new Uint8Array(n)
+      for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256)
+      return b
+    }
+  }
+  return options
+}
 
 export { QueryError, RequestError }
