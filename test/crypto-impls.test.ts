@@ -9,7 +9,7 @@ import { sha512 } from "@noble/hashes/sha2.js"
 import sodium from "sodium-native"
 import { beforeAll, describe, expect, it } from "vitest"
 import { makeFast } from "../src/layers/crypto/fast.js"
-import { noble } from "../src/layers/crypto/noble.js"
+import { noble, randomBytes } from "../src/layers/crypto/noble.js"
 import type { CryptoImpl, SecretStreamState } from "../src/layers/crypto/types.js"
 import { SECRETSTREAM_TAG_FINAL, SECRETSTREAM_TAG_MESSAGE, SECRETSTREAM_TAG_PUSH, SECRETSTREAM_TAG_REKEY } from "../src/layers/crypto/types.js"
 import { xorshift32 } from "../src/util/random.js"
@@ -592,5 +592,33 @@ describe("ChaCha20-Poly1305 IETF and secretbox around the wasm / OpenSSL thresho
       expect(impl.sign(new Uint8Array(1), new Uint8Array(63))).toBeNull()
       expect(impl.verify(new Uint8Array(63), new Uint8Array(1), new Uint8Array(32))).toBe(false)
     }
+  })
+})
+
+describe("randomBytes (pooled for small requests)", () => {
+  it("gives fresh, independent arrays of the asked length across pool refills, and large requests too", () => {
+    const seen = new Set<string>()
+    const hex = (b: Uint8Array) => Buffer.from(b).toString("hex")
+    for (let i = 0; i < 600; i++) {
+      const n = [32, 24, 12, 1, 256][i % 5]!
+      const b = randomBytes(n)
+      expect(b).toBeInstanceOf(Uint8Array)
+      expect(b.length).toBe(n)
+      // its own buffer, not a view into the pool
+      expect(b.byteOffset).toBe(0)
+      expect(b.buffer.byteLength).toBe(n)
+      if (n >= 12) {
+        expect(seen.has(hex(b))).toBe(false)
+        seen.add(hex(b))
+      }
+    }
+    // writing to one output changes no later output
+    const a = randomBytes(32)
+    a.fill(0xaa)
+    expect(hex(randomBytes(32))).not.toBe("aa".repeat(32))
+    const big = randomBytes(5000)
+    expect(big.length).toBe(5000)
+    expect(big.some((x) => x !== 0)).toBe(true)
+    expect(randomBytes(0).length).toBe(0)
   })
 })
