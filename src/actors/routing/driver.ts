@@ -249,7 +249,6 @@ class NodeActor implements NodeHandle {
   private readonly alarmFn: () => void = alarmCallback(this.timerRef)
   interfaces = ""
   private socketPair: SocketPair
-  private socketScope: Scope.Closeable
   /** Made by the actor fiber as it starts (`loop`), before anything can be queued. */
   private mailbox!: Queue.Queue<Message>
   /** The sockets' push receivers (`step` specialized: no closure per datagram). */
@@ -263,18 +262,13 @@ class NodeActor implements NodeHandle {
     private readonly clock: Clock.Clock,
     private readonly readyLatch: Deferred.Deferred<void>,
     private readonly closedLatch: Deferred.Deferred<void>,
-    socketScope: Scope.Closeable,
     sockets: SocketPair
   ) {
-    this.socketScope = socketScope
     this.socketPair = sockets
   }
 
   // ---- sockets (rebound on resume) ----
 
-  bindBoth(prevServer: number, prevClient: number): Effect.Effect<SocketPair, BindError> {
-    return bindPair(this.transport, this.config, this.socketScope, prevServer, prevClient)
-  }
 
   /**
    * Push mode: the socket hands each datagram to the core at once when the
@@ -689,9 +683,10 @@ class NodeActor implements NodeHandle {
     return Effect.gen({ self: this }, function*() {
       const prevServer = this.socketPair.server.local.port
       const prevClient = this.socketPair.client.local.port
-      yield* Scope.close(this.socketScope, Exit.void)
-      this.socketScope = yield* Scope.fork(this.scope)
-      this.socketPair = yield* this.bindBoth(prevServer, prevClient).pipe(Effect.orDie)
+      yield* closePair(this.socketPair)
+      const pair = bindPairNow(this.transport, this.config, prevServer, prevClient)
+      if (pair instanceof BindError) return yield* Effect.die(pair)
+      this.socketPair = pair
       this.attachReceivers()
       yield* this.run((node, now) => {
         node.serverPort = this.socketPair.server.local.port
@@ -706,7 +701,7 @@ class NodeActor implements NodeHandle {
       if (this.destroyed) return
       this.destroyed = true
       yield* this.run((node) => node.destroy())
-      yield* Scope.close(this.socketScope, Exit.void)
+      yield* closePair(this.socketPair)
     })
   }
 
@@ -714,20 +709,6 @@ class NodeActor implements NodeHandle {
     return this.socketPair
   }
 }
-
-/** Bind a node's socket pair again (resume), closed by a finalizer of `socketScope`. */
-const bindPair = (
-  transport: Transport["Service"],
-  config: NodeConfig,
-  socketScope: Scope.Scope,
-  prevServer: number,
-  prevClient: number
-): Effect.Effect<SocketPair, BindError> =>
-  Effect.suspend(() => {
-    const pair = bindPairNow(transport, config, prevServer, prevClient)
-    if (pair instanceof BindError) return Effect.fail(pair)
-    return Effect.as(Scope.addFinalizer(socketScope, closePair(pair)), pair)
-  })
 
 /**
  * The bootstrap list when no entry needs the network first (IPv4 literals,
@@ -825,8 +806,7 @@ const openNode = (context: Context.Context<Transport | Crypto | Scope.Scope>, co
   const clock = Context.get(context, Clock.Clock)
   const sockets = bindPairNow(transport, config, 0, 0)
   if (sockets instanceof BindError) return sockets
-  const socketScope = Scope.forkUnsafe(scope)
-  const actor = new NodeActor(config, transport, scope, clock, Deferred.makeUnsafe(), Deferred.makeUnsafe(), socketScope, sockets)
+  const actor = new NodeActor(config, transport, scope, clock, Deferred.makeUnsafe(), Deferred.makeUnsafe(), sockets)
   actor.attachReceivers()
   actor.core = new DhtNode(coreOptions(config, Context.get(context, Crypto), actor, sockets), clock.currentTimeMillisUnsafe())
   // network-change: watch the host's interface addresses (every 5 s)
@@ -836,23 +816,25 @@ const openNode = (context: Context.Context<Transport | Crypto | Scope.Scope>, co
   const run = Effect.runForkWith(context)
   // The actor fiber starts here and runs until it waits for its mailbox. It
   // ties itself to the scope first (as forkIn does), then registers the
-  // node's finalizers, which therefore run before its own: the node is
-  // destroyed (the fiber interrupted, the timers detached), then the fiber's
-  // finalizer runs, then the sockets close. Their Effects are made when they run.
+  // node's finalizer, which therefore runs before the fiber's own: the node
+  // is destroyed (its sockets closed), its fiber interrupted and its timers
+  // detached. The finalizer's Effect is made when it runs.
   run(Effect.withFiber((fiber) => {
     Fiber.runIn(fiber, scope)
     return Effect.andThen(
-      Effect.andThen(
-        Scope.addFinalizer(socketScope, closePair(sockets)),
-        Scope.addFinalizer(
-          scope,
-          Effect.suspend(() =>
+      Scope.addFinalizer(
+        scope,
+        Effect.suspend(() =>
+          Effect.andThen(
+            Effect.ignore(Effect.timeoutOption(actor.destroy, 1000)),
             Effect.andThen(
-              Effect.ignore(Effect.timeoutOption(actor.destroy, 1000)),
-              Effect.andThen(Fiber.interrupt(fiber), Effect.sync(() => {
+              Fiber.interrupt(fiber),
+              Effect.suspend(() => {
                 actor.alive = false
                 actor.detachTimers()
-              }))
+                // (closed by destroy unless it timed out; closing is idempotent)
+                return closePair(actor.sockets())
+              })
             )
           )
         )
