@@ -31,7 +31,7 @@ export interface Datagram {
 export interface SocketStats {
   readonly sent: number
   readonly received: number
-  /** Datagrams dropped locally: invalid destination, oversized, inbox overflow, socket closed. */
+  /** Datagrams dropped locally: invalid destination, oversized, inbox overflow, socket closed (a send the OS refuses is not seen: counted as sent). */
   readonly dropped: number
 }
 

@@ -877,7 +877,11 @@ const coreOptions = (config: NodeConfig, crypto: CryptoImpl, actor: NodeActor, s
     transmit: (socket, to, data, ttl) => actor.transmit(socket, to, data, ttl),
     serverPort: sockets.server.local.port
   }
-  for (const key of PASS_THROUGH) if (config[key] !== undefined) (options as Record<string, unknown>)[key] = config[key]
+  for (let i = 0; i < PASS_THROUGH.length; i++) {
+    const key = PASS_THROUGH[i]!
+    const v = config[key]
+    if (v !== undefined) (options as Record<string, unknown>)[key] = v
+  }
   if (config.randomSeed !== undefined) {
     options.randomBytes = (n: number) => {
       const b = new Uint8Array(n)
