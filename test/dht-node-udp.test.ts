@@ -83,6 +83,21 @@ describe("node start paths", () => {
     }
   })
 
+  it("the facade: options the node cannot take reject ready() and emit 'error', never throw from the constructor", async () => {
+    await Crypto.loadDefault()
+    const bad = { nodes: [null as unknown as { host: string; port: number }], host: "127.0.0.1" }
+    let node: Gateway | null = null
+    assert.doesNotThrow(() => {
+      node = new Gateway(bad)
+    })
+    const n = node as unknown as Gateway
+    const emitted = new Promise<unknown>((r) => n.once("error", r))
+    const failed = await n.ready().then(() => null, (e: unknown) => e)
+    assert.instanceOf(failed, TypeError)
+    assert.strictEqual(await emitted, failed)
+    await n.destroy()
+  })
+
   it("the facade: a node with a hostname in its bootstrap list resolves it, then bootstraps", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000)
     const boot = Gateway.bootstrapper(port, "127.0.0.1", { host: "127.0.0.1" })

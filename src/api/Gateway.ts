@@ -241,13 +241,24 @@ export class Gateway extends EventEmitter {
     }
     // In the default environment, once it is loaded, the node starts here
     // in plain code (no Effect run per node); otherwise through its Effect.
+    // A failure is reported the same way on both paths: the promise rejects
+    // and "error" is emitted (never thrown from here).
     const env = this.runtime === null ? defaultEnv() : null
-    const now = env !== null && !(env instanceof Promise) ? makeGatewayNow(Context.add(env, Scope.Scope, scope), config) : null
-    if (now === null) this.opening = this.runEffect(Effect.map(Scope.provide(makeGateway(config), scope), opened))
-    else if (now instanceof BindError) this.opening = Promise.reject(now)
+    let started: GatewayHandle | BindError | null = null
+    let failure: { readonly error: unknown } | null = null
+    if (env !== null && !(env instanceof Promise)) {
+      try {
+        started = makeGatewayNow(Context.add(env, Scope.Scope, scope), config)
+      } catch (error) {
+        failure = { error }
+      }
+    }
+    if (failure !== null) this.opening = Promise.reject(failure.error)
+    else if (started === null) this.opening = this.runEffect(Effect.map(Scope.provide(makeGateway(config), scope), opened))
+    else if (started instanceof BindError) this.opening = Promise.reject(started)
     else {
-      this.handle = opened(now)
-      this.opening = Promise.resolve(now)
+      this.handle = opened(started)
+      this.opening = Promise.resolve(started)
     }
     this.opening.then(
       (h) => {

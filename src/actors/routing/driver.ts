@@ -269,7 +269,6 @@ class NodeActor implements NodeHandle {
 
   // ---- sockets (rebound on resume) ----
 
-
   /**
    * Push mode: the socket hands each datagram to the core at once when the
    * actor is idle (see `exec`), else to the mailbox (no reader fiber).
@@ -807,8 +806,14 @@ const openNode = (context: Context.Context<Transport | Crypto | Scope.Scope>, co
   const sockets = bindPairNow(transport, config, 0, 0)
   if (sockets instanceof BindError) return sockets
   const actor = new NodeActor(config, transport, scope, clock, Deferred.makeUnsafe(), Deferred.makeUnsafe(), sockets)
+  try {
+    actor.core = new DhtNode(coreOptions(config, Context.get(context, Crypto), actor, sockets), clock.currentTimeMillisUnsafe())
+  } catch (e) {
+    // options the core cannot take (a malformed `nodes` entry, ...): nothing stays open
+    Effect.runFork(closePair(sockets))
+    throw e
+  }
   actor.attachReceivers()
-  actor.core = new DhtNode(coreOptions(config, Context.get(context, Crypto), actor, sockets), clock.currentTimeMillisUnsafe())
   // network-change: watch the host's interface addresses (every 5 s)
   actor.interfaces = transport.localAddresses().join(",")
   const schedule = transport.schedule
