@@ -226,27 +226,24 @@ const openSocket = (options: UdpTransportOptions, bindOptions: BindOptions | und
     ...(options.recvBufferSize !== undefined ? { recvBufferSize: options.recvBufferSize } : {}),
     ...(options.sendBufferSize !== undefined ? { sendBufferSize: options.sendBufferSize } : {})
   })
+  // No 'error' or 'listening' listener for the bind: a failed bind emits
+  // 'error' synchronously, which throws without a listener (caught here), and
+  // a bind that returned without throwing has bound (listeners cost a node's
+  // start four listener adds and removes per socket).
   let failure: string | null = null
-  let bound = false
-  const onError = (err: Error & { code?: string }) => {
-    failure ??= err.code ?? err.message
-  }
-  socket.once("error", onError)
   try {
-    socket.bind({ port, address: host, exclusive: true }, () => {
-      bound = true
-    })
+    socket.bind({ port, address: host, exclusive: true })
+    socket.address() // throws when the socket is not bound
   } catch (e) {
-    failure ??= e instanceof Error ? ((e as Error & { code?: string }).code ?? e.message) : String(e)
+    failure = e instanceof Error ? ((e as Error & { code?: string }).code ?? e.message) : String(e)
   }
-  socket.removeListener("error", onError)
-  if (!bound || failure !== null) {
+  if (failure !== null) {
     try {
       socket.close()
     } catch {
       // already closed
     }
-    return new BindError({ host, port, detail: failure ?? "the bind did not complete at once" })
+    return new BindError({ host, port, detail: failure })
   }
   applyDefaultBuffers(socket, options)
   return new NodeUdpSocket(socket, options.inboxCapacity ?? 8192)
