@@ -643,8 +643,11 @@ export class Ipv4Endpoint implements IPv4Address {
   }
 }
 
-/** A port: an integer 0..65535. */
-const isUint16 = (port: unknown): port is number => typeof port === "number" && port >= 0 && port <= 0xffff && port === Math.floor(port)
+/** A port: an integer 0..65535 (0: any port, when binding). */
+export const isUint16 = (port: unknown): port is number => typeof port === "number" && port >= 0 && port <= 0xffff && port === Math.floor(port)
+
+/** A port a datagram can go to: an integer 1..65535. */
+export const isDestinationPort = (port: unknown): port is number => isUint16(port) && port !== 0
 
 const MAX_PORTS_PER_IP = 8
 let endpointByIp = new Map<number, Ipv4Endpoint>()

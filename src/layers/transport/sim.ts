@@ -41,7 +41,7 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import { BindError, type BindOptions, bindScoped, type Datagram, type Endpoint, type OwnedSocket, type SocketStats, Transport } from "../Transport.js"
 import { Inbox } from "./inbox.js"
-import { internIpv4Endpoint, ipv4ToUint32, uint32ToIPv4 } from "../../protocol/encoding.js"
+import { internIpv4Endpoint, ipv4ToUint32, isDestinationPort, isUint16, uint32ToIPv4 } from "../../protocol/encoding.js"
 import { Heap } from "../../util/heap.js"
 import { virtualSchedule } from "../VirtualClock.js"
 
@@ -440,7 +440,7 @@ class SimSocket implements OwnedSocket {
     }
     const port = to.port
     const host = to.host
-    if (typeof host !== "string" || typeof port !== "number" || !(port > 0 && port <= 65535) || (port | 0) !== port) {
+    if (typeof host !== "string" || !isDestinationPort(port)) {
       this.dropped++
       return
     }
@@ -1136,7 +1136,7 @@ class SimNet {
       return "EADDRNOTAVAIL"
     }
     const port = options?.port ?? 0
-    if (typeof port !== "number" || !Number.isInteger(port) || port < 0 || port > 65535) return "invalid port"
+    if (!isUint16(port)) return "invalid port"
     if (port !== 0) return host.sockets.has(port) ? "EADDRINUSE" : port
     for (let i = 0; i < 65536 - EPHEMERAL_FIRST; i++) {
       const p = host.nextPort

@@ -35,6 +35,7 @@ import "node:cluster"
 import * as dgram from "node:dgram"
 import { isIPv4 } from "node:net"
 import { networkInterfaces } from "node:os"
+import { isDestinationPort, isUint16 } from "../../protocol/encoding.js"
 import { Heap } from "../../util/heap.js"
 import { BindError, type BindOptions, bindScoped, type Datagram, type Endpoint, type OwnedSocket, type SocketStats, Transport } from "../Transport.js"
 import { Inbox } from "./inbox.js"
@@ -68,8 +69,6 @@ const identityLookup = (address: string, ...rest: Array<unknown>): void => {
   callback(null, address, 4)
 }
 
-const isValidPort = (port: unknown): port is number =>
-  typeof port === "number" && port > 0 && port <= 65535 && Number.isInteger(port)
 
 class NodeUdpSocket implements OwnedSocket {
   readonly local: Endpoint
@@ -142,7 +141,7 @@ class NodeUdpSocket implements OwnedSocket {
     }
     const host = to.host
     const port = to.port
-    if (!isValidPort(port) || (host !== this.lastValidHost && !this.validHost(host))) {
+    if (!isDestinationPort(port) || (host !== this.lastValidHost && !this.validHost(host))) {
       this.dropped++
       return
     }
@@ -219,7 +218,7 @@ const openSocket = (options: UdpTransportOptions, bindOptions: BindOptions | und
   const host = bindOptions?.host ?? "0.0.0.0"
   const port = bindOptions?.port ?? 0
   if (typeof host !== "string" || !isIPv4(host)) return new BindError({ host: String(host), port, detail: "not an IPv4 address" })
-  if (typeof port !== "number" || !Number.isInteger(port) || port < 0 || port > 65535) return new BindError({ host, port, detail: "invalid port" })
+  if (!isUint16(port)) return new BindError({ host, port, detail: "invalid port" })
   const socket = dgram.createSocket({
     type: "udp4",
     lookup: identityLookup as unknown as NonNullable<dgram.SocketOptions["lookup"]>,
