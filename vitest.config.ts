@@ -32,6 +32,7 @@ if (typeof g.Object.groupBy !== "function") {
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    setupFiles: ["test/setup/network-guard.ts"],
     testTimeout: 60_000
   }
 })

@@ -10,6 +10,7 @@
  * converts Effects to promises, and hands query replies to async iterables
  * straight from the node (GatewayQuery).
  */
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -22,6 +23,13 @@ import type { NodeHandle, NodeStatus, QueryReply } from "../actors/routing/drive
 import type { DhtEvent } from "../actors/routing/node.js"
 import type { Query, QueryOptions } from "../actors/routing/query.js"
 import type { IncomingResponse } from "../actors/routing/rpc.js"
+import { type ConnectOptions, dialSocket, startDial } from "../actors/holepunch/dial.js"
+import { connectionError } from "../actors/holepunch/errors.js"
+import { type ConnectionHost, connectionHost, type ConnectStats, GatewaySocket } from "../actors/session/host.js"
+import type { RouterStats } from "../actors/routing/router.js"
+import { decode as decodeCodec, fromHex } from "../protocol/encoding.js"
+import { hyperdhtAddress } from "../protocol/records.js"
+import { GatewayServer, type ServerOptions } from "./server.js"
 import { Crypto } from "../layers/Crypto.js"
 import type { CryptoImpl, KeyPair } from "../layers/crypto/types.js"
 import { BindError, Transport } from "../layers/Transport.js"
@@ -44,6 +52,20 @@ export interface GatewayOptions extends GatewayConfig {
   readonly transport?: Layer.Layer<Transport>
   /** Crypto layer (default: Crypto.layer). */
   readonly crypto?: Layer.Layer<Crypto>
+  /** Secret-stream keepalive of connections in ms (default 5000); false turns it off. */
+  readonly connectionKeepAlive?: number | false
+}
+
+/** What `connect` accepts as the remote: a 32-byte key, its hex, a hyperdht-address blob, or `{ publicKey, relayAddresses }`. */
+export type RemoteKey =
+  | Uint8Array
+  | string
+  | { readonly publicKey: Uint8Array | string; readonly relayAddresses?: ReadonlyArray<{ readonly host: string; readonly port: number }> }
+
+export interface GatewayConnectOptions extends ConnectOptions {}
+
+export interface GatewayStats extends ConnectStats {
+  readonly router: RouterStats | null
 }
 
 const identity = <A>(a: A): A => a
@@ -213,6 +235,10 @@ export class Gateway extends EventEmitter {
   private readonly scope: Scope.Closeable
   private readonly opening: Promise<GatewayHandle>
   private handle: GatewayHandle | null = null
+  private connHost: ConnectionHost | null = null
+  private readonly connectionKeepAlive: number | false | undefined
+  /** The servers listening on this node (hyperdht's `dht.listening`). */
+  readonly listening = new Set<GatewayServer>()
 
   /** @throws InvalidSeed when `opts.seed` is not 32 bytes. */
   constructor(opts: GatewayOptions = {}) {
@@ -223,6 +249,7 @@ export class Gateway extends EventEmitter {
       this.keyPairValue = Gateway.keyPair(opts.seed) // validates the seed now (throws InvalidSeed)
     }
     this.keySeed = opts.seed
+    this.connectionKeepAlive = opts.connectionKeepAlive
     // Nodes with the default environment share its services (the Crypto
     // service and the UDP transport); each node lives in its own scope.
     this.runtime = opts.transport !== undefined || opts.crypto !== undefined
@@ -349,8 +376,10 @@ export class Gateway extends EventEmitter {
     return this.fullyBootstrapped()
   }
 
-  async destroy(_opts: { readonly force?: boolean } = {}): Promise<void> {
+  async destroy(opts: { readonly force?: boolean } = {}): Promise<void> {
     if (this.destroyed) return
+    // servers first: they unannounce while the node still runs (skipped with force)
+    await Promise.allSettled([...this.listening].map((s) => s.close(opts)))
     this.destroyed = true
     try {
       const h = await this.opening
@@ -461,6 +490,72 @@ export class Gateway extends EventEmitter {
     return Effect.runPromise(h.request(args, to, opts))
   }
 
+  // ---- connections ------------------------------------------------------------------
+
+  /** The node's connection host (made on first use). */
+  async connections(): Promise<ConnectionHost> {
+    const h = await this.node()
+    return this.hostOf(h)
+  }
+
+  private hostOf(h: GatewayHandle): ConnectionHost {
+    return (this.connHost ??= Effect.runSync(
+      connectionHost(h, h.core.crypto, this.connectionKeepAlive !== undefined ? { connectionKeepAlive: this.connectionKeepAlive } : {}).pipe(
+        Effect.provideService(Clock.Clock, h.clock)
+      )
+    ))
+  }
+
+  /**
+   * A server: `await server.listen(keyPair)` announces it; 'connection'
+   * gives each encrypted socket (hyperdht's `createServer([opts], [onconnection])`).
+   */
+  createServer(opts?: ServerOptions | ((socket: GatewaySocket) => void), onconnection?: (socket: GatewaySocket) => void): GatewayServer {
+    if (typeof opts === "function") return this.createServer({}, opts)
+    const o = (opts ?? {}) as ServerOptions & { readonly onconnection?: (socket: GatewaySocket) => void }
+    const server = new GatewayServer(this, o)
+    const f = o.onconnection ?? onconnection
+    if (f !== undefined) server.on("connection", f)
+    return server
+  }
+
+  /**
+   * Connect to the server listening on `remote`: the encrypted socket at
+   * once ('open' once connected; 'error' with hyperdht's codes: PEER_NOT_FOUND,
+   * PEER_CONNECTION_FAILED, SERVER_ERROR, HOLEPUNCH_ABORTED, ...).
+   */
+  connect(remote: RemoteKey, opts: GatewayConnectOptions = {}): GatewaySocket {
+    const keyPair = opts.keyPair ?? this.defaultKeyPair
+    const parsed = parseRemote(remote)
+    const keepAlive = this.connectionKeepAlive === false ? 0 : (this.connectionKeepAlive ?? 5000)
+    const socket = dialSocket(keepAlive, parsed?.publicKey ?? new Uint8Array(32), keyPair)
+    if (parsed === null) {
+      process.nextTick(() => socket.destroy(connectionError("INVALID_ARGUMENT", "the remote must be a 32-byte public key, its hex, a hyperdht address or { publicKey }")))
+      return socket
+    }
+    const o: ConnectOptions = parsed.relayAddresses.length > 0 && opts.relayAddresses === undefined ? { ...opts, relayAddresses: parsed.relayAddresses } : opts
+    const start = (h: GatewayHandle): void => {
+      if (this.destroyed) return void socket.destroy(connectionError("NODE_DESTROYED"))
+      startDial(this.hostOf(h), socket, parsed.publicKey, keyPair, o)
+    }
+    const h = this.nodeNow()
+    if (h instanceof Promise) h.then(start, (err: unknown) => socket.destroy(err instanceof Error ? err : connectionError("NODE_DESTROYED")))
+    else start(h)
+    return socket
+  }
+
+  /** Connection statistics (punches by path, relaying, dials and their failures by code, server handshakes) and the router's. */
+  get stats(): GatewayStats {
+    const host = this.connHost
+    const base: ConnectStats = host?.stats ?? {
+      punches: { open: 0, lan: 0, consistent: 0, random: 0, tryLater: 0 },
+      relaying: { attempts: 0, successes: 0, aborts: 0 },
+      connects: { started: 0, succeeded: 0, failed: 0, byCode: {} },
+      server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0 }
+    }
+    return { ...base, router: this.handle?.hyperdht.router.stats ?? null }
+  }
+
   // ---- HyperDHT records ------------------------------------------------------------
 
   private async run<A, E>(f: (h: GatewayHandle) => Effect.Effect<A, E>): Promise<A> {
@@ -515,5 +610,25 @@ export class Gateway extends EventEmitter {
   }
 }
 
-export { InvalidSeed }
+/** The remote of a connect: its key and any relay addresses it names. */
+const parseRemote = (remote: RemoteKey): { publicKey: Uint8Array; relayAddresses: ReadonlyArray<{ host: string; port: number }> } | null => {
+  if (typeof remote === "string") {
+    const b = /^[0-9a-fA-F]{64}$/.test(remote) ? fromHex(remote) : null
+    return b === null ? null : { publicKey: b, relayAddresses: [] }
+  }
+  if (remote instanceof Uint8Array) {
+    if (remote.length === 32) return { publicKey: remote, relayAddresses: [] }
+    const a = decodeCodec(hyperdhtAddress, remote)
+    if (Result.isFailure(a)) return null
+    return { publicKey: a.success.key, relayAddresses: a.success.nodes ?? [] }
+  }
+  if (typeof remote === "object" && remote !== null) {
+    const inner = parseRemote(remote.publicKey)
+    if (inner === null) return null
+    return { publicKey: inner.publicKey, relayAddresses: remote.relayAddresses ?? inner.relayAddresses }
+  }
+  return null
+}
+
+export { GatewayServer, GatewaySocket, InvalidSeed }
 export default Gateway

@@ -79,10 +79,14 @@ const makeStorage = (crypto: CryptoImpl, config: GatewayConfig): { readonly conf
         })
       : null
   const hyperdht = makeHyperDht(crypto, config, asyncVerify)
+  const userHandler = config.onRequest
   return {
-    config: { ...config, onRequest: config.onRequest ?? hyperdht.handler },
+    // a user's handler is asked first; what it leaves (returns false for)
+    // the HyperDHT layer serves: it never replaces storage or routing
+    config: { ...config, onRequest: userHandler === undefined ? hyperdht.handler : (req, node) => userHandler(req, node) || hyperdht.handler(req, node) },
     attach: (node) => {
       exec = (f) => node.exec(f)
+      hyperdht.router.setExec((f) => node.exec((n) => f(n)))
       for (const f of early.splice(0)) node.exec(f)
       // the node actor itself, with its storage layer attached (no copy of its methods)
       return Object.assign(node, { hyperdht })

@@ -158,6 +158,16 @@ export interface NodeHandle {
   readonly resume: Effect.Effect<void>
   readonly destroy: Effect.Effect<void>
   readonly sockets: () => { readonly server: UdpSocket; readonly client: UdpSocket }
+  /**
+   * Hand UDX packets (first byte 0xff) arriving on the node's sockets to `f`
+   * before the DHT sees them (udx.md §2): `f` returns true when it consumed
+   * the datagram. One check of the first byte per datagram; null removes it.
+   */
+  readonly setUdxReceiver: (f: ((socket: UdpSocket, d: Datagram) => boolean) | null) => void
+  /** The node's lifetime: services built on the node (connections) live in it. */
+  readonly scope: Scope.Scope
+  readonly transport: Transport["Service"]
+  readonly clock: Clock.Clock
 }
 
 
@@ -257,9 +267,9 @@ class NodeActor implements NodeHandle {
 
   constructor(
     private readonly config: NodeConfig,
-    private readonly transport: Transport["Service"],
-    private readonly scope: Scope.Scope,
-    private readonly clock: Clock.Clock,
+    readonly transport: Transport["Service"],
+    readonly scope: Scope.Scope,
+    readonly clock: Clock.Clock,
     private readonly readyLatch: Deferred.Deferred<void>,
     private readonly closedLatch: Deferred.Deferred<void>,
     sockets: SocketPair
@@ -274,6 +284,8 @@ class NodeActor implements NodeHandle {
    * actor is idle (see `exec`), else to the mailbox (no reader fiber).
    */
   private push(kind: SocketKind, d: Datagram): void {
+    const udx = this.udx
+    if (udx !== null && d.data[0] === 0xff && udx(kind === SERVER ? this.socketPair.server : this.socketPair.client, d)) return
     if (this.busy || !this.alive) {
       Queue.offerUnsafe(this.mailbox, { _tag: "Datagram", socket: kind, from: d.from, data: d.data })
       return
@@ -288,6 +300,12 @@ class NodeActor implements NodeHandle {
     } finally {
       this.busy = false
     }
+  }
+
+  private udx: ((socket: UdpSocket, d: Datagram) => boolean) | null = null
+
+  setUdxReceiver(f: ((socket: UdpSocket, d: Datagram) => boolean) | null): void {
+    this.udx = f
   }
 
   /** Hand the sockets' datagrams to the node (closing a socket detaches its receiver). */

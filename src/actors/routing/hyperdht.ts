@@ -14,6 +14,7 @@ import type { CryptoImpl } from "../../layers/crypto/types.js"
 import { copyBytes, decode, encode, equalBytes, toHex, uint } from "../../protocol/encoding.js"
 import * as R from "../../protocol/records.js"
 import type { DhtNode } from "./node.js"
+import { Router } from "./router.js"
 import type { IncomingRequest } from "./rpc.js"
 import { Cache, RecordCache } from "./store.js"
 
@@ -91,6 +92,8 @@ export class HyperDht {
   private nsValue: R.Namespaces | null = null
   /** The node's request handler (`onRequest`): true when the request was a HyperDHT command it served or refused. */
   readonly handler: (req: IncomingRequest, node: DhtNode) => boolean
+  /** PEER_HANDSHAKE / PEER_HOLEPUNCH routing (every node, ephemeral ones too). */
+  readonly router: Router
 
   constructor(
     private readonly crypto: CryptoImpl,
@@ -98,6 +101,7 @@ export class HyperDht {
     private readonly asyncVerify: AsyncVerify | null = null
   ) {
     this.handler = (req, node) => this.handle(req, node)
+    this.router = new Router((key, now) => this.storeValue?.forwards.get(key, now)?.relay ?? null)
   }
 
   /** The namespaces, computed when a signed write first needs them (not on the node's start path). */
@@ -115,6 +119,7 @@ export class HyperDht {
   }
 
   private handle(req: IncomingRequest, node: DhtNode): boolean {
+    if (req.command <= R.Command.PEER_HOLEPUNCH) return this.router.handle(req, node)
     // storage commands are served by persistent nodes only
     const id = node.id
     if (id === null) return false

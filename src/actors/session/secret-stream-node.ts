@@ -108,7 +108,18 @@ export interface NoiseHandshakeResult {
 }
 
 export interface NoiseSecretStreamOptions {
-  readonly handshake: NoiseHandshakeResult
+  /** The finished handshake; may be left out with `autoStart: false` and given to `start` later. */
+  readonly handshake?: NoiseHandshakeResult
+  /**
+   * false: the stream is made before its transport and handshake exist
+   * (hyperdht's connect returns the socket at once); `start(rawStream,
+   * { handshake })` opens it. Writes made before are held until then.
+   */
+  readonly autoStart?: boolean
+  /** Our public key before the handshake is known (`autoStart: false`). */
+  readonly publicKey?: Uint8Array
+  /** The peer's public key before the handshake is known (`autoStart: false`). */
+  readonly remotePublicKey?: Uint8Array
   /** keepalive interval in ms (default 0 = off, as the reference class; hyperdht passes 5000). */
   readonly keepAlive?: number
   /** inactivity timeout in ms (default 0 = off). */
@@ -127,44 +138,72 @@ export interface NoiseSecretStreamOptions {
   }
 }
 
+const EMPTY = new Uint8Array(0)
+
 /**
  * `@hyperswarm/secret-stream`-compatible Duplex over a raw stream with a
- * finished handshake. Events: 'open' and 'connect' (once, after construction),
+ * finished handshake. Events: 'open' and 'connect' (once, after start),
  * 'data', 'end', 'close', 'error', 'message' (unordered messages), 'drain'.
  */
 export class NoiseSecretStream extends Duplex {
   readonly isInitiator: boolean
-  /** The stream passed to the constructor (Node duplex or RawStream). */
-  readonly rawStream: unknown
-  readonly publicKey: Uint8Array
-  readonly remotePublicKey: Uint8Array
-  readonly handshakeHash: Uint8Array
+  /** The stream passed to the constructor or to `start` (Node duplex or RawStream); null before start. */
+  rawStream: unknown
+  publicKey: Uint8Array
+  remotePublicKey: Uint8Array
+  /** The Noise handshake hash (64 bytes; the same on both ends); null before start. */
+  handshakeHash: Uint8Array | null = null
   /** Resolves true once open, false if destroyed first. */
   readonly opened: Promise<boolean>
-  /** The state machine underneath (statistics, rekeying, low-level writes). */
-  readonly core: SecretStreamCore
   connected = false
   /** Slot for upper layers (as the reference). */
   userData: unknown = null
 
+  private coreValue: SecretStreamCore | null = null
   private openedDone: ((v: boolean) => void) | null = null
   private pendingWrite: ((e?: Error | null) => void) | null = null
+  private constructed: ((e?: Error | null) => void) | null = null
   private readonly enableSend: boolean
+  private readonly opts: NoiseSecretStreamOptions
 
-  constructor(isInitiator: boolean, rawStream: NodeDuplexLike | RawStream, opts: NoiseSecretStreamOptions) {
+  constructor(isInitiator: boolean, rawStream: NodeDuplexLike | RawStream | null, opts: NoiseSecretStreamOptions) {
     super({ allowHalfOpen: true })
     if (typeof isInitiator !== "boolean") throw new Error("isInitiator should be a boolean")
-    if (opts === undefined || opts.handshake === undefined) throw new Error("a pre-established handshake is required")
+    if (opts === undefined) throw new Error("options are required")
+    const deferred = opts.autoStart === false
+    if (!deferred && (opts.handshake === undefined || rawStream === null)) throw new Error("a pre-established handshake is required")
     this.isInitiator = isInitiator
     this.rawStream = rawStream
+    this.opts = { ...opts }
     this.enableSend = opts.enableSend !== false
-    const h = opts.handshake
-    this.publicKey = h.publicKey
-    this.remotePublicKey = h.remotePublicKey
-    this.handshakeHash = h.hash
+    this.publicKey = asBuffer(opts.handshake?.publicKey ?? opts.publicKey ?? EMPTY)
+    this.remotePublicKey = asBuffer(opts.handshake?.remotePublicKey ?? opts.remotePublicKey ?? EMPTY)
     this.opened = new Promise<boolean>((resolve) => {
       this.openedDone = resolve
     })
+    if (!deferred) this.start(rawStream!, { handshake: opts.handshake! })
+  }
+
+  /** The state machine underneath (statistics, rekeying, low-level writes); throws before start. */
+  get core(): SecretStreamCore {
+    if (this.coreValue === null) throw new Error("the secret stream has not started")
+    return this.coreValue
+  }
+
+  /** True once `start` ran. */
+  get started(): boolean {
+    return this.coreValue !== null
+  }
+
+  /** Open the stream over `rawStream` with the finished handshake (once; later calls are ignored). */
+  start(rawStream: NodeDuplexLike | RawStream, params: { readonly handshake: NoiseHandshakeResult }): void {
+    if (this.coreValue !== null || this.destroyed) return
+    const opts = this.opts
+    const h = params.handshake
+    this.rawStream = rawStream
+    this.publicKey = asBuffer(h.publicKey)
+    this.remotePublicKey = asBuffer(h.remotePublicKey)
+    this.handshakeHash = asBuffer(h.hash)
     const raw = isRawStream(rawStream) ? rawStream : fromNodeDuplex(rawStream)
     const events: SecretStreamEvents = {
       onData: (plain) => this.push(asBuffer(plain)),
@@ -188,9 +227,9 @@ export class NoiseSecretStream extends Duplex {
       }
     }
     const crypto = opts.crypto ?? fastIfLoaded() ?? noble
-    this.core = new SecretStreamCore(
+    this.coreValue = new SecretStreamCore(
       {
-        isInitiator,
+        isInitiator: this.isInitiator,
         tx: h.tx,
         rx: h.rx,
         handshakeHash: h.hash,
@@ -208,55 +247,79 @@ export class NoiseSecretStream extends Duplex {
         ...(opts.testing !== undefined ? { testing: opts.testing } : {})
       }
     )
-    this.core.start()
+    this.coreValue.start()
+    const constructed = this.constructed
+    this.constructed = null
+    if (constructed !== null) constructed(null)
     process.nextTick(() => {
-      if (this.destroyed || this.core.closed) return
+      if (this.destroyed || this.coreValue === null || this.coreValue.closed) return
       this.resolveOpened(true)
       this.emit("open")
       this.emit("connect")
     })
   }
 
+  /**
+   * Destroying a stream that never started: Node waits for construction
+   * before it destroys, so construction ends here (nothing is started).
+   */
+  override destroy(error?: Error): this {
+    const pending = this.constructed
+    if (pending === null) return super.destroy(error)
+    this.constructed = null
+    super.destroy(error)
+    pending(null)
+    return this
+  }
+
+  /** Node holds writes and reads until construction ends: here, until `start`. */
+  override _construct(callback: (error?: Error | null) => void): void {
+    if (this.coreValue !== null) callback(null)
+    else this.constructed = callback
+  }
+
   get keepAlive(): number {
-    return this.core.keepAlive
+    return this.coreValue?.keepAlive ?? this.opts.keepAlive ?? 0
   }
 
   get timeout(): number {
-    return this.core.timeout
+    return this.coreValue?.timeout ?? this.opts.timeout ?? 0
   }
 
   /** Plaintext bytes written / read so far. */
   get rawBytesWritten(): number {
-    return this.core.bytesWritten
+    return this.coreValue?.bytesWritten ?? 0
   }
   get rawBytesRead(): number {
-    return this.core.bytesRead
+    return this.coreValue?.bytesRead ?? 0
   }
 
   setKeepAlive(ms: number): void {
-    this.core.setKeepAlive(ms || 0)
+    if (this.coreValue !== null) this.coreValue.setKeepAlive(ms || 0)
+    else (this.opts as { keepAlive?: number }).keepAlive = ms || 0
   }
 
   setTimeout(ms: number): void {
-    this.core.setTimeout(ms || 0)
+    if (this.coreValue !== null) this.coreValue.setTimeout(ms || 0)
+    else (this.opts as { timeout?: number }).timeout = ms || 0
   }
 
   sendKeepAlive(): void {
-    this.core.sendKeepAlive()
+    this.coreValue?.sendKeepAlive()
   }
 
-  /** Unordered message; false when it could not be sent (closed, no message support, nonce exhausted). */
+  /** Unordered message; false when it could not be sent (not open, closed, no message support, nonce exhausted). */
   send(buffer: Uint8Array): boolean {
-    return this.core.send(buffer) === true
+    return this.coreValue !== null && this.coreValue.send(buffer) === true
   }
 
   /** Unordered message, fire and forget. */
   trySend(buffer: Uint8Array): void {
-    this.core.send(buffer)
+    this.coreValue?.send(buffer)
   }
 
   override _read(): void {
-    this.core.resume()
+    this.coreValue?.resume()
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (error?: Error | null) => void): void {
@@ -279,7 +342,7 @@ export class NoiseSecretStream extends Duplex {
   }
 
   override _destroy(error: Error | null, cb: (error?: Error | null) => void): void {
-    this.core.destroy(error ?? undefined)
+    this.coreValue?.destroy(error ?? undefined)
     this.resolveOpened(false)
     const pending = this.pendingWrite
     this.pendingWrite = null

@@ -57,9 +57,15 @@ export interface UdxStreamConfig {
   /**
    * Asked when a packet arrives for this stream while it is not connected:
    * return true to drop it; false connects the stream to the packet's source
-   * (needs `remoteId`). Default: drop.
+   * on the socket it arrived on (needs `remoteId`). Default: drop.
    */
-  readonly firewall?: (from: Endpoint) => boolean
+  readonly firewall?: (from: Endpoint, socket: UdpSocket) => boolean
+  /**
+   * false: a packet the firewall accepts does not connect the stream; it is
+   * kept (a few) until the owner calls `connect` (hyperdht's client records
+   * the server's first packet and connects once its handshake is done).
+   */
+  readonly connectOnFirewall?: boolean
   /** Base MTU (default 1200). */
   readonly mtu?: number
   /**
@@ -113,8 +119,12 @@ export interface UdxStream {
   readonly remoteId: number | null
   readonly remote: Endpoint | null
   readonly connected: boolean
-  /** Connect to the peer's stream (or re-point it to a new address / id). */
-  connect(remoteId: number, remote: Endpoint): Effect.Effect<void, UdxError>
+  /** The socket the stream sends from (the mux's own until connected on another). */
+  readonly socket: UdpSocket
+  /** Connect to the peer's stream (or re-point it to a new address / id), sending from `socket` (default: the current one). */
+  connect(remoteId: number, remote: Endpoint, socket?: UdpSocket): Effect.Effect<void, UdxError>
+  /** The same, synchronously (false when the stream is closed). */
+  connectUnsafe(remoteId: number, remote: Endpoint, socket?: UdpSocket): boolean
   /** Incoming bytes in order; ends on the peer's END, fails on reset / timeout. Consume once. */
   readonly readable: Stream.Stream<Uint8Array, UdxError>
   /** Incoming unordered messages; ends when the stream closes. */
@@ -163,8 +173,17 @@ export interface UdxStreamListener {
 
 export interface UdxMux {
   readonly socket: UdpSocket
-  /** Consume a UDX datagram for a known stream; false for anything else. Synchronous, never throws. */
-  handle(datagram: Datagram): boolean
+  /**
+   * Consume a UDX datagram for a known stream; false for anything else.
+   * Synchronous, never throws. `socket` is the socket it arrived on when the
+   * mux serves several (stream ids are looked up mux-wide, as one UDX
+   * instance does over all its sockets, udx.md §2); default the mux's own.
+   */
+  handle(datagram: Datagram, socket?: UdpSocket): boolean
+  /** Create a stream at once (plain code); `createStream` is its Effect. */
+  createStreamUnsafe(localId: number, config?: UdxStreamConfig): UdxStream | UdxError
+  /** A stream id not in use (random, never 0). */
+  freeId(random?: () => number): number
   /** Create (register) a stream with our id; connect it with `stream.connect`. */
   createStream(localId: number, config?: UdxStreamConfig): Effect.Effect<UdxStream, UdxError>
   /** `createStream` + `connect`. */
@@ -184,6 +203,8 @@ const CMD_CONSUMED = 5
 const CMD_CONNECT = 6
 const CMD_WAKE = 7
 const NO_MAIL: ReadonlyArray<Mail> = []
+/** Packets kept per unconnected stream (see `connectOnFirewall`). */
+const MAX_EARLY_PACKETS = 32
 
 class Cmd {
   constructor(
@@ -229,7 +250,12 @@ class Session implements UdxStreamEvents, UdxStream {
   private consumedPending = 0
   private readonly consumeThreshold: number
   readonly highWaterMark: number
-  readonly firewall: ((from: Endpoint) => boolean) | null
+  readonly firewall: ((from: Endpoint, socket: UdpSocket) => boolean) | null
+  socket: UdpSocket
+  /** Packets the firewall accepted before the stream could connect (replayed by `connect`). */
+  early: Array<Datagram> = []
+  /** An accepted first packet connects the stream to its source (false: the owner connects it). */
+  readonly connectOnFirewall: boolean
   private readonly closedDeferred = Deferred.makeUnsafe<void>()
   private readonly doneDeferred = Deferred.makeUnsafe<void, UdxError>()
   private readonly flushedDeferred = Deferred.makeUnsafe<void, UdxError>()
@@ -251,6 +277,8 @@ class Session implements UdxStreamEvents, UdxStream {
   ) {
     this.remoteId = config.remoteId ?? null
     this.firewall = config.firewall ?? null
+    this.socket = mux.socket
+    this.connectOnFirewall = config.connectOnFirewall !== false
     this.highWaterMark = config.highWaterMark ?? HIGH_WATERMARK
     const rwndMax = config.rwndMax ?? 4_194_304
     this.consumeThreshold = Math.max(1, Math.min(65_536, Math.floor(rwndMax / 8)))
@@ -259,7 +287,7 @@ class Session implements UdxStreamEvents, UdxStream {
         localId: id,
         transmit: (b) => {
           const r = this.remote
-          if (r !== null) this.mux.socket.send(r, b)
+          if (r !== null) this.socket.send(r, b)
         },
         events: this,
         autoFlush: false,
@@ -426,18 +454,26 @@ class Session implements UdxStreamEvents, UdxStream {
 
   // ---- Effect face ----
 
-  connect(remoteId: number, remote: Endpoint): Effect.Effect<void, UdxError> {
+  connect(remoteId: number, remote: Endpoint, socket?: UdpSocket): Effect.Effect<void, UdxError> {
     return Effect.suspend(() => {
       if (this.isClosed) return Effect.fail(this.error ?? closedError())
-      this.connectUnsafe(remoteId, remote)
+      this.connectUnsafe(remoteId, remote, socket)
       return Effect.void
     })
   }
-  connectUnsafe(remoteId: number, remote: Endpoint): void {
+  connectUnsafe(remoteId: number, remote: Endpoint, socket?: UdpSocket): boolean {
+    if (this.isClosed) return false
+    if (socket !== undefined) this.socket = socket
     this.remoteId = remoteId >>> 0
     this.remote = { host: remote.host, port: remote.port }
     this.connected = true
     Queue.offerUnsafe(this.mailbox, new Cmd(CMD_CONNECT, null, remoteId >>> 0, null))
+    if (this.early.length > 0) {
+      const early = this.early
+      this.early = []
+      for (const d of early) Queue.offerUnsafe(this.mailbox, d)
+    }
+    return true
   }
   write(chunk: Uint8Array): Effect.Effect<void, UdxError> {
     return Effect.suspend(() => {
@@ -500,7 +536,7 @@ class Mux implements UdxMux {
   private readonly heapSession: Array<Session> = []
   private alarmAt = Infinity
   private alarm: Fiber.Fiber<void> | undefined = undefined
-  private closed = false
+  closed = false
 
   schedule(s: Session, deadline: number, now: number): void {
     if (deadline === Infinity || deadline >= s.wakeAt) return
@@ -590,7 +626,7 @@ class Mux implements UdxMux {
     return top
   }
 
-  handle(d: Datagram): boolean {
+  handle(d: Datagram, socket?: UdpSocket): boolean {
     const data = d.data
     if (data.length < 20 || data[0] !== 0xff || data[1] !== 0x01) {
       this.notUdx++
@@ -607,9 +643,9 @@ class Mux implements UdxMux {
         return false
       }
       let accept = false
-      if (s.firewall !== null && s.remoteId !== null) {
+      if (s.firewall !== null) {
         try {
-          accept = s.firewall(d.from) === false
+          accept = s.firewall(d.from, socket ?? this.socket) === false
         } catch {
           accept = false
         }
@@ -618,11 +654,47 @@ class Mux implements UdxMux {
         this.firewalled++
         return true
       }
-      s.connectUnsafe(s.remoteId!, d.from)
+      if (s.remoteId === null || !s.connectOnFirewall) {
+        // accepted before the peer's id is known (a client whose server
+        // answered faster than the handshake reply): kept for `connect`
+        if (s.early.length < MAX_EARLY_PACKETS) s.early.push(d)
+        else this.firewalled++
+        return true
+      }
+      s.connectUnsafe(s.remoteId, d.from, socket)
     }
     this.routed++
     Queue.offerUnsafe(s.mailbox, d)
     return true
+  }
+
+  freeId(random: () => number = Math.random): number {
+    for (let i = 0; i < 64; i++) {
+      const id = Math.floor(random() * 0x100000000) >>> 0
+      if (id !== 0 && !this.sessions.has(id)) return id
+    }
+    let id = 1
+    while (this.sessions.has(id)) id++
+    return id
+  }
+
+  createStreamUnsafe(localId: number, config?: UdxStreamConfig): UdxStream | UdxError {
+    const id = localId >>> 0
+    if (this.closed) return new UdxError({ code: "EDESTROYED", detail: "the UDX mux was closed" })
+    if (this.sessions.has(id)) return new UdxError({ code: "EIDINUSE", detail: `stream id ${id} is in use` })
+    const cfg = config === undefined ? this.defaults : { ...this.defaults, ...config }
+    const s = new Session(
+      id,
+      cfg,
+      this,
+      Effect.runSync(Queue.unbounded<Mail>()),
+      Effect.runSync(Queue.unbounded<Uint8Array, UdxError | Cause.Done>()),
+      Effect.runSync(Queue.dropping<Uint8Array, Cause.Done>(1024)),
+      this.now()
+    )
+    this.sessions.set(id, s)
+    this.runFork(Effect.forkIn(this.actor(s), this.scope, { startImmediately: true }))
+    return s
   }
 
   createStream(localId: number, config?: UdxStreamConfig): Effect.Effect<UdxStream, UdxError> {

@@ -301,3 +301,10 @@ export const readMessage2 = (
 
 /** Current handshake hash (for tests and transcripts). */
 export const handshakeHash = (st: NoiseState): Uint8Array => st.sym.h
+
+/**
+ * An independent copy of a handshake state (its symmetric state is replaced,
+ * never mutated in place): a client that sends one message 1 through several
+ * relays reads each answer on a copy, so a bad answer cannot spoil the rest.
+ */
+export const clone = (st: NoiseState): NoiseState => ({ ...st, sym: { ...st.sym } })

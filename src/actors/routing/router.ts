@@ -1,0 +1,303 @@
+/**
+ * The connection router every HyperDHT node runs (connect.md §4.3, §6.2;
+ * hyperdht-records.md §9): PEER_HANDSHAKE and PEER_HOLEPUNCH requests are
+ * forwarded between a client, the DHT node that holds the server's
+ * announcement, and the server, every hop keeping the client's tid, so the
+ * client sees one request and one reply from the node it contacted.
+ *
+ * Two kinds of entries decide what a node does with a request for a target:
+ * - a relay entry: the node stored the server's own announcement (the
+ *   HyperDHT store's `forwards`, `relay` = the server's address as seen);
+ * - a server entry: a server listening on this node (`listen`), with hooks
+ *   that run its side of the handshake and of the holepunch exchange.
+ *
+ * Plain deterministic code inside the node actor. A server hook may answer
+ * later (its firewall callback may be asynchronous): its `respond` then
+ * runs the reply in a later step of the node (`exec`).
+ *
+ * Bad input is never an exception: undecodable values, missing fields and
+ * unknown targets are dropped and counted in `stats`.
+ */
+import * as Result from "effect/Result"
+import type { Endpoint, UdpSocket } from "../../layers/Transport.js"
+import * as C from "../../protocol/connect.js"
+import * as Rpc from "../../protocol/dht-rpc.js"
+import { decode, encode, toHex } from "../../protocol/encoding.js"
+import { Command } from "../../protocol/records.js"
+import type { DhtNode } from "./node.js"
+import type { IncomingRequest, SocketKind } from "./rpc.js"
+
+/** Where a server's answer leaves from: one of the node's sockets, or a socket of its own (a puncher). */
+export type ReplySocket = SocketKind | UdpSocket
+
+export interface HandshakeInfo {
+  /** The client's address: the request's source (direct) or as the relay saw it. */
+  readonly clientAddress: Endpoint
+  /** Our address as the sender of the request saw it. */
+  readonly serverAddress: Endpoint
+  /** The node socket the request arrived on. */
+  readonly socket: SocketKind
+  /** The client sent the handshake to this node itself (no relay). */
+  readonly direct: boolean
+}
+
+export interface HolepunchInfo {
+  /** The client's address as the relay saw it. */
+  readonly peerAddress: Endpoint
+  /** The relay that forwarded the request. */
+  readonly relayAddress: Endpoint
+  readonly socket: SocketKind
+  /** Our address as the relay saw it. */
+  readonly to: Endpoint
+}
+
+export interface ServerReply {
+  readonly value: Uint8Array
+  /** Default: the socket the request arrived on. */
+  readonly socket?: ReplySocket
+}
+
+/** A server listening on this node. `respond(null)` (or never) means no answer. */
+export interface ServerHooks {
+  onHandshake(noise: Uint8Array, info: HandshakeInfo, respond: (reply: ServerReply | null) => void): void
+  onHolepunch(id: number, payload: Uint8Array, info: HolepunchInfo, respond: (reply: ServerReply | null) => void): void
+}
+
+export interface RouterStats {
+  /** Handshakes forwarded (client → server side, server → client side). */
+  handshakesRelayed: number
+  /** Holepunch messages forwarded. */
+  holepunchesRelayed: number
+  /** Handshakes handed to a server on this node. */
+  serverHandshakes: number
+  /** Holepunch messages handed to a server on this node. */
+  serverHolepunches: number
+  /** FROM_CLIENT handshakes for a target we know nothing about: answered with closer nodes. */
+  routingHelp: number
+  /** Requests dropped: undecodable value, missing noise or address, no entry. */
+  dropped: number
+}
+
+const NO_TOKEN_NO_NODES = { token: false, closerNodes: false } as const
+
+export class Router {
+  private readonly servers = new Map<string, ServerHooks>()
+  readonly stats: RouterStats = { handshakesRelayed: 0, holepunchesRelayed: 0, serverHandshakes: 0, serverHolepunches: 0, routingHelp: 0, dropped: 0 }
+
+  /**
+   * @param relayOf the relay entry for a target (hex), when this node stores the server's announcement
+   * @param exec runs a step in the node later (a server's deferred answer)
+   */
+  constructor(
+    private readonly relayOf: (targetHex: string, now: number) => Endpoint | null,
+    private exec: ((f: (node: DhtNode) => void) => void) | null = null
+  ) {}
+
+  setExec(exec: (f: (node: DhtNode) => void) => void): void {
+    this.exec = exec
+  }
+
+  /** A server listens on this node for `target` (32 bytes); replaces nothing: false if taken. */
+  addServer(target: Uint8Array, hooks: ServerHooks): boolean {
+    const k = toHex(target)
+    if (this.servers.has(k)) return false
+    this.servers.set(k, hooks)
+    return true
+  }
+
+  removeServer(target: Uint8Array, hooks: ServerHooks): void {
+    const k = toHex(target)
+    if (this.servers.get(k) === hooks) this.servers.delete(k)
+  }
+
+  hasServer(target: Uint8Array): boolean {
+    return this.servers.has(toHex(target))
+  }
+
+  /** Handle a PEER_HANDSHAKE / PEER_HOLEPUNCH request; false for other commands. */
+  handle(req: IncomingRequest, node: DhtNode): boolean {
+    if (req.internal) return false
+    if (req.command === Command.PEER_HANDSHAKE) {
+      this.onHandshake(req, node)
+      return true
+    }
+    if (req.command === Command.PEER_HOLEPUNCH) {
+      this.onHolepunch(req, node)
+      return true
+    }
+    return false
+  }
+
+  private drop(): void {
+    this.stats.dropped++
+  }
+
+  /** Run `f` in a node step: now if `sync` (still inside the request's step), else through exec. */
+  private later(node: DhtNode, f: (node: DhtNode) => void): void {
+    if (this.exec !== null) this.exec(f)
+    else f(node)
+  }
+
+  private onHandshake(req: IncomingRequest, node: DhtNode): void {
+    if (req.target === null || req.value === null) return this.drop()
+    const m = decode(C.handshake, req.value)
+    if (Result.isFailure(m)) return this.drop()
+    const hs = m.success
+    const key = toHex(req.target)
+    const server = this.servers.get(key)
+    if (server !== undefined) {
+      if (hs.noise.length === 0) return this.drop()
+      const mode = hs.mode
+      let clientAddress: Endpoint
+      if (mode === C.FROM_CLIENT) clientAddress = { host: req.from.host, port: req.from.port }
+      else if ((mode === C.FROM_RELAY || mode === C.FROM_SECOND_RELAY) && hs.peerAddress !== null) clientAddress = hs.peerAddress
+      else return this.drop()
+      if (mode === C.FROM_SECOND_RELAY && hs.relayAddress === null) return this.drop()
+      this.stats.serverHandshakes++
+      const info: HandshakeInfo = {
+        clientAddress,
+        serverAddress: { host: req.to.host, port: req.to.port },
+        socket: req.socket,
+        direct: mode === C.FROM_CLIENT
+      }
+      let answered = false
+      server.onHandshake(hs.noise, info, (reply) => {
+        if (reply === null || answered) return
+        answered = true
+        this.later(node, (n) => {
+          if (mode === C.FROM_CLIENT) {
+            const value = encode(C.handshake, { mode: C.REPLY, noise: reply.value, peerAddress: null, relayAddress: null })
+            if (Result.isSuccess(value)) this.replyFrom(n, req, value.success, req.from, reply.socket)
+          } else {
+            const to = mode === C.FROM_RELAY ? req.from : hs.relayAddress!
+            const value = encode(C.handshake, { mode: C.FROM_SERVER, noise: reply.value, peerAddress: clientAddress, relayAddress: null })
+            if (Result.isSuccess(value)) this.relayFrom(n, req, value.success, to, reply.socket)
+          }
+        })
+      })
+      return
+    }
+    const relay = this.relayOf(key, node.time)
+    switch (hs.mode) {
+      case C.FROM_CLIENT: {
+        if (hs.noise.length === 0) return this.drop()
+        const to = hs.relayAddress ?? relay
+        if (to === null) {
+          // routing help: no value, closer nodes, so the client's query moves on
+          this.stats.routingHelp++
+          node.reply(req, null, { token: false, closerNodes: true })
+          return
+        }
+        const value = encode(C.handshake, { mode: C.FROM_RELAY, noise: hs.noise, peerAddress: { host: req.from.host, port: req.from.port }, relayAddress: null })
+        if (Result.isFailure(value)) return this.drop()
+        this.stats.handshakesRelayed++
+        node.relay(req, value.success, to)
+        return
+      }
+      case C.FROM_RELAY: {
+        if (relay === null || hs.noise.length === 0 || hs.peerAddress === null) return this.drop()
+        const value = encode(C.handshake, {
+          mode: C.FROM_SECOND_RELAY,
+          noise: hs.noise,
+          peerAddress: hs.peerAddress,
+          relayAddress: { host: req.from.host, port: req.from.port }
+        })
+        if (Result.isFailure(value)) return this.drop()
+        this.stats.handshakesRelayed++
+        node.relay(req, value.success, relay)
+        return
+      }
+      case C.FROM_SERVER: {
+        if (hs.peerAddress === null || hs.noise.length === 0) return this.drop()
+        const value = encode(C.handshake, { mode: C.REPLY, noise: hs.noise, peerAddress: { host: req.from.host, port: req.from.port }, relayAddress: null })
+        if (Result.isFailure(value)) return this.drop()
+        this.stats.handshakesRelayed++
+        node.reply(req, value.success, { ...NO_TOKEN_NO_NODES, to: hs.peerAddress })
+        return
+      }
+      default:
+        return this.drop()
+    }
+  }
+
+  private onHolepunch(req: IncomingRequest, node: DhtNode): void {
+    if (req.target === null || req.value === null) return this.drop()
+    const m = decode(C.holepunch, req.value)
+    if (Result.isFailure(m)) return this.drop()
+    const hp = m.success
+    const key = toHex(req.target)
+    switch (hp.mode) {
+      case C.FROM_CLIENT: {
+        const to = hp.peerAddress ?? this.relayOf(key, node.time)
+        if (to === null) return this.drop()
+        const value = encode(C.holepunch, { mode: C.FROM_RELAY, id: hp.id, payload: hp.payload, peerAddress: { host: req.from.host, port: req.from.port } })
+        if (Result.isFailure(value)) return this.drop()
+        this.stats.holepunchesRelayed++
+        node.relay(req, value.success, to)
+        return
+      }
+      case C.FROM_RELAY: {
+        const server = this.servers.get(key)
+        if (server === undefined || hp.peerAddress === null) return this.drop()
+        this.stats.serverHolepunches++
+        const peerAddress = hp.peerAddress
+        const info: HolepunchInfo = {
+          peerAddress,
+          relayAddress: { host: req.from.host, port: req.from.port },
+          socket: req.socket,
+          to: { host: req.to.host, port: req.to.port }
+        }
+        let answered = false
+        server.onHolepunch(hp.id, hp.payload, info, (reply) => {
+          if (reply === null || answered) return
+          answered = true
+          this.later(node, (n) => {
+            const value = encode(C.holepunch, { mode: C.FROM_SERVER, id: 0, payload: reply.value, peerAddress })
+            if (Result.isSuccess(value)) this.relayFrom(n, req, value.success, req.from, reply.socket)
+          })
+        })
+        return
+      }
+      case C.FROM_SERVER: {
+        if (hp.peerAddress === null) return this.drop()
+        const value = encode(C.holepunch, { mode: C.REPLY, id: hp.id, payload: hp.payload, peerAddress: { host: req.from.host, port: req.from.port } })
+        if (Result.isFailure(value)) return this.drop()
+        this.stats.holepunchesRelayed++
+        node.reply(req, value.success, { ...NO_TOKEN_NO_NODES, to: hp.peerAddress })
+        return
+      }
+      default:
+        return this.drop()
+    }
+  }
+
+  /** A response to `req` sent to `to`, from one of the node's sockets or from a socket of the server's own. */
+  private replyFrom(node: DhtNode, req: IncomingRequest, value: Uint8Array, to: Endpoint, socket: ReplySocket | undefined): void {
+    if (socket === undefined || typeof socket === "number") {
+      node.reply(req, value, { ...NO_TOKEN_NO_NODES, to, ...(socket !== undefined ? { socket } : {}) })
+      return
+    }
+    const r = Rpc.encodeResponse({ tid: req.tid, to, id: null, token: null, closerNodes: [], error: 0, value })
+    if (Result.isSuccess(r)) socket.send(to, r.success)
+  }
+
+  /** A request with `req`'s tid to `to`, from one of the node's sockets or from a socket of the server's own. */
+  private relayFrom(node: DhtNode, req: IncomingRequest, value: Uint8Array, to: Endpoint, socket: ReplySocket | undefined): void {
+    if (socket === undefined || typeof socket === "number") {
+      node.relay(req, value, to, socket)
+      return
+    }
+    const r = Rpc.encodeRequest({
+      tid: req.tid,
+      to: { host: to.host, port: to.port },
+      id: null,
+      token: null,
+      internal: false,
+      command: req.command,
+      target: req.target,
+      value
+    })
+    if (Result.isSuccess(r)) socket.send(to, r.success)
+  }
+}
+

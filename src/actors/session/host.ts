@@ -1,0 +1,194 @@
+/**
+ * A node's connection host: what connections between public keys share on
+ * one HyperDHT node (connect.md §1, §9; udx.md §2).
+ *
+ * - One UDX mux spans the node's two sockets: UDX packets (first byte 0xff)
+ *   arriving on either are handed to it before the DHT sees them
+ *   (`setUdxReceiver`), and stream ids are looked up across both, as one
+ *   udx-native instance does for all its sockets.
+ * - The servers listening on the node, the relay-address cache of the last
+ *   successful dials, the keepalive of new connections, and the statistics.
+ * - `GatewaySocket`: the encrypted socket handed to users (a
+ *   NoiseSecretStream with hyperdht's extra fields: its raw UDX stream's
+ *   remote address and the path it took).
+ *
+ * Made once per node, on the first createServer/connect (a node that never
+ * connects pays nothing), in the node's scope: closing the node destroys
+ * every stream of the mux.
+ */
+import type * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
+import * as Scope from "effect/Scope"
+import type { GatewayHandle } from "../../api/GatewayService.js"
+import type { CryptoImpl } from "../../layers/crypto/types.js"
+import * as Noise from "../../layers/crypto/noise.js"
+import type { Endpoint, UdpSocket } from "../../layers/Transport.js"
+import { namespaces, type Namespaces } from "../../protocol/records.js"
+import { CLIENT, SERVER, type SocketKind } from "../routing/rpc.js"
+import { type NoiseHandshakeResult, NoiseSecretStream } from "./secret-stream-node.js"
+import { fromUdxStream } from "./secret-stream.js"
+import { makeUdxMux, type UdxMux, type UdxStream } from "./udx.js"
+
+export { Noise }
+
+/** How a connection reached its peer (hyperdht#303 asks for this). */
+export type ConnectionPath = "direct" | "lan" | "punched" | "relayed"
+
+export interface ConnectStats {
+  /** Connections made, by path (the reference counts `punches.open/consistent/random`). */
+  readonly punches: { open: number; lan: number; consistent: number; random: number; tryLater: number }
+  readonly relaying: { attempts: number; successes: number; aborts: number }
+  readonly connects: { started: number; succeeded: number; failed: number; byCode: Record<string, number> }
+  readonly server: { handshakes: number; firewalled: number; connections: number; badHandshakes: number; duplicates: number; holepunchesIgnored: number }
+}
+
+export interface HostOptions {
+  /** Secret-stream keepalive of new connections (ms); false or 0 turns it off. Default 5000. */
+  readonly connectionKeepAlive?: number | false
+  /** Random source for stream ids (seeded in simulations). */
+  readonly random?: () => number
+}
+
+/** The encrypted socket of a connection: hyperdht's NoiseSecretStream with the path it took. */
+export class GatewaySocket extends NoiseSecretStream {
+  /** How the connection reached the peer; null until open. */
+  path: ConnectionPath | null = null
+  /** The UDX stream under the secret stream (null until open). */
+  udx: UdxStream | null = null
+
+  /** The remote UDP address of the raw stream (as udx-native's `remoteHost`). */
+  get remoteHost(): string | null {
+    return this.udx?.remote?.host ?? null
+  }
+  get remotePort(): number {
+    return this.udx?.remote?.port ?? 0
+  }
+
+  /** Open over `udx` with the finished handshake, recording the path. */
+  startOver(udx: UdxStream, handshake: NoiseHandshakeResult, path: ConnectionPath): void {
+    this.udx = udx
+    this.path = path
+    const raw = fromUdxStream(udx)
+    Object.defineProperties(raw, {
+      remoteHost: { get: () => udx.remote?.host ?? null, enumerable: true },
+      remotePort: { get: () => udx.remote?.port ?? 0, enumerable: true },
+      id: { value: udx.id, enumerable: true },
+      remoteId: { get: () => udx.remoteId, enumerable: true },
+      udx: { value: udx, enumerable: false }
+    })
+    this.start(raw, { handshake })
+  }
+}
+
+export class ConnectionHost {
+  readonly stats: ConnectStats = {
+    punches: { open: 0, lan: 0, consistent: 0, random: 0, tryLater: 0 },
+    relaying: { attempts: 0, successes: 0, aborts: 0 },
+    connects: { started: 0, succeeded: 0, failed: 0, byCode: {} },
+    server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0 }
+  }
+  /** Relay nodes that led to the last successful dial of a key (hex), newest last (bounded). */
+  readonly relayCache = new Map<string, ReadonlyArray<Endpoint>>()
+  /** Public keys (hex) of the servers listening on this node. */
+  readonly listening = new Set<string>()
+  readonly ns: Namespaces
+  readonly keepAlive: number
+  readonly random: () => number
+  private readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
+
+  constructor(
+    readonly handle: GatewayHandle,
+    readonly crypto: CryptoImpl,
+    readonly mux: UdxMux,
+    context: Context.Context<never>,
+    options: HostOptions
+  ) {
+    this.ns = namespaces(crypto.blake2b)
+    const ka = options.connectionKeepAlive
+    this.keepAlive = ka === false ? 0 : (ka ?? 5000)
+    this.random = options.random ?? Math.random
+    this.runFork = Effect.runForkWith(context)
+  }
+
+  /** A fiber of `effect` in the node's scope; returns a function that interrupts it. */
+  spawn(effect: Effect.Effect<unknown, unknown>): () => void {
+    let fiber: Fiber.Fiber<unknown, unknown> | null = null
+    let stopped = false
+    const outer = this.runFork(
+      Effect.forkIn(effect, this.handle.scope, { startImmediately: true }).pipe(
+        Effect.tap((f) =>
+          Effect.sync(() => {
+            fiber = f
+            if (stopped) f.interruptUnsafe()
+          })
+        )
+      )
+    )
+    void outer
+    return () => {
+      stopped = true
+      if (fiber !== null) fiber.interruptUnsafe()
+    }
+  }
+
+  /** The socket dht-rpc sends from: the client socket while firewalled, else the server socket (hyperdht's `dht.socket`). */
+  dhtSocket(): UdpSocket {
+    const s = this.handle.sockets()
+    return this.handle.core.firewalled ? s.client : s.server
+  }
+
+  socketOf(kind: SocketKind): UdpSocket {
+    const s = this.handle.sockets()
+    return kind === SERVER ? s.server : s.client
+  }
+
+  /**
+   * Our local addresses for a handshake payload (connect.md §3.4): the server
+   * socket's port on each non-internal IPv4 interface, or 127.0.0.1 when the
+   * node is bound to loopback (then nothing else is reachable).
+   */
+  localAddresses(): Array<Endpoint> {
+    const local = this.handle.sockets().server.local
+    if (local.host === "127.0.0.1") return [{ host: "127.0.0.1", port: local.port }]
+    const out: Array<Endpoint> = []
+    for (const host of this.handle.transport.localAddresses()) out.push({ host, port: local.port })
+    if (out.length === 0) out.push({ host: "127.0.0.1", port: local.port })
+    return out
+  }
+
+  /** Remember the relay nodes of a successful dial (bounded: the oldest 256 are forgotten). */
+  cacheRelays(key: string, relays: ReadonlyArray<Endpoint>): void {
+    if (relays.length === 0) return
+    this.relayCache.delete(key)
+    this.relayCache.set(key, relays.slice(0, 3))
+    if (this.relayCache.size > 256) this.relayCache.delete(this.relayCache.keys().next().value!)
+  }
+
+  countFailure(code: string): void {
+    this.stats.connects.failed++
+    this.stats.connects.byCode[code] = (this.stats.connects.byCode[code] ?? 0) + 1
+  }
+}
+
+const hosts = new WeakMap<GatewayHandle, ConnectionHost>()
+
+/** The node's connection host, made on first use in the node's scope. */
+export const connectionHost = (handle: GatewayHandle, crypto: CryptoImpl, options: HostOptions = {}): Effect.Effect<ConnectionHost> =>
+  Effect.suspend(() => {
+    const existing = hosts.get(handle)
+    if (existing !== undefined) return Effect.succeed(existing)
+    return Effect.gen(function*() {
+      const again = hosts.get(handle)
+      if (again !== undefined) return again
+      const mux = yield* makeUdxMux(handle.sockets().server, { standalone: false })
+      const context = yield* Effect.context<never>()
+      const host = new ConnectionHost(handle, crypto, mux, context, options)
+      hosts.set(handle, host)
+      handle.setUdxReceiver((socket, d) => mux.handle(d, socket))
+      yield* Effect.addFinalizer(() => Effect.sync(() => handle.setUdxReceiver(null)))
+      return host
+    }).pipe(Scope.provide(handle.scope))
+  })
+
+export { CLIENT, SERVER }

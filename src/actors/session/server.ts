@@ -1,0 +1,453 @@
+/**
+ * A server listening on a public key (connect.md §8.2; hyperdht-records.md
+ * §8): it announces itself at hash(publicKey) on the closest nodes, which
+ * become its relays, keeps them alive, and answers handshakes routed to it.
+ *
+ * - `listen(keyPair)`: register the server entry with the node's router,
+ *   run an announce cycle, then the background loop (ping the relays every
+ *   3 s; after 100 rounds, when too few answer, on `refresh()` or a network
+ *   change: announce again and unannounce from the nodes no longer used).
+ * - Per handshake (deduplicated by the bytes of message 1, §4.4): Noise IK as
+ *   responder, the user's `firewall` hook, the reply payload, then the
+ *   connection once a path exists: at once when the client is OPEN or came
+ *   to us directly, else on the first UDX packet of the client (its stream's
+ *   firewall hook), within 10 s.
+ * - `close()`: stop the loop, unannounce, drop the router entry, abort the
+ *   handshakes in progress (open connections stay).
+ *
+ * The announce loop is a fiber in the node's scope; handshakes run inside
+ * the node's steps (the router calls their hooks), and a handshake's timer
+ * is a fiber of its own.
+ */
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
+import type { KeyPair } from "../../layers/crypto/types.js"
+import type { Endpoint, UdpSocket } from "../../layers/Transport.js"
+import * as C from "../../protocol/connect.js"
+import { decode, encode, toHex } from "../../protocol/encoding.js"
+import * as R from "../../protocol/records.js"
+import { connectionError, type ConnectionError } from "../holepunch/errors.js"
+import type { IncomingResponse } from "../routing/rpc.js"
+import type { HandshakeInfo, HolepunchInfo, ServerHooks, ServerReply } from "../routing/router.js"
+import { type ConnectionHost, GatewaySocket, Noise } from "./host.js"
+import type { UdxStream } from "./udx.js"
+
+export interface ServerOptions {
+  /**
+   * Called for every handshake: return (or resolve) true to reject the
+   * client (it gets no answer and its connect times out, as with hyperdht).
+   */
+  readonly firewall?: (remotePublicKey: Uint8Array, remotePayload: C.NoisePayload, clientAddress: Endpoint) => boolean | Promise<boolean>
+  /** Veto a holepunch: (remoteFirewall, localFirewall, remoteAddresses, localAddresses) => boolean. */
+  readonly holepunch?: (remoteFirewall: number, localFirewall: number, remoteAddresses: ReadonlyArray<Endpoint>, localAddresses: ReadonlyArray<Endpoint>) => boolean
+  /** Put our local interface addresses in handshake replies (default true). */
+  readonly shareLocalAddress?: boolean
+}
+
+/** A relay of ours: a node that stores our announcement, and our address as that node sees it. */
+export interface ServerRelay {
+  readonly relayAddress: Endpoint
+  readonly peerAddress: Endpoint
+}
+
+/** One handshake, deduplicated by the bytes of its message 1. */
+interface Handshake {
+  readonly key: string
+  readonly id: number
+  reply: Uint8Array | null
+  /** Aborted or rejected: duplicates get no answer either. */
+  dropped: boolean
+  waiters: Array<(reply: ServerReply | null) => void>
+  stream: UdxStream | null
+  /** Stops the handshake's timer fiber. */
+  stopTimer: (() => void) | null
+  connected: boolean
+}
+
+const ANNOUNCE_PING_INTERVAL = 3000
+const ANNOUNCE_ROUNDS = 100
+/** How long a handshake waits for the client's first packet (hyperdht HANDSHAKE_INITIAL_TIMEOUT). */
+export const HANDSHAKE_INITIAL_TIMEOUT = 10_000
+/** How long a finished handshake keeps answering duplicates (hyperdht handshakeClearWait). */
+export const HANDSHAKE_CLEAR_WAIT = 10_000
+/** Handshakes in progress per server: past this, new ones get no answer (bounded state). */
+export const MAX_PENDING_HANDSHAKES = 1024
+
+const sameEndpoint = (a: Endpoint, b: Endpoint): boolean => a.host === b.host && a.port === b.port
+
+export class ServerCore {
+  state: "idle" | "listening" | "closing" | "closed" = "idle"
+  keyPair: KeyPair | null = null
+  target: Uint8Array | null = null
+  relays: Array<ServerRelay> = []
+  relayAddresses: Array<Endpoint> = []
+  private closestNodes: ReadonlyArray<Endpoint> = []
+  private readonly handshakes = new Map<string, Handshake>()
+  private readonly slots: Array<Handshake | null> = []
+  private stopLoop: (() => void) | null = null
+  private refreshSignal: Deferred.Deferred<void> = Deferred.makeUnsafe<void>()
+  private removeListener: (() => void) | null = null
+  readonly hooks: ServerHooks
+
+  constructor(
+    readonly host: ConnectionHost,
+    readonly options: ServerOptions,
+    private readonly onconnection: (socket: GatewaySocket) => void
+  ) {
+    this.hooks = {
+      onHandshake: (noise, info, respond) => this.onHandshake(noise, info, respond),
+      onHolepunch: (id, payload, info, respond) => this.onHolepunch(id, payload, info, respond)
+    }
+  }
+
+  get publicKey(): Uint8Array | null {
+    return this.keyPair?.publicKey ?? null
+  }
+
+  // ---- listen / announce ---------------------------------------------------------------
+
+  listen(keyPair: KeyPair): Effect.Effect<void, ConnectionError> {
+    return Effect.gen({ self: this }, function*() {
+      if (this.state === "listening" || this.state === "closing") return yield* connectionError("ALREADY_LISTENING")
+      if (this.state === "closed") return yield* connectionError("SERVER_CLOSED")
+      const host = this.host
+      const h = host.handle
+      const pk = toHex(keyPair.publicKey)
+      if (host.listening.has(pk)) return yield* connectionError("KEYPAIR_ALREADY_USED")
+      const target = host.crypto.blake2b(keyPair.publicKey)
+      const added = yield* h.run((_node, now) => {
+        if (!h.hyperdht.router.addServer(target, this.hooks)) return false
+        h.hyperdht.listen(keyPair.publicKey, now)
+        return true
+      })
+      if (!added) return yield* connectionError("KEYPAIR_ALREADY_USED")
+      host.listening.add(pk)
+      this.keyPair = keyPair
+      this.target = target
+      this.state = "listening"
+      this.removeListener = h.onEvent((e) => {
+        if (e._tag === "network-change") this.refresh()
+      })
+      yield* this.announceCycle()
+      this.stopLoop = host.spawn(this.loop())
+    })
+  }
+
+  /** Announce again now (hyperdht's `server.refresh()`). */
+  refresh(): void {
+    if (this.state !== "listening") return
+    Deferred.doneUnsafe(this.refreshSignal, Effect.void)
+  }
+
+  /** The background loop (hyperdht-records.md §8.3). */
+  private loop(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      while (this.state === "listening") {
+        for (let i = 0; i < ANNOUNCE_ROUNDS && this.state === "listening"; i++) {
+          const relays = this.relays
+          const answers = yield* Effect.forEach(relays, (r) => Effect.result(this.host.handle.ping(r.relayAddress)), { concurrency: "unbounded" })
+          const ok = answers.filter(Result.isSuccess).length
+          if (ok < Math.min(relays.length, 3)) break
+          const signal = this.refreshSignal
+          const refreshed = yield* Effect.raceFirst(
+            Effect.as(Effect.sleep(ANNOUNCE_PING_INTERVAL), false),
+            Effect.as(Deferred.await(signal), true)
+          )
+          if (refreshed) break
+        }
+        if (this.state !== "listening") return
+        if (Deferred.isDoneUnsafe(this.refreshSignal)) this.refreshSignal = Deferred.makeUnsafe<void>()
+        yield* Effect.ignore(this.announceCycle())
+      }
+    })
+  }
+
+  /** One announce cycle (hyperdht-records.md §8.2). */
+  private announceCycle(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      const h = this.host.handle
+      const target = this.target!
+      const query = yield* Effect.result(
+        h.runQuery({ target, command: R.Command.FIND_PEER, value: null }, this.closestNodes.length > 0 ? { nodes: this.closestNodes } : {}, () => {})
+      )
+      if (Result.isFailure(query)) return
+      const replies = query.success.closestReplies
+      this.closestNodes = replies.map((r) => ({ host: r.from.host, port: r.from.port }))
+      const chosen = replies.filter((r) => r.token !== null && r.from.id !== null).slice(0, 3)
+      const accepted = yield* Effect.forEach(chosen, (r) => this.announceTo(r), { concurrency: "unbounded" })
+      if (this.state !== "listening") return
+      const relays: Array<ServerRelay> = []
+      for (let i = 0; i < chosen.length; i++) {
+        if (!accepted[i]) continue
+        const r = chosen[i]!
+        relays.push({ relayAddress: { host: r.from.host, port: r.from.port }, peerAddress: { host: r.to.host, port: r.to.port } })
+      }
+      const previous = this.relays
+      this.relays = relays
+      const own = h.core.firewalled ? null : h.core.remoteAddress()
+      const addresses: Array<Endpoint> = own !== null ? [own] : []
+      for (const r of relays) if (addresses.length < 3) addresses.push(r.relayAddress)
+      this.relayAddresses = addresses
+      const gone = previous.filter((p) => !relays.some((r) => sameEndpoint(r.relayAddress, p.relayAddress)))
+      yield* Effect.forEach(gone, (r) => Effect.ignore(this.unannounceFrom(r.relayAddress)), { concurrency: "unbounded", discard: true })
+    })
+  }
+
+  private signed(namespace: Uint8Array, nodeId: Uint8Array, token: Uint8Array): Uint8Array | null {
+    const c = this.host.crypto
+    const keyPair = this.keyPair!
+    const peer = { publicKey: keyPair.publicKey, relayAddresses: [] }
+    const peerBytes = encode(R.peer, peer)
+    if (Result.isFailure(peerBytes)) return null
+    const signable = R.annSignable(c.blake2b, this.target!, nodeId, token, peerBytes.success, null, namespace)
+    if (Result.isFailure(signable)) return null
+    const signature = c.sign(signable.success, keyPair.secretKey)
+    if (signature === null) return null
+    const value = encode(R.announce, { peer, refresh: null, signature, bump: 0 })
+    return Result.isSuccess(value) ? value.success : null
+  }
+
+  private announceTo(r: IncomingResponse): Effect.Effect<boolean> {
+    const value = this.signed(this.host.ns.ANNOUNCE, r.from.id!, r.token!)
+    if (value === null) return Effect.succeed(false)
+    return this.host.handle.request({ token: r.token, command: R.Command.ANNOUNCE, target: this.target, value }, r.from).pipe(
+      Effect.map((res) => res.error === 0),
+      Effect.orElseSucceed(() => false)
+    )
+  }
+
+  /** UNANNOUNCE from one node: a fresh token first (a direct FIND_PEER), skipped when it no longer holds us. */
+  private unannounceFrom(node: Endpoint): Effect.Effect<void, unknown> {
+    return Effect.gen({ self: this }, function*() {
+      const h = this.host.handle
+      const res = yield* h.request({ command: R.Command.FIND_PEER, target: this.target }, node)
+      if (res.value === null || res.token === null || res.from.id === null) return
+      const value = this.signed(this.host.ns.UNANNOUNCE, res.from.id, res.token)
+      if (value === null) return
+      yield* h.request({ token: res.token, command: R.Command.UNANNOUNCE, target: this.target, value }, res.from)
+    })
+  }
+
+  // ---- close -------------------------------------------------------------------------------
+
+  /** Stop listening: unannounce (unless `force`), drop the router entry, abort handshakes in progress. */
+  close(opts: { readonly force?: boolean } = {}): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      if (this.state !== "listening") {
+        this.state = "closed"
+        return
+      }
+      this.state = "closing"
+      this.stopLoop?.()
+      this.stopLoop = null
+      this.removeListener?.()
+      this.removeListener = null
+      const h = this.host.handle
+      const target = this.target!
+      const keyPair = this.keyPair!
+      yield* h.run(() => {
+        h.hyperdht.router.removeServer(target, this.hooks)
+        h.hyperdht.unlisten(keyPair.publicKey)
+      })
+      if (opts.force !== true) {
+        yield* Effect.forEach(this.relays, (r) => Effect.ignore(this.unannounceFrom(r.relayAddress)), { concurrency: "unbounded", discard: true })
+      }
+      this.host.listening.delete(toHex(keyPair.publicKey))
+      for (const hs of this.handshakes.values()) this.abort(hs)
+      this.handshakes.clear()
+      this.slots.length = 0
+      this.relays = []
+      this.relayAddresses = []
+      this.state = "closed"
+    })
+  }
+
+  // ---- handshakes (inside the node's steps) ---------------------------------------------------
+
+  private onHandshake(noise: Uint8Array, info: HandshakeInfo, respond: (reply: ServerReply | null) => void): void {
+    const stats = this.host.stats.server
+    if (this.state !== "listening") return respond(null)
+    const key = toHex(noise)
+    const existing = this.handshakes.get(key)
+    if (existing !== undefined) {
+      stats.duplicates++
+      if (existing.reply !== null) respond({ value: existing.reply })
+      else if (!existing.dropped) existing.waiters.push(respond)
+      else respond(null)
+      return
+    }
+    if (this.handshakes.size >= MAX_PENDING_HANDSHAKES) return respond(null)
+    let id = this.slots.indexOf(null)
+    if (id === -1) id = this.slots.push(null) - 1
+    const hs: Handshake = { key, id, reply: null, dropped: false, waiters: [respond], stream: null, stopTimer: null, connected: false }
+    this.slots[id] = hs
+    this.handshakes.set(key, hs)
+    stats.handshakes++
+    const host = this.host
+    const c = host.crypto
+    const keyPair = this.keyPair!
+    const st = Noise.responder(c, { staticKeyPair: keyPair, prologue: host.ns.PEER_HANDSHAKE })
+    const m1 = Noise.readMessage1(st, noise)
+    if (Result.isFailure(m1)) {
+      stats.badHandshakes++
+      return this.drop(hs)
+    }
+    const payload = decode(C.noisePayload, m1.success.payload)
+    if (Result.isFailure(payload)) {
+      stats.badHandshakes++
+      return this.drop(hs)
+    }
+    const remotePublicKey = m1.success.remoteStaticKey
+    const remotePayload = payload.success
+    const proceed = (firewalled: boolean): void => {
+      if (this.state !== "listening" || hs.dropped) return this.drop(hs)
+      if (firewalled) {
+        stats.firewalled++
+        return this.drop(hs)
+      }
+      host.handle.exec(() => this.answer(hs, st, remotePublicKey, remotePayload, info))
+    }
+    const hook = this.options.firewall
+    if (hook === undefined) return proceed(false)
+    let verdict: boolean | Promise<boolean>
+    try {
+      verdict = hook(remotePublicKey, remotePayload, info.clientAddress)
+    } catch {
+      verdict = true // a throwing hook rejects, as a rejected promise does
+    }
+    if (typeof verdict === "boolean") proceed(verdict)
+    else Promise.resolve(verdict).then((v) => proceed(v === true), () => proceed(true))
+  }
+
+  /** Build and send the reply; set up the connection's stream (connect.md §8.2 steps 4–13). */
+  private answer(hs: Handshake, st: Noise.NoiseState, remotePublicKey: Uint8Array, remotePayload: C.NoisePayload, info: HandshakeInfo): void {
+    const host = this.host
+    const h = host.handle
+    const error = remotePayload.version !== 1 ? C.ERROR_VERSION_MISMATCH : remotePayload.udx === null ? C.ERROR_ABORTED : C.ERROR_NONE
+    const own = h.core.firewalled ? null : h.core.remoteAddress()
+    const addresses4: Array<Endpoint> = own !== null ? [own] : []
+    if (this.options.shareLocalAddress !== false) addresses4.push(...host.localAddresses())
+    let stream: UdxStream | null = null
+    if (error === C.ERROR_NONE) {
+      const created = host.mux.createStreamUnsafe(host.mux.freeId(host.random), {
+        remoteId: remotePayload.udx!.id,
+        firewall: (from, socket) => {
+          if (!(from.port > 0 && from.port < 65536)) return true
+          onsocket(socket, from, false)
+          return false
+        }
+      })
+      if (created instanceof Error) return this.drop(hs)
+      stream = created
+      hs.stream = stream
+    }
+    const payload = C.makeNoisePayload({
+      error,
+      firewall: own !== null ? C.FIREWALL_OPEN : C.FIREWALL_UNKNOWN,
+      holepunch: null,
+      addresses4,
+      addresses6: null,
+      udx: { reusableSocket: false, id: stream?.id ?? 0, seq: 0 },
+      secretStream: {},
+      relayThrough: null,
+      relayAddresses: this.relayAddresses.length > 0 ? this.relayAddresses : null
+    })
+    const plain = encode(C.noisePayload, payload)
+    if (Result.isFailure(plain)) return this.drop(hs)
+    const m2 = Noise.writeMessage2(st, plain.success)
+    if (Result.isFailure(m2)) return this.drop(hs)
+    const split = m2.success.split
+    const handshake = {
+      tx: split.tx,
+      rx: split.rx,
+      hash: split.handshakeHash,
+      publicKey: this.keyPair!.publicKey,
+      remotePublicKey
+    }
+    const onsocket = (socket: UdpSocket, from: Endpoint, immediate: boolean): void => {
+      if (hs.connected || stream === null) return
+      hs.connected = true
+      hs.stopTimer?.()
+      hs.stopTimer = null
+      stream.connectUnsafe(remotePayload.udx!.id, from, socket)
+      // the client reached us at the address its relay saw (direct), or at another (its LAN address)
+      const path = immediate || from.host === info.clientAddress.host ? "direct" : "lan"
+      const socketOut = new GatewaySocket(false, null, { autoStart: false, keepAlive: host.keepAlive, publicKey: handshake.publicKey, remotePublicKey })
+      socketOut.startOver(stream, handshake, path)
+      host.stats.server.connections++
+      this.clearLater(hs)
+      this.onconnection(socketOut)
+    }
+    hs.reply = m2.success.message
+    const waiters = hs.waiters
+    hs.waiters = []
+    for (const w of waiters) w({ value: hs.reply })
+    if (error !== C.ERROR_NONE) {
+      this.clearLater(hs)
+      return
+    }
+    if (remotePayload.firewall === C.FIREWALL_OPEN || info.direct) {
+      host.stats.punches.open++
+      const socket = info.direct ? host.socketOf(info.socket) : host.dhtSocket()
+      onsocket(socket, info.clientAddress, true)
+      return
+    }
+    // wait for the client's first packet (it connects to us: we are OPEN, or by LAN)
+    hs.stopTimer = host.spawn(
+      Effect.andThen(
+        Effect.sleep(HANDSHAKE_INITIAL_TIMEOUT),
+        Effect.sync(() => {
+          hs.stopTimer = null
+          if (!hs.connected) this.abort(hs)
+        })
+      )
+    )
+  }
+
+  private onHolepunch(_id: number, _payload: Uint8Array, _info: HolepunchInfo, respond: (reply: ServerReply | null) => void): void {
+    // this server never offers holepunching (no holepunch info in its replies): no answer
+    this.host.stats.server.holepunchesIgnored++
+    respond(null)
+  }
+
+  /** No answer for this handshake or its duplicates; forgotten after the clear wait. */
+  private drop(hs: Handshake): void {
+    hs.dropped = true
+    const waiters = hs.waiters
+    hs.waiters = []
+    for (const w of waiters) w(null)
+    this.clearLater(hs)
+  }
+
+  /** Abandon a handshake that has no connection: its stream is destroyed. */
+  private abort(hs: Handshake): void {
+    hs.stopTimer?.()
+    hs.stopTimer = null
+    if (!hs.connected && hs.stream !== null) hs.stream.destroyUnsafe()
+    hs.stream = null
+    hs.dropped = true
+    this.clearLater(hs)
+  }
+
+  private clearLater(hs: Handshake): void {
+    this.host.spawn(
+      Effect.andThen(
+        Effect.sleep(HANDSHAKE_CLEAR_WAIT),
+        Effect.sync(() => {
+          if (this.handshakes.get(hs.key) === hs) this.handshakes.delete(hs.key)
+          if (this.slots[hs.id] === hs) this.slots[hs.id] = null
+        })
+      )
+    )
+  }
+
+  address(): { host: string; port: number; publicKey: Uint8Array } | null {
+    if (this.keyPair === null || this.state !== "listening") return null
+    const h = this.host.handle
+    const remote = h.core.firewalled ? null : h.core.remoteAddress()
+    const local = h.sockets().server.local
+    return { host: remote?.host ?? local.host, port: remote?.port ?? local.port, publicKey: this.keyPair.publicKey }
+  }
+}
+

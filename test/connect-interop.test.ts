@@ -1,0 +1,178 @@
+/**
+ * Connections between public keys, interop with the reference (hyperdht
+ * 6.34.0) over real UDP on 127.0.0.1 (connect.md): one mixed network
+ * (reference bootstrapper, 3 reference and 3 Omega persistent nodes) and,
+ * for each pairing of implementations (Omega ↔ Omega, reference client →
+ * Omega server, Omega client → reference server):
+ *
+ * - 16 MiB written each way and received intact (SHA-256 of the bytes);
+ * - `remotePublicKey` and `handshakeHash` equal on both ends;
+ * - a server whose firewall hook rejects: the client's socket errors;
+ * - `server.close()` leaves no announcement behind (FIND_PEER finds nothing).
+ */
+import HyperDHT from "hyperdht"
+import { createHash } from "node:crypto"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Gateway } from "../src/index.js"
+import { type Closable, HOST, onFreePort, randomPort, tracker, withTimeout } from "./support/live.js"
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type Any = any
+
+const MiB = 1024 * 1024
+const SIZE = 16 * MiB
+
+const net = tracker()
+let bootPort = 0
+
+const refNode = (opts: Record<string, unknown> = {}): Any =>
+  net.track(new HyperDHT({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ...opts }))
+
+const omegaNode = (opts: Record<string, unknown> = {}): Gateway => {
+  const g = net.track(new Gateway({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ...opts }))
+  g.on("error", () => {})
+  return g
+}
+
+type Kind = "omega" | "reference"
+const node = (k: Kind): Any => (k === "omega" ? omegaNode() : refNode())
+
+/** `n` bytes of a deterministic pattern (a counter through SHA-256), and their digest. */
+const pattern = (n: number, seed: string): { data: Buffer; digest: string } => {
+  const data = Buffer.alloc(n)
+  let block = createHash("sha256").update(seed).digest()
+  for (let i = 0; i < n; i += 32) {
+    block.copy(data, i, 0, Math.min(32, n - i))
+    block = createHash("sha256").update(block).digest()
+  }
+  return { data, digest: createHash("sha256").update(data).digest("hex") }
+}
+
+/** Read a socket to its end: byte count and digest. */
+const drain = (s: Any): Promise<{ bytes: number; digest: string }> =>
+  new Promise((resolve, reject) => {
+    const h = createHash("sha256")
+    let bytes = 0
+    s.on("data", (d: Buffer) => {
+      bytes += d.length
+      h.update(d)
+    })
+    s.on("end", () => resolve({ bytes, digest: h.digest("hex") }))
+    s.on("error", reject)
+  })
+
+/** Write `data` in 64 KiB chunks honouring backpressure, then end. */
+const pump = async (s: Any, data: Buffer): Promise<void> => {
+  for (let i = 0; i < data.length; i += 65_536) {
+    if (!s.write(data.subarray(i, i + 65_536))) await new Promise<void>((r) => s.once("drain", r))
+  }
+  s.end()
+}
+
+const opened = (s: Any): Promise<void> =>
+  new Promise((resolve, reject) => {
+    s.once("open", () => resolve())
+    s.once("error", reject)
+  })
+
+beforeAll(async () => {
+  const boot = await onFreePort("reference bootstrapper", (port) => HyperDHT.bootstrapper(port, HOST, { host: HOST }), net.track)
+  bootPort = boot.port
+  const persistent: Array<Closable & { ready(): Promise<unknown> }> = []
+  for (let i = 0; i < 3; i++) persistent.push(refNode({ ephemeral: false, firewalled: false, port: randomPort() }))
+  for (let i = 0; i < 3; i++) persistent.push(omegaNode({ ephemeral: false, firewalled: false }))
+  await withTimeout(Promise.all(persistent.map((n) => n.ready())), 20_000, "network ready")
+}, 60_000)
+
+afterAll(async () => {
+  await net.destroyAll()
+}, 60_000)
+
+const pairings: ReadonlyArray<readonly [Kind, Kind]> = [
+  ["omega", "omega"],
+  ["omega", "reference"],
+  ["reference", "omega"]
+]
+
+describe.each(pairings)("%s server, %s client", (serverKind, clientKind) => {
+  it("16 MiB each way intact; same keys and handshake hash on both ends", async () => {
+    const a = node(serverKind)
+    const b = node(clientKind)
+    await withTimeout(Promise.all([a.ready(), b.ready()]), 15_000, "peers ready")
+    const up = pattern(SIZE, "client->server")
+    const down = pattern(SIZE, "server->client")
+    let serverSide: Any = null
+    let serverDone: Promise<{ bytes: number; digest: string }> | null = null
+    let failed: (e: unknown) => void = () => {}
+    const serverFailure = new Promise<never>((_, reject) => (failed = reject))
+    const server = a.createServer((s: Any) => {
+      serverSide = s
+      s.on("error", () => {})
+      pump(s, down.data).catch(failed)
+      serverDone = drain(s)
+    })
+    await server.listen()
+    const client: Any = b.connect(server.publicKey)
+    await withTimeout(opened(client), 15_000, "client open")
+    const clientDone = drain(client)
+    await pump(client, up.data)
+    const [atServer, atClient] = await withTimeout(Promise.race([Promise.all([serverDone!, clientDone]), serverFailure]), 60_000, "16 MiB each way")
+    expect(atServer).toEqual({ bytes: SIZE, digest: up.digest })
+    expect(atClient).toEqual({ bytes: SIZE, digest: down.digest })
+    expect(Buffer.from(serverSide.remotePublicKey).equals(Buffer.from(client.publicKey))).toBe(true)
+    expect(Buffer.from(client.remotePublicKey).equals(Buffer.from(serverSide.publicKey))).toBe(true)
+    expect(Buffer.from(client.handshakeHash).toString("hex")).toBe(Buffer.from(serverSide.handshakeHash).toString("hex"))
+    expect(client.handshakeHash.length).toBe(64)
+    await a.destroy()
+    await b.destroy()
+  }, 120_000)
+
+  it("a firewall that rejects: the client's socket fails", async () => {
+    const a = node(serverKind)
+    const b = node(clientKind)
+    await withTimeout(Promise.all([a.ready(), b.ready()]), 15_000, "peers ready")
+    let asked = 0
+    const server = a.createServer({
+      firewall: (remotePublicKey: Uint8Array) => {
+        asked++
+        return Buffer.from(remotePublicKey).equals(Buffer.from(b.defaultKeyPair.publicKey))
+      }
+    })
+    let connections = 0
+    server.on("connection", () => connections++)
+    await server.listen()
+    const c = b.connect(server.publicKey)
+    const err: Any = await withTimeout(
+      new Promise((resolve) => {
+        c.on("error", resolve)
+        c.on("open", () => resolve(new Error("opened")))
+      }),
+      30_000,
+      "client error"
+    )
+    expect(asked).toBeGreaterThan(0)
+    expect(connections).toBe(0)
+    expect(["PEER_CONNECTION_FAILED", "PEER_NOT_FOUND"]).toContain(err.code)
+    await a.destroy()
+    await b.destroy()
+  }, 60_000)
+
+  it("server.close() leaves no announcement behind", async () => {
+    const a = node(serverKind)
+    const b = node(clientKind)
+    await withTimeout(Promise.all([a.ready(), b.ready()]), 15_000, "peers ready")
+    const server = a.createServer(() => {})
+    await server.listen()
+    const pk = server.publicKey
+    const records = async (): Promise<number> => {
+      let n = 0
+      for await (const r of b.findPeer(pk)) if (r.peer !== undefined && r.peer !== null) n++
+      return n
+    }
+    expect(await withTimeout(records(), 15_000, "findPeer before close")).toBeGreaterThan(0)
+    await server.close()
+    expect(await withTimeout(records(), 15_000, "findPeer after close")).toBe(0)
+    await a.destroy()
+    await b.destroy()
+  }, 60_000)
+})
