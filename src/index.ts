@@ -6,7 +6,21 @@
  */
 import { Gateway } from "./api/Gateway.js"
 
-export { Gateway, InvalidSeed, type GatewayKeyPair, type GatewayOptions } from "./api/Gateway.js"
+export {
+  Gateway,
+  GatewayServer,
+  GatewaySocket,
+  InvalidSeed,
+  type GatewayConnectOptions,
+  type GatewayKeyPair,
+  type GatewayOptions,
+  type GatewayStats,
+  type RemoteKey
+} from "./api/Gateway.js"
+export type { ServerOptions } from "./api/server.js"
+export { ConnectionError, type ConnectionErrorCode, type DialReport } from "./actors/holepunch/errors.js"
+export * as Connections from "./api/connections.js"
+export { GatewayService } from "./api/GatewayService.js"
 export { InvalidInput, keyPair, keyPairWith } from "./api/keys.js"
 export { Crypto } from "./layers/Crypto.js"
 export type { CryptoImpl, KeyPair } from "./layers/crypto/types.js"

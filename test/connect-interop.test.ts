@@ -176,3 +176,42 @@ describe.each(pairings)("%s server, %s client", (serverKind, clientKind) => {
     await b.destroy()
   }, 60_000)
 })
+
+/**
+ * Firewalled peers (no quick firewall check: both stay firewalled, their
+ * NATs CONSISTENT on loopback) and no LAN shortcut: the connection is
+ * holepunched through pool sockets (PEER_HOLEPUNCH rounds, probes).
+ */
+describe.each(pairings)("holepunched: %s server, %s client", (serverKind, clientKind) => {
+  it("connects through the punch and carries data both ways", async () => {
+    const fw = { quickFirewall: false, ephemeral: true }
+    const a = serverKind === "omega" ? omegaNode(fw) : refNode(fw)
+    const b = clientKind === "omega" ? omegaNode(fw) : refNode(fw)
+    await withTimeout(Promise.all([a.ready(), b.ready()]), 15_000, "peers ready")
+    expect(a.firewalled).toBe(true)
+    expect(b.firewalled).toBe(true)
+    const up = pattern(MiB, "punched up")
+    const down = pattern(MiB, "punched down")
+    let serverSide: Any = null
+    let serverDone: Promise<{ bytes: number; digest: string }> | null = null
+    const server = a.createServer((s: Any) => {
+      serverSide = s
+      s.on("error", () => {})
+      void pump(s, down.data)
+      serverDone = drain(s)
+    })
+    await server.listen()
+    const client: Any = b.connect(server.publicKey, { localConnection: false })
+    await withTimeout(opened(client), 15_000, "client open")
+    const clientDone = drain(client)
+    await pump(client, up.data)
+    const [atServer, atClient] = await withTimeout(Promise.all([clientDone.then(() => serverDone!), clientDone]), 30_000, "1 MiB each way")
+    expect(atServer).toEqual({ bytes: MiB, digest: up.digest })
+    expect(atClient).toEqual({ bytes: MiB, digest: down.digest })
+    if (clientKind === "omega") expect(client.path).toBe("punched")
+    if (serverKind === "omega") expect(serverSide.path).toBe("punched")
+    expect(Buffer.from(client.handshakeHash).equals(Buffer.from(serverSide.handshakeHash))).toBe(true)
+    await a.destroy()
+    await b.destroy()
+  }, 60_000)
+})

@@ -31,8 +31,13 @@ import * as C from "../../protocol/connect.js"
 import { decode, encode, toHex } from "../../protocol/encoding.js"
 import * as R from "../../protocol/records.js"
 import { type ConnectionHost, type ConnectionPath, GatewaySocket, Noise } from "../session/host.js"
+import type { SecretStreamClock } from "../session/secret-stream.js"
 import type { UdxStream } from "../session/udx.js"
-import { isBogon, isReserved, matchAddress } from "./decide.js"
+import * as Derive from "../../layers/crypto/derive.js"
+import { equalBytes } from "../../protocol/encoding.js"
+import type { ServerRelay } from "../session/server.js"
+import { HolepunchAttempt } from "./attempt.js"
+import { isBogon, isRandomPunch, isReserved, matchAddress, withVerified } from "./decide.js"
 import { type ConnectionError, connectionError, type DialReport, type PathAttempt } from "./errors.js"
 
 export interface ConnectOptions {
@@ -70,12 +75,12 @@ const key = (e: Endpoint): string => `${e.host}:${e.port}`
 const sameEndpoint = (a: Endpoint, b: Endpoint): boolean => a.host === b.host && a.port === b.port
 
 /** The socket of a dial, before the node is ready (the facade returns it at once). */
-export const dialSocket = (keepAlive: number, remotePublicKey: Uint8Array, keyPair: KeyPair): GatewaySocket =>
-  new GatewaySocket(true, null, { autoStart: false, keepAlive, publicKey: keyPair.publicKey, remotePublicKey })
+export const dialSocket = (keepAlive: number, remotePublicKey: Uint8Array, keyPair: KeyPair, clock?: SecretStreamClock): GatewaySocket =>
+  new GatewaySocket(true, null, { autoStart: false, keepAlive, publicKey: keyPair.publicKey, remotePublicKey, ...(clock !== undefined ? { clock } : {}) })
 
 /** Start a dial: the socket now, the dial in a fiber of the node. */
 export const dial = (host: ConnectionHost, remotePublicKey: Uint8Array, keyPair: KeyPair, opts: ConnectOptions = {}): GatewaySocket =>
-  startDial(host, dialSocket(host.keepAlive, remotePublicKey, keyPair), remotePublicKey, keyPair, opts)
+  startDial(host, dialSocket(host.keepAlive, remotePublicKey, keyPair, host.streamClock), remotePublicKey, keyPair, opts)
 
 /** Run the dial of `socket` (made by `dialSocket`) in a fiber of the node. */
 export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePublicKey: Uint8Array, keyPair: KeyPair, opts: ConnectOptions = {}): GatewaySocket => {
@@ -114,6 +119,7 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
   )
   socket.once("close", () => {
     stop()
+    d.close()
     if (!socket.started) stream.destroyUnsafe()
   })
   return socket
@@ -129,6 +135,7 @@ class Dial {
   private readonly attempts: Array<PathAttempt> = []
   private relaysTried = 0
   private remoteFirewall: number | null = null
+  private puncher: HolepunchAttempt | null = null
   private localFirewall: number = C.FIREWALL_UNKNOWN
   private readonly target: Uint8Array
   private readonly id: string
@@ -145,6 +152,11 @@ class Dial {
   ) {
     this.target = host.crypto.blake2b(remotePublicKey)
     this.id = toHex(remotePublicKey)
+  }
+
+  /** The socket closed: stop punching (a punched connection's pool socket closes after its UDX stream). */
+  close(): void {
+    this.puncher?.stop()
   }
 
   private report(): DialReport {
@@ -289,7 +301,7 @@ class Dial {
     )
     host.stats.connects.succeeded++
     if (path === "lan") host.stats.punches.lan++
-    else host.stats.punches.open++
+    if (path !== "punched") this.puncher?.stop()
     this.attempts.push({ path, via: key(to), outcome: "connected" })
   }
 
@@ -302,6 +314,7 @@ class Dial {
       if (!relayed) return this.onsocket(won, host.dhtSocket(), relayAddress, "direct")
       if (payload.firewall === C.FIREWALL_OPEN || !remoteHolepunchable) {
         const addr = payload.addresses4.find((a) => !isBogon(a.host)) ?? serverAddress
+        host.stats.punches.open++
         this.onsocket(won, host.dhtSocket(), addr, "direct")
         return
       }
@@ -314,18 +327,167 @@ class Dial {
         }
         return this.onsocket(won, got.value.socket, got.value.from, "direct")
       }
+      // same public host (one NAT, or one machine): race the LAN shortcut with the punch
+      let lanPath: Effect.Effect<void, ConnectionError> | null = null
       if (this.opts.localConnection !== false && clientAddress.host === serverAddress.host) {
         const lan = payload.addresses4.filter((a) => !isReserved(a.host))
         if (lan.length > 0) {
           const addr = matchAddress(host.localAddresses(), lan) ?? lan[0]!
-          const ping = yield* Effect.result(host.handle.ping(addr))
-          if (Result.isSuccess(ping)) return this.onsocket(won, host.socketOf(0), addr, "lan")
-          this.attempts.push({ path: "lan", via: key(addr), outcome: ping.failure.code })
-          return yield* this.error("HOLEPUNCH_ABORTED", "the LAN address did not answer and holepunching is not supported by this version")
+          lanPath = Effect.flatMap(Effect.result(host.handle.ping(addr)), (ping) => {
+            if (Result.isSuccess(ping)) return Effect.sync(() => this.onsocket(won, host.socketOf(0), addr, "lan"))
+            this.attempts.push({ path: "lan", via: key(addr), outcome: ping.failure.code })
+            return Effect.fail(this.error("HOLEPUNCH_ABORTED", "the server's LAN address did not answer"))
+          })
         }
       }
-      this.attempts.push({ path: "punch", outcome: "not supported by this version" })
-      return yield* this.error("CANNOT_HOLEPUNCH", "the server is behind a NAT and this version does not holepunch yet")
+      if (!remoteHolepunchable) return yield* lanPath ?? this.error("CANNOT_HOLEPUNCH")
+      const punch = this.holepunch(won)
+      if (lanPath === null) return yield* punch
+      // the first path to succeed wins; the dial fails only when both fail
+      return yield* Effect.race(lanPath, punch)
+    })
+  }
+
+  // ---- holepunching (connect.md §6.5) -------------------------------------------------------
+
+  private holepunch(won: Handshaken): Effect.Effect<void, ConnectionError> {
+    return Effect.gen({ self: this }, function*() {
+      const host = this.host
+      const c = host.crypto
+      const hp = won.payload.holepunch!
+      const attempt = HolepunchAttempt.make(host, {
+        initiator: true,
+        remoteFirewall: won.payload.firewall,
+        remoteAddresses: withVerified(won.payload.addresses4, null, [])
+      })
+      if (attempt === null) return yield* this.error("HOLEPUNCH_ABORTED", "no pool socket could be bound")
+      this.puncher = attempt
+      const serverRelay = hp.relays.find((r) => sameEndpoint(r.relayAddress, won.relayAddress)) ?? hp.relays[0]!
+      const serverAddress = won.serverAddress
+      // a probe from the server may connect us at any point (fast open): that ends the protocol below
+      const early = Effect.flatMap(Deferred.await(attempt.outcome), (r) => (r === null ? Effect.never : Effect.succeed(r)))
+      const punched = yield* Effect.raceFirst(early, this.punchProtocol(won, attempt, serverRelay, serverAddress))
+      const stats = attempt.core.stats
+      if (punched === null) {
+        this.attempts.push({ path: `punch:${stats.strategy ?? "none"}`, outcome: `no probe came back (${stats.probesSent} probes sent)` })
+        return yield* this.error("HOLEPUNCH_ABORTED", `the ${stats.strategy ?? ""} punch sent ${stats.probesSent} probes and none came back`)
+      }
+      if (isRandomPunch(attempt.nat.firewall, attempt.remoteFirewall)) host.stats.punches.random++
+      else host.stats.punches.consistent++
+      this.onsocket(won, punched.socket, punched.address, "punched")
+      attempt.releaseAfter(this.stream)
+    })
+  }
+
+  /** The holepunch messages and the punch round (connect.md §6.5 steps 7–10); the punch's outcome. */
+  private punchProtocol(won: Handshaken, attempt: HolepunchAttempt, serverRelay: ServerRelay, firstServerAddress: Endpoint) {
+    return Effect.gen({ self: this }, function*() {
+      const host = this.host
+      const c = host.crypto
+      const hp = won.payload.holepunch!
+      const secret = Derive.holepunchSecret(c, won.split.handshakeHash)
+      const localSecret = c.randomBytes(32)
+      let serverAddress = firstServerAddress
+      let round = 0
+      const stopOnFailure = <A>(e: Effect.Effect<A, ConnectionError>): Effect.Effect<A, ConnectionError> =>
+        Effect.tapError(e, () => Effect.sync(() => attempt.stop()))
+      /** One PEER_HOLEPUNCH exchange from the attempt's socket through `relay` (connect.md §6.2–§6.4). */
+      const update = (peerAddress: Endpoint, relay: Endpoint, p: C.HolepunchPayload) =>
+        Effect.gen({ self: this }, function*() {
+          const plain = encode(C.holepunchPayload, p)
+          if (Result.isFailure(plain)) return yield* this.error("HOLEPUNCH_INVALID", plain.failure.message)
+          const value = encode(C.holepunch, { mode: C.FROM_CLIENT, id: hp.id, payload: Derive.sealPayload(c, secret, plain.success), peerAddress })
+          if (Result.isFailure(value)) return yield* this.error("HOLEPUNCH_INVALID", value.failure.message)
+          const res = yield* attempt.request(relay, { internal: false, command: R.Command.PEER_HOLEPUNCH, target: this.target, value: value.success })
+          if (Option.isNone(res)) {
+            this.attempts.push({ path: "punch", via: key(relay), outcome: "no holepunch reply" })
+            return yield* this.error("HOLEPUNCH_PROBE_TIMEOUT", "the relay or the server did not answer the holepunch message")
+          }
+          const r = res.value
+          const reply = r.value === null ? null : decode(C.holepunch, r.value)
+          if (reply === null || Result.isFailure(reply) || reply.success.mode !== C.REPLY) return yield* this.error("BAD_HOLEPUNCH_REPLY")
+          const opened = Derive.openPayload(c, secret, reply.success.payload)
+          const remote = opened === null ? null : decode(C.holepunchPayload, opened)
+          if (remote === null || Result.isFailure(remote)) return yield* this.error("HOLEPUNCH_INVALID")
+          const rp = remote.success
+          if (rp.error !== C.ERROR_NONE) {
+            this.attempts.push({ path: "punch", via: key(relay), outcome: `remote aborted (error ${rp.error})` })
+            return yield* this.error("REMOTE_ABORTED", `Remote aborted with error code ${rp.error}`)
+          }
+          const echoed = rp.remoteToken !== null && p.token !== null && equalBytes(rp.remoteToken, p.token)
+          this.remoteFirewall = rp.firewall
+          attempt.updateRemote(rp.firewall, withVerified(rp.addresses, echoed ? peerAddress.host : null, attempt.remoteAddresses))
+          attempt.addSample(r.to, r.from)
+          return { payload: rp, peerAddress: reply.success.peerAddress ?? relay }
+        })
+
+      /** Abort the server's side of the punch (best effort). */
+      const abort = (relay: ServerRelay) =>
+        Effect.ignore(update(relay.peerAddress, relay.relayAddress, {
+          error: C.ERROR_ABORTED, firewall: C.FIREWALL_UNKNOWN, round: round++, connected: false, punching: false,
+          addresses: null, remoteAddress: null, token: null, remoteToken: null
+        }))
+
+      const probeRound = (to: Endpoint | null, retry: boolean): Effect.Effect<{ token: Uint8Array | null; peerAddress: Endpoint }, ConnectionError> =>
+        Effect.gen({ self: this }, function*() {
+          if (to !== null) attempt.openSession(to)
+          const reply = yield* update(serverRelay.peerAddress, serverRelay.relayAddress, {
+            error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: false,
+            addresses: attempt.nat.addresses, remoteAddress: to, token: null, remoteToken: null
+          })
+          if (attempt.remoteFirewall === C.FIREWALL_UNKNOWN) yield* Effect.sleep(1000)
+          yield* Deferred.await(attempt.analyzed)
+          if ((attempt.remoteFirewall === C.FIREWALL_UNKNOWN || reply.payload.token === null) && retry) return yield* probeRound(to, false)
+          if (attempt.remoteFirewall === C.FIREWALL_UNKNOWN || attempt.nat.firewall === C.FIREWALL_UNKNOWN) {
+            yield* abort(serverRelay)
+            this.attempts.push({ path: "punch", outcome: `NAT classes unknown (ours ${attempt.nat.firewall}, theirs ${attempt.remoteFirewall})` })
+            return yield* this.error("HOLEPUNCH_PROBE_TIMEOUT")
+          }
+          if (attempt.remoteFirewall === C.FIREWALL_RANDOM && attempt.nat.firewall === C.FIREWALL_RANDOM) {
+            yield* abort(serverRelay)
+            this.attempts.push({ path: "punch", outcome: "both NATs randomize ports" })
+            return yield* this.error("HOLEPUNCH_DOUBLE_RANDOMIZED_NATS")
+          }
+          return { token: reply.payload.token, peerAddress: reply.peerAddress }
+        })
+
+      const probe = yield* stopOnFailure(probeRound(this.opts.fastOpen === false ? null : serverAddress, true))
+      this.localFirewall = attempt.nat.firewall
+      // the server's relay is the one we shook hands through: aim at the socket it now punches from
+      if (sameEndpoint(serverRelay.relayAddress, won.relayAddress) && !sameEndpoint(serverAddress, probe.peerAddress)) {
+        serverAddress = probe.peerAddress
+        attempt.openSession(serverAddress)
+      }
+      const veto = this.opts.holepunch
+      if (veto !== undefined && !veto(attempt.remoteFirewall, attempt.nat.firewall, attempt.remoteAddresses, attempt.nat.addresses ?? [])) {
+        yield* abort(serverRelay)
+        attempt.stop()
+        return yield* this.error("HOLEPUNCH_ABORTED", "Client aborted holepunch")
+      }
+      // the punch round
+      attempt.freeze()
+      const random = isRandomPunch(attempt.nat.firewall, attempt.remoteFirewall)
+      const limiter = host.randomPunches
+      const now = host.handle.clock.currentTimeMillisUnsafe()
+      if (random && !limiter.tryAcquire(now)) {
+        yield* abort(serverRelay)
+        attempt.stop()
+        this.attempts.push({ path: "punch", outcome: "another random punch is running or ended less than randomPunchInterval ago" })
+        return yield* this.error("HOLEPUNCH_ABORTED", "random punches are rate limited (one at a time, randomPunchInterval apart)")
+      }
+      const release = () => (random ? Effect.sync(() => limiter.release(host.handle.clock.currentTimeMillisUnsafe())) : Effect.void)
+      const punched = yield* Effect.gen({ self: this }, function*() {
+        const reply = yield* update(serverAddress, won.relayAddress, {
+          error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: true,
+          addresses: attempt.nat.addresses, remoteAddress: null,
+          token: Derive.addressToken(c, localSecret, serverAddress.host), remoteToken: probe.token
+        })
+        if (!reply.payload.punching) return yield* this.error("REMOTE_NOT_HOLEPUNCHING")
+        const started = yield* attempt.start()
+        if (!started) return yield* this.error("REMOTE_NOT_HOLEPUNCHABLE")
+        return yield* Deferred.await(attempt.outcome)
+      }).pipe(stopOnFailure, Effect.ensuring(release()))
+      return punched
     })
   }
 }

@@ -25,9 +25,10 @@ import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Noise from "../../layers/crypto/noise.js"
 import type { Endpoint, UdpSocket } from "../../layers/Transport.js"
 import { namespaces, type Namespaces } from "../../protocol/records.js"
+import { RandomPunchLimiter } from "../holepunch/decide.js"
 import { CLIENT, SERVER, type SocketKind } from "../routing/rpc.js"
 import { type NoiseHandshakeResult, NoiseSecretStream } from "./secret-stream-node.js"
-import { fromUdxStream } from "./secret-stream.js"
+import { fromUdxStream, type SecretStreamClock } from "./secret-stream.js"
 import { makeUdxMux, type UdxMux, type UdxStream } from "./udx.js"
 
 export { Noise }
@@ -40,7 +41,16 @@ export interface ConnectStats {
   readonly punches: { open: number; lan: number; consistent: number; random: number; tryLater: number }
   readonly relaying: { attempts: number; successes: number; aborts: number }
   readonly connects: { started: number; succeeded: number; failed: number; byCode: Record<string, number> }
-  readonly server: { handshakes: number; firewalled: number; connections: number; badHandshakes: number; duplicates: number; holepunchesIgnored: number }
+  readonly server: {
+    handshakes: number
+    firewalled: number
+    connections: number
+    badHandshakes: number
+    duplicates: number
+    holepunchesIgnored: number
+    /** Handshakes refused because MAX_PENDING_HANDSHAKES were in progress. */
+    refused: number
+  }
 }
 
 export interface HostOptions {
@@ -48,6 +58,14 @@ export interface HostOptions {
   readonly connectionKeepAlive?: number | false
   /** Random source for stream ids (seeded in simulations). */
   readonly random?: () => number
+  /** Minimum time between random punches (ms, default 20 000). */
+  readonly randomPunchInterval?: number
+  /**
+   * Secret-stream timers (keepalive, inactivity) on the node's Effect clock
+   * instead of real timers: simulations on TestClock / VirtualClock. Real
+   * UDP keeps real timers (a keepalive reset per write must stay cheap).
+   */
+  readonly effectTimers?: boolean
 }
 
 /** The encrypted socket of a connection: hyperdht's NoiseSecretStream with the path it took. */
@@ -86,7 +104,7 @@ export class ConnectionHost {
     punches: { open: 0, lan: 0, consistent: 0, random: 0, tryLater: 0 },
     relaying: { attempts: 0, successes: 0, aborts: 0 },
     connects: { started: 0, succeeded: 0, failed: 0, byCode: {} },
-    server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0 }
+    server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0, refused: 0 }
   }
   /** Relay nodes that led to the last successful dial of a key (hex), newest last (bounded). */
   readonly relayCache = new Map<string, ReadonlyArray<Endpoint>>()
@@ -94,8 +112,12 @@ export class ConnectionHost {
   readonly listening = new Set<string>()
   readonly ns: Namespaces
   readonly keepAlive: number
+  /** One random punch at a time per node, `randomPunchInterval` apart (connect.md §6.5 step 10.2). */
+  readonly randomPunches: RandomPunchLimiter
   readonly random: () => number
   private readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
+  /** The secret streams' clock when they follow the node's Effect clock (`effectTimers`). */
+  readonly streamClock: SecretStreamClock | undefined
 
   constructor(
     readonly handle: GatewayHandle,
@@ -108,7 +130,15 @@ export class ConnectionHost {
     const ka = options.connectionKeepAlive
     this.keepAlive = ka === false ? 0 : (ka ?? 5000)
     this.random = options.random ?? Math.random
+    this.randomPunches = new RandomPunchLimiter(options.randomPunchInterval !== undefined ? { interval: options.randomPunchInterval } : {})
     this.runFork = Effect.runForkWith(context)
+    this.streamClock = options.effectTimers === true
+      ? {
+        now: () => handle.clock.currentTimeMillisUnsafe(),
+        setTimer: (f, ms) => this.spawn(Effect.andThen(Effect.sleep(ms), Effect.sync(f))),
+        clearTimer: (h) => (h as () => void)()
+      }
+      : undefined
   }
 
   /** A fiber of `effect` in the node's scope; returns a function that interrupts it. */

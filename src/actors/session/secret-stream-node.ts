@@ -274,7 +274,7 @@ export class NoiseSecretStream extends Duplex {
 
   /** Node holds writes and reads until construction ends: here, until `start`. */
   override _construct(callback: (error?: Error | null) => void): void {
-    if (this.coreValue !== null) callback(null)
+    if (this.coreValue !== null || this.destroyed) callback(null)
     else this.constructed = callback
   }
 

@@ -27,6 +27,10 @@ import type { Endpoint, UdpSocket } from "../../layers/Transport.js"
 import * as C from "../../protocol/connect.js"
 import { decode, encode, toHex } from "../../protocol/encoding.js"
 import * as R from "../../protocol/records.js"
+import * as Derive from "../../layers/crypto/derive.js"
+import { equalBytes } from "../../protocol/encoding.js"
+import { HolepunchAttempt } from "../holepunch/attempt.js"
+import { isPrivate, isRandomPunch, matchAddress, shouldFastOpen, withVerified } from "../holepunch/decide.js"
 import { connectionError, type ConnectionError } from "../holepunch/errors.js"
 import type { IncomingResponse } from "../routing/rpc.js"
 import type { HandshakeInfo, HolepunchInfo, ServerHooks, ServerReply } from "../routing/router.js"
@@ -39,8 +43,11 @@ export interface ServerOptions {
    * client (it gets no answer and its connect times out, as with hyperdht).
    */
   readonly firewall?: (remotePublicKey: Uint8Array, remotePayload: C.NoisePayload, clientAddress: Endpoint) => boolean | Promise<boolean>
-  /** Veto a holepunch: (remoteFirewall, localFirewall, remoteAddresses, localAddresses) => boolean. */
-  readonly holepunch?: (remoteFirewall: number, localFirewall: number, remoteAddresses: ReadonlyArray<Endpoint>, localAddresses: ReadonlyArray<Endpoint>) => boolean
+  /**
+   * Veto a holepunch: (remoteFirewall, localFirewall, remoteAddresses, localAddresses) => boolean;
+   * false never punches (clients must reach us directly).
+   */
+  readonly holepunch?: false | ((remoteFirewall: number, localFirewall: number, remoteAddresses: ReadonlyArray<Endpoint>, localAddresses: ReadonlyArray<Endpoint>) => boolean)
   /** Put our local interface addresses in handshake replies (default true). */
   readonly shareLocalAddress?: boolean
 }
@@ -63,6 +70,17 @@ interface Handshake {
   /** Stops the handshake's timer fiber. */
   stopTimer: (() => void) | null
   connected: boolean
+  /** The holepunch box key and our token secret (when we offered holepunching). */
+  secret: Uint8Array | null
+  localSecret: Uint8Array | null
+  /** Our side of the punch (non-initiator). */
+  attempt: HolepunchAttempt | null
+  /** Highest client round applied. */
+  round: number
+  /** Replies leave from the attempt's socket (so relays see its mapping). */
+  replySocket: UdpSocket | null
+  /** Holds the random-punch slot (released when the attempt ends). */
+  randomSlot: boolean
 }
 
 const ANNOUNCE_PING_INTERVAL = 3000
@@ -272,15 +290,21 @@ export class ServerCore {
     const existing = this.handshakes.get(key)
     if (existing !== undefined) {
       stats.duplicates++
-      if (existing.reply !== null) respond({ value: existing.reply })
+      if (existing.reply !== null) respond(existing.replySocket !== null ? { value: existing.reply, socket: existing.replySocket } : { value: existing.reply })
       else if (!existing.dropped) existing.waiters.push(respond)
       else respond(null)
       return
     }
-    if (this.handshakes.size >= MAX_PENDING_HANDSHAKES) return respond(null)
+    if (this.handshakes.size >= MAX_PENDING_HANDSHAKES) {
+      stats.refused++
+      return respond(null)
+    }
     let id = this.slots.indexOf(null)
     if (id === -1) id = this.slots.push(null) - 1
-    const hs: Handshake = { key, id, reply: null, dropped: false, waiters: [respond], stream: null, stopTimer: null, connected: false }
+    const hs: Handshake = {
+      key, id, reply: null, dropped: false, waiters: [respond], stream: null, stopTimer: null, connected: false,
+      secret: null, localSecret: null, attempt: null, round: 0, replySocket: null, randomSlot: false
+    }
     this.slots[id] = hs
     this.handshakes.set(key, hs)
     stats.handshakes++
@@ -291,12 +315,12 @@ export class ServerCore {
     const m1 = Noise.readMessage1(st, noise)
     if (Result.isFailure(m1)) {
       stats.badHandshakes++
-      return this.drop(hs)
+      return this.forget(hs)
     }
     const payload = decode(C.noisePayload, m1.success.payload)
     if (Result.isFailure(payload)) {
       stats.badHandshakes++
-      return this.drop(hs)
+      return this.forget(hs)
     }
     const remotePublicKey = m1.success.remoteStaticKey
     const remotePayload = payload.success
@@ -345,7 +369,7 @@ export class ServerCore {
     const payload = C.makeNoisePayload({
       error,
       firewall: own !== null ? C.FIREWALL_OPEN : C.FIREWALL_UNKNOWN,
-      holepunch: null,
+      holepunch: own !== null ? null : { id: hs.id, relays: this.relays },
       addresses4,
       addresses6: null,
       udx: { reusableSocket: false, id: stream?.id ?? 0, seq: 0 },
@@ -371,29 +395,59 @@ export class ServerCore {
       hs.stopTimer?.()
       hs.stopTimer = null
       stream.connectUnsafe(remotePayload.udx!.id, from, socket)
+      const attempt = hs.attempt
+      const punched = attempt !== null && attempt.owns(socket)
+      if (attempt !== null) {
+        // the punch is over: keep its socket if the connection came through it
+        if (punched) attempt.adopt(socket)
+        else attempt.stop()
+      }
       // the client reached us at the address its relay saw (direct), or at another (its LAN address)
-      const path = immediate || from.host === info.clientAddress.host ? "direct" : "lan"
-      const socketOut = new GatewaySocket(false, null, { autoStart: false, keepAlive: host.keepAlive, publicKey: handshake.publicKey, remotePublicKey })
+      const path = punched ? "punched" : immediate || from.host === info.clientAddress.host ? "direct" : "lan"
+      const socketOut = new GatewaySocket(false, null, {
+        autoStart: false,
+        keepAlive: host.keepAlive,
+        publicKey: handshake.publicKey,
+        remotePublicKey,
+        ...(host.streamClock !== undefined ? { clock: host.streamClock } : {})
+      })
       socketOut.startOver(stream, handshake, path)
+      if (punched) attempt.releaseAfter(stream)
       host.stats.server.connections++
       this.clearLater(hs)
       this.onconnection(socketOut)
     }
     hs.reply = m2.success.message
-    const waiters = hs.waiters
-    hs.waiters = []
-    for (const w of waiters) w({ value: hs.reply })
+    const reply = (): void => {
+      const waiters = hs.waiters
+      hs.waiters = []
+      const r: ServerReply = hs.replySocket !== null ? { value: hs.reply!, socket: hs.replySocket } : { value: hs.reply! }
+      for (const w of waiters) w(r)
+    }
     if (error !== C.ERROR_NONE) {
+      reply()
       this.clearLater(hs)
       return
     }
     if (remotePayload.firewall === C.FIREWALL_OPEN || info.direct) {
+      reply()
       host.stats.punches.open++
       const socket = info.direct ? host.socketOf(info.socket) : host.dhtSocket()
       onsocket(socket, info.clientAddress, true)
       return
     }
-    // wait for the client's first packet (it connects to us: we are OPEN, or by LAN)
+    const lan = info.clientAddress.host === info.serverAddress.host && this.options.shareLocalAddress !== false &&
+      matchAddress(host.localAddresses(), remotePayload.addresses4.filter((a) => isPrivate(a.host))) !== null
+    if (own === null && (lan || this.options.holepunch !== false)) {
+      // holepunching: our side of the punch, its socket sampling our NAT now
+      hs.secret = Derive.holepunchSecret(host.crypto, split.handshakeHash)
+      hs.localSecret = host.crypto.randomBytes(32)
+      hs.attempt = HolepunchAttempt.make(host, { initiator: false, remoteFirewall: remotePayload.firewall })
+      // same host as the client (a LAN): reply from our usual socket, the client tries our LAN address
+      if (hs.attempt !== null && !lan) hs.replySocket = hs.attempt.socket
+    }
+    reply()
+    // wait for the client's first packet (it connects to us: we are OPEN, by LAN, or punched)
     hs.stopTimer = host.spawn(
       Effect.andThen(
         Effect.sleep(HANDSHAKE_INITIAL_TIMEOUT),
@@ -405,10 +459,104 @@ export class ServerCore {
     )
   }
 
-  private onHolepunch(_id: number, _payload: Uint8Array, _info: HolepunchInfo, respond: (reply: ServerReply | null) => void): void {
-    // this server never offers holepunching (no holepunch info in its replies): no answer
-    this.host.stats.server.holepunchesIgnored++
-    respond(null)
+  /** A client's holepunch message (connect.md §6.6), answered from our attempt's socket. */
+  private onHolepunch(id: number, payload: Uint8Array, info: HolepunchInfo, respond: (reply: ServerReply | null) => void): void {
+    const host = this.host
+    const c = host.crypto
+    const hs = this.slots[id] ?? null
+    if (hs === null || hs.secret === null || hs.localSecret === null) {
+      host.stats.server.holepunchesIgnored++
+      return respond(null)
+    }
+    const opened = Derive.openPayload(c, hs.secret, payload)
+    const decoded = opened === null ? null : decode(C.holepunchPayload, opened)
+    if (decoded === null || Result.isFailure(decoded)) {
+      host.stats.server.holepunchesIgnored++
+      return respond(null)
+    }
+    const remote = decoded.success
+    const seal = (p: C.HolepunchPayload): Uint8Array | null => {
+      const plain = encode(C.holepunchPayload, p)
+      return Result.isSuccess(plain) ? Derive.sealPayload(c, hs.secret!, plain.success) : null
+    }
+    const abort = (error: number): void => {
+      hs.attempt?.stop()
+      this.releaseRandom(hs)
+      const value = seal({ error, firewall: C.FIREWALL_UNKNOWN, round: remote.round, connected: false, punching: false, addresses: null, remoteAddress: null, token: null, remoteToken: null })
+      respond(value === null ? null : { value, socket: host.dhtSocket() })
+    }
+    const attempt = hs.attempt
+    if (attempt === null || attempt.ended || hs.connected) return abort(C.ERROR_ABORTED)
+    if (remote.error !== C.ERROR_NONE) return abort(C.ERROR_ABORTED)
+    const isServerRelay = this.relays.some((r) => r.relayAddress.host === info.relayAddress.host && r.relayAddress.port === info.relayAddress.port)
+    const token = Derive.addressToken(c, hs.localSecret, info.peerAddress.host)
+    const echoed = isServerRelay && remote.remoteToken !== null && equalBytes(remote.remoteToken, token)
+    if (remote.round >= hs.round) {
+      hs.round = remote.round
+      attempt.updateRemote(remote.firewall, withVerified(remote.addresses, echoed ? info.peerAddress.host : null, attempt.remoteAddresses))
+    }
+    host.spawn(
+      Effect.gen({ self: this }, function*() {
+        yield* Deferred.await(attempt.analyzed)
+        if (attempt.unstable && !remote.punching) return abort(C.ERROR_ABORTED)
+        const own = attempt.nat.firewall
+        // fast open: the client already opened its NAT toward one of our addresses
+        if (shouldFastOpen(own, attempt.nat.addresses, remote.remoteAddress)) attempt.ping(info.peerAddress)
+        if (remote.punching) {
+          const veto = this.options.holepunch
+          if (typeof veto === "function" && !veto(attempt.remoteFirewall, own, attempt.remoteAddresses, attempt.nat.addresses ?? [])) return abort(C.ERROR_ABORTED)
+          hs.stopTimer?.()
+          hs.stopTimer = null
+          if (isRandomPunch(own, attempt.remoteFirewall) && !hs.randomSlot) {
+            if (!host.randomPunches.tryAcquire(host.handle.clock.currentTimeMillisUnsafe())) {
+              host.stats.punches.tryLater++
+              return abort(C.ERROR_TRY_LATER)
+            }
+            hs.randomSlot = true
+            host.spawn(Effect.andThen(Deferred.await(attempt.outcome), Effect.sync(() => this.releaseRandom(hs))))
+          }
+          const started = yield* attempt.start()
+          if (!started) return abort(C.ERROR_ABORTED)
+          // no connection within the punch: give up the handshake
+          host.spawn(Effect.andThen(Deferred.await(attempt.outcome), Effect.sync(() => {
+            if (!hs.connected) this.abort(hs)
+          })))
+        }
+        if (own !== C.FIREWALL_UNKNOWN) attempt.freeze()
+        const value = seal({
+          error: C.ERROR_NONE,
+          firewall: own,
+          round: hs.round,
+          connected: hs.connected,
+          punching: attempt.punching,
+          addresses: attempt.nat.addresses,
+          remoteAddress: null,
+          token: isServerRelay ? token : null,
+          remoteToken: remote.token
+        })
+        respond(value === null ? null : { value, socket: attempt.socket })
+      })
+    )
+  }
+
+  private releaseRandom(hs: Handshake): void {
+    if (!hs.randomSlot) return
+    hs.randomSlot = false
+    this.host.randomPunches.release(this.host.handle.clock.currentTimeMillisUnsafe())
+  }
+
+  /**
+   * A message 1 that is not a handshake for us: no answer, and forgotten at
+   * once (it holds no slot, so garbage cannot crowd out real clients; a
+   * repeat is checked again).
+   */
+  private forget(hs: Handshake): void {
+    hs.dropped = true
+    const waiters = hs.waiters
+    hs.waiters = []
+    for (const w of waiters) w(null)
+    if (this.handshakes.get(hs.key) === hs) this.handshakes.delete(hs.key)
+    if (this.slots[hs.id] === hs) this.slots[hs.id] = null
   }
 
   /** No answer for this handshake or its duplicates; forgotten after the clear wait. */
@@ -424,6 +572,8 @@ export class ServerCore {
   private abort(hs: Handshake): void {
     hs.stopTimer?.()
     hs.stopTimer = null
+    if (!hs.connected) hs.attempt?.stop()
+    this.releaseRandom(hs)
     if (!hs.connected && hs.stream !== null) hs.stream.destroyUnsafe()
     hs.stream = null
     hs.dropped = true

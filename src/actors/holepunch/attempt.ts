@@ -1,0 +1,422 @@
+/**
+ * One holepunch attempt, on either side (connect.md §5.2, §6): its pool
+ * sockets, the NAT analysis of its first socket, the punch strategy, and
+ * dht-rpc requests sent from its sockets (NAT-sampling pings and, on the
+ * client, PEER_HOLEPUNCH).
+ *
+ * An actor: one fiber owns the state (the deterministic `PunchCore`,
+ * `NatAnalyzer` and `NatSamplingPlan`) and reads a queue of tagged
+ * messages: probes and dht-rpc responses from its sockets, timer wake-ups,
+ * commands (start the strategy, stop). Its sockets hand datagrams to it
+ * (probes: one byte or less), to the node's UDX mux (first byte 0xff), or
+ * to the pending request they answer. Its lifetime is the fiber's: it ends
+ * when the punch connects, is exhausted or is stopped, and then closes its
+ * sockets (except the one a connection now uses, which stays until the
+ * connection ends).
+ *
+ * A defect inside the actor ends the attempt as `Destroyed` with the cause
+ * logged; the dial or handshake waiting on it sees an abort, never a
+ * half-alive attempt.
+ */
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Result from "effect/Result"
+import { BindError, type Datagram, type Endpoint, type OwnedSocket, type UdpSocket } from "../../layers/Transport.js"
+import * as C from "../../protocol/connect.js"
+import * as Rpc from "../../protocol/dht-rpc.js"
+import type { IPv4Address } from "../../protocol/encoding.js"
+import type { ConnectionHost } from "../session/host.js"
+import type { UdxStream } from "../session/udx.js"
+import { DEFAULT_LINGER } from "../session/udx-stream.js"
+import { isUnstable } from "./decide.js"
+import { NatAnalyzer, NatSamplingPlan } from "./nat.js"
+import { type PunchOutcome, PunchCore, type RemoteAddress } from "./puncher.js"
+
+/** A dht-rpc response received on one of the attempt's sockets. */
+export interface PoolResponse {
+  readonly from: Endpoint
+  readonly to: IPv4Address
+  readonly error: number
+  readonly value: Uint8Array | null
+}
+
+type Msg =
+  | { readonly _tag: "Probe"; readonly socket: number; readonly from: Endpoint }
+  | { readonly _tag: "Wake" }
+  | { readonly _tag: "Start"; readonly done: Deferred.Deferred<boolean> }
+  | { readonly _tag: "Sample" }
+  | { readonly _tag: "PingResult"; readonly node: IPv4Address; readonly to: IPv4Address | null }
+  | { readonly _tag: "AddSample"; readonly to: IPv4Address; readonly from: Endpoint }
+  | { readonly _tag: "Remote"; readonly firewall: number; readonly addresses: ReadonlyArray<RemoteAddress> }
+  | { readonly _tag: "SendProbe"; readonly to: Endpoint; readonly low: boolean }
+  | { readonly _tag: "Freeze" }
+  | { readonly _tag: "Stop" }
+
+const PING = 0
+/** Attempts per PEER_HOLEPUNCH request (3 retries), 1 s each. */
+const HOLEPUNCH_TRIES = 4
+const REQUEST_TIMEOUT = 1000
+
+export interface AttemptOptions {
+  readonly initiator: boolean
+  readonly remoteFirewall: number
+  /** Advertised addresses of the peer so far. */
+  readonly remoteAddresses?: ReadonlyArray<RemoteAddress>
+}
+
+export class HolepunchAttempt {
+  readonly nat: NatAnalyzer
+  readonly plan: NatSamplingPlan
+  readonly core: PunchCore
+  readonly sockets: Array<OwnedSocket | null> = []
+  /** Resolves when the punch ends: the connected socket and address, or null. */
+  readonly outcome: Deferred.Deferred<{ readonly socket: UdpSocket; readonly address: Endpoint } | null>
+  /** Resolves when the NAT analysis has finished (enough samples, or sampling gave up). */
+  readonly analyzed: Deferred.Deferred<void>
+  private readonly mailbox: Queue.Queue<Msg>
+  /** Requests in flight by tid: who must answer, and the answer's slot. */
+  private readonly pending = new Map<number, { readonly to: Endpoint; readonly got: Deferred.Deferred<PoolResponse> }>()
+  private nextTid: number
+  private wakeArmed = Infinity
+  private keep = -1
+  private stopped = false
+  remoteFirewall: number
+  remoteAddresses: ReadonlyArray<RemoteAddress>
+
+  constructor(
+    readonly host: ConnectionHost,
+    readonly options: AttemptOptions
+  ) {
+    this.remoteFirewall = options.remoteFirewall
+    this.remoteAddresses = options.remoteAddresses ?? []
+    this.nat = new NatAnalyzer({ firewalled: host.handle.core.firewalled })
+    this.plan = new NatSamplingPlan(this.nat)
+    this.core = new PunchCore({
+      initiator: options.initiator,
+      localFirewall: this.nat.firewall,
+      remoteFirewall: options.remoteFirewall,
+      remoteAddresses: this.remoteAddresses,
+      random: host.random
+    })
+    this.outcome = Deferred.makeUnsafe()
+    this.analyzed = Deferred.makeUnsafe()
+    this.mailbox = Effect.runSync(Queue.unbounded<Msg>())
+    this.nextTid = Math.floor(host.random() * 0x10000)
+  }
+
+  /** Open the first pool socket and start the actor; null when no socket could be bound. */
+  static make(host: ConnectionHost, options: AttemptOptions): HolepunchAttempt | null {
+    const a = new HolepunchAttempt(host, options)
+    if (a.openSocket(0) === null) return null
+    host.spawn(a.run())
+    Queue.offerUnsafe(a.mailbox, { _tag: "Sample" })
+    return a
+  }
+
+  /** The attempt's own socket (index 0). */
+  get socket(): UdpSocket {
+    return this.sockets[0]!
+  }
+
+  private openSocket(index: number): OwnedSocket | null {
+    const local = this.host.handle.sockets().server.local
+    const bind = local.host === "0.0.0.0" ? { port: 0 } : { host: local.host, port: 0 }
+    const s = this.host.handle.transport.open(bind)
+    if (s instanceof BindError) return null
+    this.sockets[index] = s
+    s.setReceiver((d) => this.onDatagram(index, s, d))
+    return s
+  }
+
+  /** Everything a pool socket receives (synchronous, never throws). */
+  private onDatagram(index: number, socket: UdpSocket, d: Datagram): void {
+    const data = d.data
+    if (data.length <= 1) {
+      Queue.offerUnsafe(this.mailbox, { _tag: "Probe", socket: index, from: d.from })
+      return
+    }
+    if (data[0] === 0xff) {
+      this.host.mux.handle(d, socket)
+      return
+    }
+    if (data[0] !== Rpc.RESPONSE_ID) return
+    const m = Rpc.decodeMessage(data)
+    if (Result.isFailure(m) || m.success._tag !== "Response") return
+    const r = m.success.response
+    const p = this.pending.get(r.tid)
+    // a response from anyone but the node asked is ignored (it cannot cancel the request)
+    if (p === undefined || p.to.host !== d.from.host || p.to.port !== d.from.port) return
+    this.pending.delete(r.tid)
+    Deferred.doneUnsafe(p.got, Effect.succeed({ from: { host: d.from.host, port: d.from.port }, to: r.to, error: r.error, value: r.value }))
+  }
+
+  /**
+   * A dht-rpc request from the attempt's socket `index` to `to`; fails
+   * (None) after `tries` attempts of 1 s. Responses must come from `to`.
+   */
+  request(
+    to: Endpoint,
+    args: { readonly internal: boolean; readonly command: number; readonly target: Uint8Array | null; readonly value: Uint8Array | null },
+    tries = HOLEPUNCH_TRIES,
+    index = 0
+  ): Effect.Effect<Option.Option<PoolResponse>> {
+    return Effect.suspend(() => {
+      const socket = this.sockets[index]
+      if (socket === null || socket === undefined || this.stopped) return Effect.succeedNone
+      const tid = this.nextTid = (this.nextTid + 1) & 0xffff
+      const bytes = Rpc.encodeRequest({ tid, to: { host: to.host, port: to.port }, id: null, token: null, ...args })
+      if (Result.isFailure(bytes)) return Effect.succeedNone
+      const got = Deferred.makeUnsafe<PoolResponse>()
+      this.pending.set(tid, { to, got })
+      const once = Effect.suspend(() => {
+        socket.send(to, bytes.success)
+        return Deferred.await(got).pipe(Effect.timeoutOption(REQUEST_TIMEOUT))
+      })
+      const loop = (left: number): Effect.Effect<Option.Option<PoolResponse>> =>
+        Effect.flatMap(once, (r) => (Option.isSome(r) || left <= 1 || this.stopped ? Effect.succeed(r) : loop(left - 1)))
+      return loop(tries).pipe(Effect.ensuring(Effect.sync(() => this.pending.delete(tid))))
+    })
+  }
+
+  /** Add a NAT sample from a response seen on the attempt's own socket. */
+  addSample(to: IPv4Address, from: Endpoint): void {
+    Queue.offerUnsafe(this.mailbox, { _tag: "AddSample", to, from })
+  }
+
+  /** The peer's latest state (its class and advertised addresses, with the verified ones). */
+  updateRemote(firewall: number, addresses: ReadonlyArray<RemoteAddress>): void {
+    this.remoteFirewall = firewall
+    this.remoteAddresses = addresses
+    Queue.offerUnsafe(this.mailbox, { _tag: "Remote", firewall, addresses })
+  }
+
+  /** Stop reclassifying our NAT (the values were sent to the peer). */
+  freeze(): void {
+    Queue.offerUnsafe(this.mailbox, { _tag: "Freeze" })
+  }
+
+  /** Unstable: both sides RANDOM or our class unknown (connect.md §5.2). */
+  get unstable(): boolean {
+    return isUnstable(this.nat.firewall, this.remoteFirewall)
+  }
+
+  /** A TTL-5 probe toward `to` (opens our NAT without reaching theirs). */
+  openSession(to: Endpoint): void {
+    Queue.offerUnsafe(this.mailbox, { _tag: "SendProbe", to, low: true })
+  }
+
+  /** A TTL-64 probe toward `to` (the server's fast open). */
+  ping(to: Endpoint): void {
+    Queue.offerUnsafe(this.mailbox, { _tag: "SendProbe", to, low: false })
+  }
+
+  /** Start the punch strategy; false when none applies. */
+  start(): Effect.Effect<boolean> {
+    return Effect.suspend(() => {
+      if (this.stopped) return Effect.succeed(false)
+      const done = Deferred.makeUnsafe<boolean>()
+      Queue.offerUnsafe(this.mailbox, { _tag: "Start", done })
+      return Deferred.await(done)
+    })
+  }
+
+  /** Stop the attempt (its sockets close unless a connection uses one). */
+  stop(): void {
+    if (this.stopped) return
+    Queue.offerUnsafe(this.mailbox, { _tag: "Stop" })
+  }
+
+  get punching(): boolean {
+    return this.core.punching
+  }
+
+  get ended(): boolean {
+    return this.stopped
+  }
+
+  // ---- the actor ----------------------------------------------------------------------------
+
+  private now(): number {
+    return this.host.handle.clock.currentTimeMillisUnsafe()
+  }
+
+  private run(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      while (!this.stopped) {
+        const batch = yield* Queue.takeAll(this.mailbox)
+        const now = this.now()
+        for (const m of batch) this.handle(m, now)
+        this.drive(now)
+      }
+    }).pipe(
+      Effect.catchCause((cause) =>
+        Effect.andThen(
+          Effect.logWarning("holepunch attempt failed", Cause.pretty(cause)),
+          Effect.sync(() => this.core.destroy())
+        )
+      ),
+      Effect.ensuring(Effect.sync(() => this.finish()))
+    )
+  }
+
+  private handle(m: Msg, now: number): void {
+    switch (m._tag) {
+      case "Probe":
+        this.core.onProbeReceived(m.socket, { host: m.from.host, port: m.from.port })
+        return
+      case "Start": {
+        this.core.setLocalFirewall(this.nat.firewall)
+        Deferred.doneUnsafe(m.done, Effect.succeed(this.core.start(now)))
+        return
+      }
+      case "Sample":
+        this.sample()
+        return
+      case "PingResult":
+        this.plan.onPingResult(m.node, m.to)
+        this.checkAnalysis()
+        if (!this.plan.done) this.sample()
+        return
+      case "AddSample":
+        this.nat.add(m.to, m.from)
+        this.checkAnalysis()
+        return
+      case "Remote":
+        this.core.updateRemote({ firewall: m.firewall, addresses: m.addresses })
+        return
+      case "SendProbe":
+        if (m.low) this.core.openSession({ host: m.to.host, port: m.to.port })
+        else this.core.ping({ host: m.to.host, port: m.to.port })
+        return
+      case "Freeze":
+        this.nat.freeze()
+        return
+      case "Stop":
+        this.core.destroy()
+        return
+      case "Wake":
+        return
+    }
+  }
+
+  private checkAnalysis(): void {
+    if (this.nat.finished || this.plan.done) Deferred.doneUnsafe(this.analyzed, Effect.void)
+  }
+
+  /** Ping the next nodes of the sampling plan from our socket (one try each, 1 s). */
+  private sample(): void {
+    const nodes = this.host.handle.core.toArray()
+    const pings = this.plan.nextPings(nodes)
+    this.checkAnalysis()
+    for (const node of pings) {
+      this.host.spawn(
+        Effect.flatMap(this.request(node, { internal: true, command: PING, target: null, value: null }, 1), (r) =>
+          Effect.sync(() => {
+            Queue.offerUnsafe(this.mailbox, { _tag: "PingResult", node, to: Option.isSome(r) ? r.value.to : null })
+          })
+        )
+      )
+    }
+  }
+
+  /** Send what the core asks for, open birthday sockets, arm the next timer, settle the outcome. */
+  private drive(now: number): void {
+    const core = this.core
+    for (;;) {
+      const a = core.pollTransmit(now)
+      if (a === null) break
+      if (a._tag === "Probe") {
+        const s = this.sockets[a.socket]
+        if (s !== null && s !== undefined) s.send(a.to, C.HOLEPUNCH_PROBE, a.ttl)
+      } else if (this.openSocket(a.socket) !== null) core.socketOpened(a.socket, now)
+      else core.socketOpenFailed(a.socket, now)
+    }
+    const outcome = core.outcome
+    if (outcome !== null) return this.settle(outcome)
+    const deadline = core.nextDeadline()
+    if (deadline < this.wakeArmed) {
+      this.wakeArmed = deadline
+      this.host.spawn(
+        Effect.andThen(
+          Effect.sleep(Math.max(0, deadline - now)),
+          Effect.sync(() => {
+            if (this.wakeArmed === deadline) this.wakeArmed = Infinity
+            Queue.offerUnsafe(this.mailbox, { _tag: "Wake" })
+          })
+        )
+      )
+    }
+  }
+
+  private settle(outcome: PunchOutcome): void {
+    if (outcome._tag === "Connected") {
+      this.keep = outcome.socket
+      const s = this.sockets[outcome.socket]!
+      Deferred.doneUnsafe(this.outcome, Effect.succeed({ socket: s, address: outcome.address }))
+    }
+    this.stopped = true
+  }
+
+  private finish(): void {
+    this.stopped = true
+    this.nat.destroy()
+    Deferred.doneUnsafe(this.analyzed, Effect.void)
+    Deferred.doneUnsafe(this.outcome, Effect.succeed(null))
+    this.pending.clear()
+    for (let i = 0; i < this.sockets.length; i++) {
+      const s = this.sockets[i]
+      if (s === null || s === undefined) continue
+      if (i === this.keep) {
+        this.keepSocket(i)
+        continue
+      }
+      this.sockets[i] = null
+      this.host.spawn(s.close)
+    }
+  }
+
+  /** True when `socket` is one of the attempt's sockets. */
+  owns(socket: UdpSocket): boolean {
+    return this.sockets.some((s) => s === socket)
+  }
+
+  /** A connection now runs over `socket` (the server learned it from the client's first packet): keep it, stop the rest. */
+  adopt(socket: UdpSocket): void {
+    const i = this.sockets.findIndex((s) => s === socket)
+    if (i >= 0 && this.keep < 0) {
+      this.keep = i
+      if (this.stopped) this.keepSocket(i)
+    }
+    this.stop()
+  }
+
+  /** The connection's socket: datagrams now go to the mux only; closed with the connection. */
+  private keepSocket(i: number): void {
+    const s = this.sockets[i]
+    if (s === null || s === undefined) return
+    s.setReceiver((d) => {
+      if (d.data.length > 1 && d.data[0] === 0xff) this.host.mux.handle(d, s)
+    })
+  }
+
+  /**
+   * Close the kept socket once `udx` has closed and lingered (its last
+   * acknowledgements and retransmissions still need the socket after the
+   * encrypted socket closes).
+   */
+  releaseAfter(udx: UdxStream): void {
+    this.host.spawn(Effect.andThen(Effect.andThen(udx.closed, Effect.sleep(DEFAULT_LINGER + 1000)), Effect.sync(() => this.release())))
+  }
+
+  /** Close the socket a connection kept (call when the connection ends). */
+  release(): void {
+    if (this.keep < 0) return
+    const s = this.sockets[this.keep]
+    this.sockets[this.keep] = null
+    this.keep = -1
+    if (s !== null && s !== undefined) this.host.spawn(s.close)
+  }
+}
