@@ -29,7 +29,8 @@ import { type ConnectionHost, connectionHost, type ConnectStats, GatewaySocket }
 import type { RouterStats } from "../actors/routing/router.js"
 import { decode as decodeCodec, fromHex } from "../protocol/encoding.js"
 import { hyperdhtAddress } from "../protocol/records.js"
-import { GatewayServer, type ServerOptions } from "./server.js"
+import { ConnectionPool } from "./pool.js"
+import { GatewayServer, type GatewayServerOptions as ServerOptions } from "./server.js"
 import { Crypto } from "../layers/Crypto.js"
 import type { CryptoImpl, KeyPair } from "../layers/crypto/types.js"
 import { BindError, Transport } from "../layers/Transport.js"
@@ -62,7 +63,10 @@ export type RemoteKey =
   | string
   | { readonly publicKey: Uint8Array | string; readonly relayAddresses?: ReadonlyArray<{ readonly host: string; readonly port: number }> }
 
-export interface GatewayConnectOptions extends ConnectOptions {}
+export interface GatewayConnectOptions extends ConnectOptions {
+  /** A connection pool (`node.pool()`): its socket for this key if it has one, else the new one is pooled. */
+  readonly pool?: ConnectionPool
+}
 
 export interface GatewayStats extends ConnectStats {
   readonly router: RouterStats | null
@@ -392,14 +396,18 @@ export class Gateway extends EventEmitter {
     if (this.runtime !== null) await this.runtime.dispose()
   }
 
+  /** Suspend: servers stop announcing (and unannounce), then the node suspends; new dials fail with SUSPENDED. */
   async suspend(): Promise<void> {
     const h = await this.node()
+    await Promise.allSettled([...this.listening].map((s) => s.suspend()))
     await Effect.runPromise(h.suspend)
   }
 
+  /** Resume the node, then its servers announce again. */
   async resume(): Promise<void> {
     const h = await this.node()
     await Effect.runPromise(h.resume)
+    await Promise.allSettled([...this.listening].map((s) => s.resume()))
   }
 
   // ---- state (synchronous, like the reference) -------------------------------------
@@ -527,6 +535,11 @@ export class Gateway extends EventEmitter {
   connect(remote: RemoteKey, opts: GatewayConnectOptions = {}): GatewaySocket {
     const keyPair = opts.keyPair ?? this.defaultKeyPair
     const parsed = parseRemote(remote)
+    const pool = opts.pool ?? null
+    if (pool !== null && parsed !== null) {
+      const pooled = pool.get(parsed.publicKey)
+      if (pooled !== null) return pooled
+    }
     const keepAlive = this.connectionKeepAlive === false ? 0 : (this.connectionKeepAlive ?? 5000)
     const socket = dialSocket(keepAlive, parsed?.publicKey ?? new Uint8Array(32), keyPair)
     if (parsed === null) {
@@ -538,10 +551,16 @@ export class Gateway extends EventEmitter {
       if (this.destroyed) return void socket.destroy(connectionError("NODE_DESTROYED"))
       startDial(this.hostOf(h), socket, parsed.publicKey, keyPair, o)
     }
+    if (pool !== null) pool.attachStream(socket, false)
     const h = this.nodeNow()
     if (h instanceof Promise) h.then(start, (err: unknown) => socket.destroy(err instanceof Error ? err : connectionError("NODE_DESTROYED")))
     else start(h)
     return socket
+  }
+
+  /** A connection pool: one connection per remote key across servers and dials (hyperdht's `pool()`). */
+  pool(): ConnectionPool {
+    return new ConnectionPool()
   }
 
   /** Connection statistics (punches by path, relaying, dials and their failures by code, server handshakes) and the router's. */
@@ -630,5 +649,5 @@ const parseRemote = (remote: RemoteKey): { publicKey: Uint8Array; relayAddresses
   return null
 }
 
-export { GatewayServer, GatewaySocket, InvalidSeed }
+export { ConnectionPool, GatewayServer, GatewaySocket, InvalidSeed }
 export default Gateway

@@ -56,7 +56,11 @@ export const fromSocket = (socket: GatewaySocket): Connection => ({
   handshakeHash: socket.handshakeHash ?? new Uint8Array(0),
   path: socket.path ?? "direct",
   socket,
-  readable: Stream.fromAsyncIterable(socket as AsyncIterable<Uint8Array>, asError),
+  // the socket's iterator without destroy-on-return: reading to the end must not cut our own writes short
+  readable: Stream.fromAsyncIterable(
+    { [Symbol.asyncIterator]: () => socket.iterator({ destroyOnReturn: false }) as AsyncIterator<Uint8Array> },
+    asError
+  ),
   write: (data) =>
     Effect.callback<void, ConnectionError>((resume) => {
       if (socket.destroyed) return resume(Effect.fail(connectionError("PEER_CONNECTION_FAILED", "the connection is closed")))

@@ -10,9 +10,15 @@ import { EventEmitter } from "node:events"
 import { connectionError, type ConnectionError } from "../actors/holepunch/errors.js"
 import type { ConnectionHost, GatewaySocket } from "../actors/session/host.js"
 import { ServerCore, type ServerOptions } from "../actors/session/server.js"
-import type { KeyPair } from "../layers/crypto/types.js"
+import type { ConnectionPool } from "./pool.js"
 
 export type { ServerOptions }
+import type { KeyPair } from "../layers/crypto/types.js"
+
+export interface GatewayServerOptions extends ServerOptions {
+  /** Pool the connections this server accepts (`node.pool()`). */
+  readonly pool?: ConnectionPool
+}
 
 const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
@@ -33,7 +39,7 @@ export class GatewayServer extends EventEmitter {
 
   constructor(
     private readonly node: ServerNode,
-    readonly options: ServerOptions = {}
+    readonly options: GatewayServerOptions = {}
   ) {
     super()
   }
@@ -88,7 +94,19 @@ export class GatewayServer extends EventEmitter {
       throw e as ConnectionError
     }
     if (this.closing !== null) return
+    this.options.pool?.attachServer(this, keyPair.publicKey)
     this.emit("listening")
+  }
+
+  /** Stop announcing and unannounce (the node is going to sleep); connections in progress are aborted. */
+  async suspend(): Promise<void> {
+    if (this.listeningPromise !== null) await this.listeningPromise.catch(() => {})
+    if (this.core !== null) await Effect.runPromise(this.core.suspend())
+  }
+
+  /** Announce again after a suspend. */
+  async resume(): Promise<void> {
+    if (this.core !== null) await Effect.runPromise(this.core.resume())
   }
 
   /** Announce again now. */
