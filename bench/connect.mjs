@@ -40,6 +40,15 @@ import os from "node:os"
 
 const require = createRequire(import.meta.url)
 const { Gateway } = await import("../dist/index.js")
+// OMEGA_CRYPTO=native: Omega with sodium-native signatures, hashes and DH (a
+// measurement aid, bench/native-crypto.mjs): what the protocol code costs
+// without the cost of crypto in WASM (Omega ships without native addons)
+let cryptoOpts = {}
+if (process.env.OMEGA_CRYPTO === "native") {
+  const { Crypto } = await import("../dist/layers/Crypto.js")
+  const { makeNativeCrypto } = await import("./native-crypto.mjs")
+  cryptoOpts = { crypto: Crypto.layerWith(await makeNativeCrypto()) }
+}
 const { default: HyperDHT } = await import("hyperdht")
 const createTestnet = require("hyperdht/testnet.js")
 
@@ -93,7 +102,7 @@ const kinds = {
     name: "Omega",
     keyPair: () => Gateway.keyPair(),
     node: (bootstrap) => {
-      const g = new Gateway({ bootstrap, host: HOST })
+      const g = new Gateway({ bootstrap, host: HOST, ...cryptoOpts })
       g.on("error", noop)
       return g
     }

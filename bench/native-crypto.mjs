@@ -3,7 +3,8 @@
 // native libsodium binding, a devDependency). Omega ships without native
 // addons; benchmarks use this to separate what Omega's protocol code costs
 // from what its pure-JS/WASM crypto costs (bench/records.mjs OMEGA_CRYPTO=native).
-// Everything else (ciphers, DH) stays the fast implementation's.
+// The Noise DH too (connect benchmark). Everything else (ciphers) stays the
+// fast implementation's.
 import { createRequire } from "node:module"
 import { makeFast } from "../dist/layers/crypto/fast.js"
 
@@ -45,6 +46,24 @@ export const makeNativeCrypto = async () => {
       const sig = bytes(64)
       sodium.crypto_sign_detached(buf(sig), buf(message), buf(secretKey))
       return sig
+    },
+    // Ed25519 DH as noise-curve-ed computes it (connect.md §2.2): the clamped
+    // SHA-512 seed scalar times the peer's point, by libsodium's noclamp mult
+    dh(secretKey, remotePublicKey) {
+      if (secretKey.length < 32 || remotePublicKey.length !== 32) return null
+      const d = bytes(64)
+      sodium.crypto_hash_sha512(buf(d), buf(secretKey.subarray(0, 32)))
+      const a = d.subarray(0, 32)
+      a[0] &= 248
+      a[31] &= 127
+      a[31] |= 64
+      const out = bytes(32)
+      try {
+        sodium.crypto_scalarmult_ed25519_noclamp(buf(out), buf(a), buf(remotePublicKey))
+      } catch {
+        return null
+      }
+      return out
     },
     verify(signature, message, publicKey) {
       if (signature.length !== 64 || publicKey.length !== 32) return false

@@ -384,6 +384,7 @@ export class Gateway extends EventEmitter {
     if (this.destroyed) return
     // servers first: they unannounce while the node still runs (skipped with force)
     await Promise.allSettled([...this.listening].map((s) => s.close(opts)))
+    this.connHost?.closeAll()
     this.destroyed = true
     try {
       const h = await this.opening

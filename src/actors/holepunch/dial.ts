@@ -86,6 +86,7 @@ export const dial = (host: ConnectionHost, remotePublicKey: Uint8Array, keyPair:
 export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePublicKey: Uint8Array, keyPair: KeyPair, opts: ConnectOptions = {}): GatewaySocket => {
   host.stats.connects.started++
   if (socket.destroyed) return socket
+  host.track(socket)
   if (host.handle.core.suspended) {
     fail(host, socket, connectionError("SUSPENDED"))
     return socket

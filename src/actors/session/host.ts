@@ -108,6 +108,8 @@ export class ConnectionHost {
   }
   /** Relay nodes that led to the last successful dial of a key (hex), newest last (bounded). */
   readonly relayCache = new Map<string, ReadonlyArray<Endpoint>>()
+  /** The node's open and opening encrypted sockets (closed with the node). */
+  readonly sockets = new Set<GatewaySocket>()
   /** Public keys (hex) of the servers listening on this node. */
   readonly listening = new Set<string>()
   readonly ns: Namespaces
@@ -160,6 +162,20 @@ export class ConnectionHost {
       stopped = true
       if (fiber !== null) fiber.interruptUnsafe()
     }
+  }
+
+  /** Keep `socket` with the node's connections until it closes. */
+  track(socket: GatewaySocket): void {
+    this.sockets.add(socket)
+    socket.once("close", () => this.sockets.delete(socket))
+  }
+
+  /**
+   * The node is being destroyed: its connections close without an error
+   * (the user asked for it), before the mux's streams go with the node's scope.
+   */
+  closeAll(): void {
+    for (const s of [...this.sockets]) if (!s.destroyed) s.destroy()
   }
 
   /** The socket dht-rpc sends from: the client socket while firewalled, else the server socket (hyperdht's `dht.socket`). */

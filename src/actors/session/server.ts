@@ -96,6 +96,8 @@ const sameEndpoint = (a: Endpoint, b: Endpoint): boolean => a.host === b.host &&
 
 export class ServerCore {
   state: "idle" | "listening" | "closing" | "closed" = "idle"
+  /** Suspended: not announcing, handshakes get no answer (the node sleeps). */
+  suspended = false
   keyPair: KeyPair | null = null
   target: Uint8Array | null = null
   relays: Array<ServerRelay> = []
@@ -247,6 +249,32 @@ export class ServerCore {
     })
   }
 
+  // ---- suspend / resume ----------------------------------------------------------------------
+
+  /** Stop the announce loop, unannounce from our relays, abort handshakes in progress. */
+  suspend(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      if (this.state !== "listening" || this.suspended) return
+      this.suspended = true
+      this.stopLoop?.()
+      this.stopLoop = null
+      for (const hs of this.handshakes.values()) this.abort(hs)
+      yield* Effect.forEach(this.relays, (r) => Effect.ignore(this.unannounceFrom(r.relayAddress)), { concurrency: "unbounded", discard: true })
+      this.relays = []
+      this.relayAddresses = []
+    })
+  }
+
+  /** Announce again and restart the loop (after the node resumed). */
+  resume(): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      if (this.state !== "listening" || !this.suspended) return
+      this.suspended = false
+      yield* Effect.ignore(this.announceCycle())
+      if (this.state === "listening" && !this.suspended && this.stopLoop === null) this.stopLoop = this.host.spawn(this.loop())
+    })
+  }
+
   // ---- close -------------------------------------------------------------------------------
 
   /** Stop listening: unannounce (unless `force`), drop the router entry, abort handshakes in progress. */
@@ -285,7 +313,7 @@ export class ServerCore {
 
   private onHandshake(noise: Uint8Array, info: HandshakeInfo, respond: (reply: ServerReply | null) => void): void {
     const stats = this.host.stats.server
-    if (this.state !== "listening") return respond(null)
+    if (this.state !== "listening" || this.suspended) return respond(null)
     const key = toHex(noise)
     const existing = this.handshakes.get(key)
     if (existing !== undefined) {
@@ -412,6 +440,7 @@ export class ServerCore {
         ...(host.streamClock !== undefined ? { clock: host.streamClock } : {})
       })
       socketOut.startOver(stream, handshake, path)
+      host.track(socketOut)
       if (punched) attempt.releaseAfter(stream)
       host.stats.server.connections++
       this.clearLater(hs)
