@@ -43,12 +43,8 @@ const { Gateway } = await import("../dist/index.js")
 // OMEGA_CRYPTO=native: Omega with sodium-native signatures, hashes and DH (a
 // measurement aid, bench/native-crypto.mjs): what the protocol code costs
 // without the cost of crypto in WASM (Omega ships without native addons)
-let cryptoOpts = {}
-if (process.env.OMEGA_CRYPTO === "native") {
-  const { Crypto } = await import("../dist/layers/Crypto.js")
-  const { makeNativeCrypto } = await import("./native-crypto.mjs")
-  cryptoOpts = { crypto: Crypto.layerWith(await makeNativeCrypto()) }
-}
+const { cryptoOptionsFromEnv } = await import("./native-crypto.mjs")
+const cryptoOpts = await cryptoOptionsFromEnv()
 const { default: HyperDHT } = await import("hyperdht")
 const createTestnet = require("hyperdht/testnet.js")
 

@@ -71,3 +71,15 @@ export const makeNativeCrypto = async () => {
     }
   }
 }
+
+/**
+ * The Gateway options a benchmark's Omega nodes take from OMEGA_CRYPTO:
+ * "native" this sodium-native Crypto (a node runtime of its own), "fast"
+ * the default crypto in the same kind of runtime (the control), else none.
+ */
+export const cryptoOptionsFromEnv = async () => {
+  const mode = process.env.OMEGA_CRYPTO
+  if (mode !== "native" && mode !== "fast") return {}
+  const { Crypto } = await import("../dist/layers/Crypto.js")
+  return { crypto: mode === "native" ? Crypto.layerWith(await makeNativeCrypto()) : Crypto.layer }
+}

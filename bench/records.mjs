@@ -65,17 +65,10 @@ const timeout = (p, ms, what) => {
 const implementations = {
   async omega() {
     const { Gateway } = await import("../dist/index.js")
-    // OMEGA_CRYPTO=native: Omega's signatures and hashes by sodium-native (bench/native-crypto.mjs)
-    let cryptoOpts = {}
-    if (process.env.OMEGA_CRYPTO === "native") {
-      const { Crypto } = await import("../dist/layers/Crypto.js")
-      const { makeNativeCrypto } = await import("./native-crypto.mjs")
-      cryptoOpts = { crypto: Crypto.layerWith(await makeNativeCrypto()) }
-    } else if (process.env.OMEGA_CRYPTO === "fast") {
-      // the same per-node runtime as "native", with the default crypto (the control)
-      const { Crypto } = await import("../dist/layers/Crypto.js")
-      cryptoOpts = { crypto: Crypto.layer }
-    }
+    // OMEGA_CRYPTO=native: Omega's signatures and hashes by sodium-native (bench/native-crypto.mjs);
+    // OMEGA_CRYPTO=fast: the same per-node runtime with the default crypto (the control)
+    const { cryptoOptionsFromEnv } = await import("./native-crypto.mjs")
+    const cryptoOpts = await cryptoOptionsFromEnv()
     return {
       name: "Omega",
       hash: (b) => Gateway.hash(b),
