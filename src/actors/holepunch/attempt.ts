@@ -139,7 +139,7 @@ export class HolepunchAttempt {
       return
     }
     if (data[0] === 0xff) {
-      this.host.mux.handle(d, socket)
+      this.host.receiveUdx(socket, d)
       return
     }
     if (data[0] !== Rpc.RESPONSE_ID) return
@@ -398,7 +398,7 @@ export class HolepunchAttempt {
     const s = this.sockets[i]
     if (s === null || s === undefined) return
     s.setReceiver((d) => {
-      if (d.data.length > 1 && d.data[0] === 0xff) this.host.mux.handle(d, s)
+      if (d.data.length > 1 && d.data[0] === 0xff) this.host.receiveUdx(s, d)
     })
   }
 

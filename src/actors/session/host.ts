@@ -23,7 +23,7 @@ import * as Scope from "effect/Scope"
 import type { GatewayHandle } from "../../api/GatewayService.js"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Noise from "../../layers/crypto/noise.js"
-import type { Endpoint, UdpSocket } from "../../layers/Transport.js"
+import type { Datagram, Endpoint, UdpSocket } from "../../layers/Transport.js"
 import { namespaces, type Namespaces } from "../../protocol/records.js"
 import { RandomPunchLimiter } from "../holepunch/decide.js"
 import { CLIENT, SERVER, type SocketKind } from "../routing/rpc.js"
@@ -164,6 +164,27 @@ export class ConnectionHost {
     }
   }
 
+  /** Consulted before the mux for every UDX packet on any of the node's sockets (a blind relay's streams). */
+  private readonly interceptors = new Set<(socket: UdpSocket, d: Datagram) => boolean>()
+
+  addUdxInterceptor(f: (socket: UdpSocket, d: Datagram) => boolean): void {
+    this.interceptors.add(f)
+  }
+
+  removeUdxInterceptor(f: (socket: UdpSocket, d: Datagram) => boolean): void {
+    this.interceptors.delete(f)
+  }
+
+  /**
+   * A UDX packet (first byte 0xff) arrived on `socket`, one of the node's
+   * sockets or a punch socket: interceptors first, then the mux. False when
+   * nothing took it.
+   */
+  receiveUdx(socket: UdpSocket, d: Datagram): boolean {
+    if (this.interceptors.size > 0) for (const f of this.interceptors) if (f(socket, d)) return true
+    return this.mux.handle(d, socket)
+  }
+
   /** Keep `socket` with the node's connections until it closes. */
   track(socket: GatewaySocket): void {
     this.sockets.add(socket)
@@ -231,7 +252,7 @@ export const connectionHost = (handle: GatewayHandle, crypto: CryptoImpl, option
       const context = yield* Effect.context<never>()
       const host = new ConnectionHost(handle, crypto, mux, context, options)
       hosts.set(handle, host)
-      handle.setUdxReceiver((socket, d) => mux.handle(d, socket))
+      handle.setUdxReceiver((socket, d) => host.receiveUdx(socket, d))
       yield* Effect.addFinalizer(() => Effect.sync(() => handle.setUdxReceiver(null)))
       return host
     }).pipe(Scope.provide(handle.scope))
