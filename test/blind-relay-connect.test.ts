@@ -19,7 +19,7 @@
  */
 import HyperDHT from "hyperdht"
 import { Effect, Exit } from "effect"
-import { createHash, randomBytes } from "node:crypto"
+import { randomBytes } from "node:crypto"
 import { createRequire } from "node:module"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { BlindRelayServer } from "../src/api/blind-relay.js"
@@ -33,6 +33,7 @@ import {
 import { toDuplex, type UdxStream } from "../src/actors/session/udx.js"
 import { Gateway } from "../src/index.js"
 import * as Noise from "../src/layers/crypto/noise.js"
+import { drain, pattern, pump } from "./support/bytes.js"
 import { type Closable, HOST, onFreePort, randomPort, tracker, withTimeout } from "./support/live.js"
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -60,43 +61,14 @@ const leftovers: Array<() => void> = []
 // Bytes
 // ---------------------------------------------------------------------------
 
-const pattern = (n: number, seed: string): { data: Buffer; digest: string } => {
-  const data = Buffer.alloc(n)
-  let block = createHash("sha256").update(seed).digest()
-  for (let i = 0; i < n; i += 32) {
-    block.copy(data, i, 0, Math.min(32, n - i))
-    block = createHash("sha256").update(block).digest()
-  }
-  return { data, digest: createHash("sha256").update(data).digest("hex") }
-}
-
-const drain = (s: Any): Promise<{ bytes: number; digest: string }> =>
-  new Promise((resolve, reject) => {
-    const h = createHash("sha256")
-    let bytes = 0
-    s.on("data", (d: Buffer) => {
-      bytes += d.length
-      h.update(d)
-    })
-    s.on("end", () => resolve({ bytes, digest: h.digest("hex") }))
-    s.on("error", reject)
-  })
-
-const pump = async (s: Any, data: Buffer): Promise<void> => {
-  for (let i = 0; i < data.length; i += 16_384) {
-    if (!s.write(data.subarray(i, i + 16_384))) await new Promise<void>((r) => s.once("drain", r))
-  }
-  s.end()
-}
-
 /** `up` from a to b and `down` from b to a at once, both read to their end. */
 const exchange = async (a: Any, b: Any, size: number, label: string): Promise<void> => {
   const up = pattern(size, `${label} up`)
   const down = pattern(size, `${label} down`)
   const atB = drain(b)
   const atA = drain(a)
-  void pump(a, up.data).catch(() => {})
-  void pump(b, down.data).catch(() => {})
+  void pump(a, up.data, 16_384).catch(() => {})
+  void pump(b, down.data, 16_384).catch(() => {})
   const [gotB, gotA] = await withTimeout(Promise.all([atB, atA]), 30_000, `${label}: bytes both ways`)
   expect(gotB).toEqual({ bytes: size, digest: up.digest })
   expect(gotA).toEqual({ bytes: size, digest: down.digest })

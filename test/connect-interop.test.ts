@@ -11,9 +11,9 @@
  * - `server.close()` leaves no announcement behind (FIND_PEER finds nothing).
  */
 import HyperDHT from "hyperdht"
-import { createHash } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Gateway } from "../src/index.js"
+import { drain, pattern, pump } from "./support/bytes.js"
 import { type Closable, HOST, onFreePort, randomPort, tracker, withTimeout } from "./support/live.js"
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -36,38 +36,6 @@ const omegaNode = (opts: Record<string, unknown> = {}): Gateway => {
 
 type Kind = "omega" | "reference"
 const node = (k: Kind): Any => (k === "omega" ? omegaNode() : refNode())
-
-/** `n` bytes of a deterministic pattern (a counter through SHA-256), and their digest. */
-const pattern = (n: number, seed: string): { data: Buffer; digest: string } => {
-  const data = Buffer.alloc(n)
-  let block = createHash("sha256").update(seed).digest()
-  for (let i = 0; i < n; i += 32) {
-    block.copy(data, i, 0, Math.min(32, n - i))
-    block = createHash("sha256").update(block).digest()
-  }
-  return { data, digest: createHash("sha256").update(data).digest("hex") }
-}
-
-/** Read a socket to its end: byte count and digest. */
-const drain = (s: Any): Promise<{ bytes: number; digest: string }> =>
-  new Promise((resolve, reject) => {
-    const h = createHash("sha256")
-    let bytes = 0
-    s.on("data", (d: Buffer) => {
-      bytes += d.length
-      h.update(d)
-    })
-    s.on("end", () => resolve({ bytes, digest: h.digest("hex") }))
-    s.on("error", reject)
-  })
-
-/** Write `data` in 64 KiB chunks honouring backpressure, then end. */
-const pump = async (s: Any, data: Buffer): Promise<void> => {
-  for (let i = 0; i < data.length; i += 65_536) {
-    if (!s.write(data.subarray(i, i + 65_536))) await new Promise<void>((r) => s.once("drain", r))
-  }
-  s.end()
-}
 
 const opened = (s: Any): Promise<void> =>
   new Promise((resolve, reject) => {

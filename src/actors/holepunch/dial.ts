@@ -37,6 +37,15 @@ import * as Derive from "../../layers/crypto/derive.js"
 import { equalBytes } from "../../protocol/encoding.js"
 import type { ServerRelay } from "../session/server.js"
 import { HolepunchAttempt } from "./attempt.js"
+import {
+  clientRelayPlan,
+  RELAY_KEEPALIVE,
+  relayConnection,
+  type RelayOffer,
+  type RelayPlan,
+  type RelayThrough,
+  relayThroughInfo
+} from "../session/relay-connection.js"
 import { isBogon, isRandomPunch, isReserved, matchAddress, withVerified } from "./decide.js"
 import { type ConnectionError, connectionError, type DialReport, type PathAttempt } from "./errors.js"
 
@@ -53,6 +62,14 @@ export interface ConnectOptions {
   readonly fastOpen?: boolean
   /** Veto a holepunch: (remoteFirewall, localFirewall, remoteAddresses, localAddresses) => boolean. */
   readonly holepunch?: (remoteFirewall: number, localFirewall: number, remoteAddresses: ReadonlyArray<Endpoint>, localAddresses: ReadonlyArray<Endpoint>) => boolean
+  /**
+   * A blind relay to fall back on (connect.md §6.8): its public key, a list
+   * (one is picked at random) or a function. The server's relay wins when
+   * both name one. The relayed path races the direct ones.
+   */
+  readonly relayThrough?: RelayThrough
+  /** Keepalive of the connection to the relay (ms, default 5000). */
+  readonly relayKeepAlive?: number
 }
 
 /** How long a client that is OPEN waits for the server to connect to it. */
@@ -137,6 +154,8 @@ class Dial {
   private relaysTried = 0
   private remoteFirewall: number | null = null
   private puncher: HolepunchAttempt | null = null
+  /** Our relay offer (a relay and a fresh token), sent in our handshake payload. */
+  private offer: RelayOffer | null = null
   private localFirewall: number = C.FIREWALL_UNKNOWN
   private readonly target: Uint8Array
   private readonly id: string
@@ -178,6 +197,7 @@ class Dial {
       const addresses4: Array<Endpoint> = own !== null ? [own] : []
       if (this.opts.localConnection !== false) addresses4.push(...host.localAddresses())
       const ini = Noise.initiator(c, { staticKeyPair: this.keyPair, remoteStaticKey: this.remotePublicKey, prologue: host.ns.PEER_HANDSHAKE })
+      this.offer = relayThroughInfo(this.opts.relayThrough, c, host.random)
       const plain = encode(
         C.noisePayload,
         C.makeNoisePayload({
@@ -186,14 +206,43 @@ class Dial {
           addresses4,
           addresses6: [],
           udx: { reusableSocket: false, id: this.stream.id, seq: 0 },
-          secretStream: {}
+          secretStream: {},
+          relayThrough: this.offer
         })
       )
       if (Result.isFailure(plain)) return yield* this.error("HANDSHAKE_INVALID", plain.failure.message)
       const msg1 = Noise.writeMessage1(ini, plain.success)
       if (Result.isFailure(msg1)) return yield* this.error("HANDSHAKE_INVALID", msg1.failure.message)
       const won = yield* this.findAndHandshake(ini, msg1.success)
-      yield* this.choosePath(won)
+      const plan = clientRelayPlan(this.offer, won.payload.relayThrough)
+      if (plan === null) return yield* this.choosePath(won)
+      // a blind relay races the direct paths: the first to connect wins, the dial fails only if both fail
+      yield* Effect.race(this.choosePath(won), this.relayed(won, plan))
+    })
+  }
+
+  /** The relayed path (connect.md §6.8): pair our stream through the relay, then open the socket over it. */
+  private relayed(won: Handshaken, plan: RelayPlan): Effect.Effect<void, ConnectionError> {
+    return Effect.gen({ self: this }, function*() {
+      const host = this.host
+      const via = toHex(plan.relayPublicKey).slice(0, 16)
+      const paired = yield* relayConnection(host, {
+        relayPublicKey: plan.relayPublicKey,
+        keyPair: this.keyPair,
+        isInitiator: plan.isInitiator,
+        token: plan.token,
+        localStream: this.stream,
+        keepAlive: this.opts.relayKeepAlive ?? RELAY_KEEPALIVE
+      }).pipe(Effect.tapError((e) => Effect.sync(() => this.attempts.push({ path: "relay", via, outcome: e.code }))))
+      if (this.socket.started || this.socket.destroyed) return
+      this.socket.startOver(
+        this.stream,
+        { tx: won.split.tx, rx: won.split.rx, hash: won.split.handshakeHash, publicKey: this.keyPair.publicKey, remotePublicKey: this.remotePublicKey },
+        "relayed"
+      )
+      this.socket.relayedVia = plan.relayPublicKey
+      host.stats.connects.succeeded++
+      this.attempts.push({ path: "relay", via: `${via} (${key(paired.relayAddress)})`, outcome: "connected" })
     })
   }
 

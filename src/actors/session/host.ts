@@ -74,6 +74,8 @@ export class GatewaySocket extends NoiseSecretStream {
   path: ConnectionPath | null = null
   /** The UDX stream under the secret stream (null until open). */
   udx: UdxStream | null = null
+  /** The blind relay's public key when the path is "relayed". */
+  relayedVia: Uint8Array | null = null
 
   /** The remote UDP address of the raw stream (as udx-native's `remoteHost`). */
   get remoteHost(): string | null {

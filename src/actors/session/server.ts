@@ -34,7 +34,8 @@ import { isPrivate, isRandomPunch, matchAddress, shouldFastOpen, withVerified } 
 import { connectionError, type ConnectionError } from "../holepunch/errors.js"
 import type { IncomingResponse } from "../routing/rpc.js"
 import type { HandshakeInfo, HolepunchInfo, ServerHooks, ServerReply } from "../routing/router.js"
-import { type ConnectionHost, GatewaySocket, Noise } from "./host.js"
+import { type ConnectionHost, type ConnectionPath, GatewaySocket, Noise } from "./host.js"
+import { RELAY_KEEPALIVE, relayConnection, type RelayThrough, relayThroughInfo, serverRelayPlan } from "./relay-connection.js"
 import type { UdxStream } from "./udx.js"
 
 export interface ServerOptions {
@@ -50,6 +51,14 @@ export interface ServerOptions {
   readonly holepunch?: false | ((remoteFirewall: number, localFirewall: number, remoteAddresses: ReadonlyArray<Endpoint>, localAddresses: ReadonlyArray<Endpoint>) => boolean)
   /** Put our local interface addresses in handshake replies (default true). */
   readonly shareLocalAddress?: boolean
+  /**
+   * A blind relay to fall back on (connect.md §6.8): its public key, a list
+   * or a function; our relay wins over the client's. The relayed path races
+   * the direct ones.
+   */
+  readonly relayThrough?: RelayThrough
+  /** Keepalive of the connection to the relay (ms, default 5000). */
+  readonly relayKeepAlive?: number
 }
 
 /** A relay of ours: a node that stores our announcement, and our address as that node sees it. */
@@ -81,6 +90,8 @@ interface Handshake {
   replySocket: UdpSocket | null
   /** Holds the random-punch slot (released when the attempt ends). */
   randomSlot: boolean
+  /** A blind-relay pairing is in progress (the handshake does not time out meanwhile). */
+  relaying: boolean
 }
 
 const ANNOUNCE_PING_INTERVAL = 3000
@@ -331,7 +342,7 @@ export class ServerCore {
     if (id === -1) id = this.slots.push(null) - 1
     const hs: Handshake = {
       key, id, reply: null, dropped: false, waiters: [respond], stream: null, stopTimer: null, connected: false,
-      secret: null, localSecret: null, attempt: null, round: 0, replySocket: null, randomSlot: false
+      secret: null, localSecret: null, attempt: null, round: 0, replySocket: null, randomSlot: false, relaying: false
     }
     this.slots[id] = hs
     this.handshakes.set(key, hs)
@@ -380,6 +391,7 @@ export class ServerCore {
     const own = h.core.firewalled ? null : h.core.remoteAddress()
     const addresses4: Array<Endpoint> = own !== null ? [own] : []
     if (this.options.shareLocalAddress !== false) addresses4.push(...host.localAddresses())
+    const offer = relayThroughInfo(this.options.relayThrough, host.crypto, host.random)
     let stream: UdxStream | null = null
     if (error === C.ERROR_NONE) {
       const created = host.mux.createStreamUnsafe(host.mux.freeId(host.random), {
@@ -402,7 +414,7 @@ export class ServerCore {
       addresses6: null,
       udx: { reusableSocket: false, id: stream?.id ?? 0, seq: 0 },
       secretStream: {},
-      relayThrough: null,
+      relayThrough: offer,
       relayAddresses: this.relayAddresses.length > 0 ? this.relayAddresses : null
     })
     const plain = encode(C.noisePayload, payload)
@@ -416,6 +428,21 @@ export class ServerCore {
       hash: split.handshakeHash,
       publicKey: this.keyPair!.publicKey,
       remotePublicKey
+    }
+    const open = (s: UdxStream, path: ConnectionPath, relayedVia: Uint8Array | null): void => {
+      const socketOut = new GatewaySocket(false, null, {
+        autoStart: false,
+        keepAlive: host.keepAlive,
+        publicKey: handshake.publicKey,
+        remotePublicKey,
+        ...(host.streamClock !== undefined ? { clock: host.streamClock } : {})
+      })
+      socketOut.startOver(s, handshake, path)
+      socketOut.relayedVia = relayedVia
+      host.track(socketOut)
+      host.stats.server.connections++
+      this.clearLater(hs)
+      this.onconnection(socketOut)
     }
     const onsocket = (socket: UdpSocket, from: Endpoint, immediate: boolean): void => {
       if (hs.connected || stream === null) return
@@ -432,19 +459,8 @@ export class ServerCore {
       }
       // the client reached us at the address its relay saw (direct), or at another (its LAN address)
       const path = punched ? "punched" : immediate || from.host === info.clientAddress.host ? "direct" : "lan"
-      const socketOut = new GatewaySocket(false, null, {
-        autoStart: false,
-        keepAlive: host.keepAlive,
-        publicKey: handshake.publicKey,
-        remotePublicKey,
-        ...(host.streamClock !== undefined ? { clock: host.streamClock } : {})
-      })
-      socketOut.startOver(stream, handshake, path)
-      host.track(socketOut)
+      open(stream, path, null)
       if (punched) attempt.releaseAfter(stream)
-      host.stats.server.connections++
-      this.clearLater(hs)
-      this.onconnection(socketOut)
     }
     hs.reply = m2.success.message
     const reply = (): void => {
@@ -457,6 +473,41 @@ export class ServerCore {
       reply()
       this.clearLater(hs)
       return
+    }
+    // a blind relay, when either side asked for one: races the direct paths
+    const plan = serverRelayPlan(offer, remotePayload.relayThrough)
+    if (plan !== null && stream !== null) {
+      const relayStream = stream
+      hs.relaying = true
+
+      host.spawn(
+        relayConnection(host, {
+          relayPublicKey: plan.relayPublicKey,
+          keyPair: this.keyPair!,
+          isInitiator: plan.isInitiator,
+          token: plan.token,
+          localStream: relayStream,
+          keepAlive: this.options.relayKeepAlive ?? RELAY_KEEPALIVE
+        }).pipe(
+          Effect.flatMap(() =>
+            Effect.sync(() => {
+              hs.relaying = false
+              if (hs.connected) return
+              hs.connected = true
+              hs.stopTimer?.()
+              hs.stopTimer = null
+              hs.attempt?.stop()
+              open(relayStream, "relayed", plan.relayPublicKey)
+            })
+          ),
+          Effect.catch(() =>
+            Effect.sync(() => {
+              hs.relaying = false
+              if (!hs.connected && hs.stopTimer === null) this.abort(hs)
+            })
+          )
+        )
+      )
     }
     if (remotePayload.firewall === C.FIREWALL_OPEN || info.direct) {
       reply()
@@ -482,7 +533,8 @@ export class ServerCore {
         Effect.sleep(HANDSHAKE_INITIAL_TIMEOUT),
         Effect.sync(() => {
           hs.stopTimer = null
-          if (!hs.connected) this.abort(hs)
+          // a relay pairing still in progress keeps the handshake (it aborts it if it fails)
+          if (!hs.connected && !hs.relaying) this.abort(hs)
         })
       )
     )
