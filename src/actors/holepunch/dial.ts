@@ -154,6 +154,8 @@ class Dial {
   private relaysTried = 0
   private remoteFirewall: number | null = null
   private puncher: HolepunchAttempt | null = null
+  /** The connection to the blind relay while the socket runs over it. */
+  private relaySocket: GatewaySocket | null = null
   /** Our relay offer (a relay and a fresh token), sent in our handshake payload. */
   private offer: RelayOffer | null = null
   private localFirewall: number = C.FIREWALL_UNKNOWN
@@ -216,9 +218,46 @@ class Dial {
       const won = yield* this.findAndHandshake(ini, msg1.success)
       const plan = clientRelayPlan(this.offer, won.payload.relayThrough)
       if (plan === null) return yield* this.choosePath(won)
-      // a blind relay races the direct paths: the first to connect wins, the dial fails only if both fail
-      yield* Effect.race(this.choosePath(won), this.relayed(won, plan))
+      // a blind relay runs beside the direct paths: the first to connect opens the socket; a
+      // direct path that succeeds after the relay upgrades the connection (connect.md §6.8);
+      // the dial fails only when both fail
+      const relayDone = Deferred.makeUnsafe<boolean>()
+      yield* Effect.forkChild(
+        this.relayed(won, plan).pipe(
+          Effect.matchEffect({
+            onFailure: () => Deferred.succeed(relayDone, false),
+            onSuccess: () => Deferred.succeed(relayDone, true)
+          })
+        ),
+        { startImmediately: true }
+      )
+      const direct = yield* Effect.result(this.choosePath(won))
+      if (Result.isSuccess(direct)) return
+      if (yield* Deferred.await(relayDone)) return
+      return yield* direct.failure
     })
+  }
+
+  /**
+   * A direct path appeared while relayed (connect.md §6.8): re-point the
+   * stream, tell the server with an empty message over it, and end the
+   * relay connection once the server's packets arrive over the new path.
+   */
+  private upgrade(won: Handshaken, socket: UdpSocket, to: Endpoint, path: ConnectionPath): void {
+    const stream = this.stream
+    const relaySocket = this.relaySocket
+    stream.connectUnsafe(won.payload.udx!.id, to, socket)
+    stream.trySend(new Uint8Array(0))
+    stream.watchPath((from, via) => {
+      if (via !== socket || from.host !== to.host || from.port !== to.port) return
+      stream.watchPath(null)
+      relaySocket?.end()
+    })
+    this.socket.path = path
+    this.socket.relayedVia = null
+    this.host.stats.relaying.upgrades++
+    this.attempts.push({ path, via: key(to), outcome: "upgraded from relayed" })
+    this.socket.emit("upgrade", path)
   }
 
   /** The relayed path (connect.md §6.8): pair our stream through the relay, then open the socket over it. */
@@ -234,7 +273,12 @@ class Dial {
         localStream: this.stream,
         keepAlive: this.opts.relayKeepAlive ?? RELAY_KEEPALIVE
       }).pipe(Effect.tapError((e) => Effect.sync(() => this.attempts.push({ path: "relay", via, outcome: e.code }))))
-      if (this.socket.started || this.socket.destroyed) return
+      if (this.socket.started || this.socket.destroyed) {
+        // a direct path was first: the relay is not needed
+        paired.relaySocket.end()
+        return
+      }
+      this.relaySocket = paired.relaySocket
       this.socket.startOver(
         this.stream,
         { tx: won.split.tx, rx: won.split.rx, hash: won.split.handshakeHash, publicKey: this.keyPair.publicKey, remotePublicKey: this.remotePublicKey },
@@ -339,7 +383,11 @@ class Dial {
   // ---- path selection ------------------------------------------------------------------------
 
   private onsocket(won: Handshaken, socket: UdpSocket, to: Endpoint, path: ConnectionPath): void {
-    if (this.socket.started || this.socket.destroyed) return
+    if (this.socket.destroyed) return
+    if (this.socket.started) {
+      if (this.socket.path === "relayed" && path !== "relayed") this.upgrade(won, socket, to, path)
+      return
+    }
     const host = this.host
     const relays = won.payload.relayAddresses !== null && won.payload.relayAddresses.length > 0 ? won.payload.relayAddresses : [won.relayAddress]
     host.cacheRelays(this.id, relays)

@@ -39,7 +39,7 @@ export type ConnectionPath = "direct" | "lan" | "punched" | "relayed"
 export interface ConnectStats {
   /** Connections made, by path (the reference counts `punches.open/consistent/random`). */
   readonly punches: { open: number; lan: number; consistent: number; random: number; tryLater: number }
-  readonly relaying: { attempts: number; successes: number; aborts: number }
+  readonly relaying: { attempts: number; successes: number; aborts: number; upgrades: number }
   readonly connects: { started: number; succeeded: number; failed: number; byCode: Record<string, number> }
   readonly server: {
     handshakes: number
@@ -104,7 +104,7 @@ export class GatewaySocket extends NoiseSecretStream {
 export class ConnectionHost {
   readonly stats: ConnectStats = {
     punches: { open: 0, lan: 0, consistent: 0, random: 0, tryLater: 0 },
-    relaying: { attempts: 0, successes: 0, aborts: 0 },
+    relaying: { attempts: 0, successes: 0, aborts: 0, upgrades: 0 },
     connects: { started: 0, succeeded: 0, failed: 0, byCode: {} },
     server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0, refused: 0 }
   }

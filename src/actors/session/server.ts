@@ -35,7 +35,7 @@ import { connectionError, type ConnectionError } from "../holepunch/errors.js"
 import type { IncomingResponse } from "../routing/rpc.js"
 import type { HandshakeInfo, HolepunchInfo, ServerHooks, ServerReply } from "../routing/router.js"
 import { type ConnectionHost, type ConnectionPath, GatewaySocket, Noise } from "./host.js"
-import { RELAY_KEEPALIVE, relayConnection, type RelayThrough, relayThroughInfo, serverRelayPlan } from "./relay-connection.js"
+import { isRelayPath, RELAY_KEEPALIVE, relayConnection, type RelayThrough, relayThroughInfo, serverRelayPlan } from "./relay-connection.js"
 import type { UdxStream } from "./udx.js"
 
 export interface ServerOptions {
@@ -92,6 +92,8 @@ interface Handshake {
   randomSlot: boolean
   /** A blind-relay pairing is in progress (the handshake does not time out meanwhile). */
   relaying: boolean
+  /** Connected through a blind relay: punching goes on, a direct path upgrades the connection. */
+  relayed: boolean
 }
 
 const ANNOUNCE_PING_INTERVAL = 3000
@@ -342,7 +344,7 @@ export class ServerCore {
     if (id === -1) id = this.slots.push(null) - 1
     const hs: Handshake = {
       key, id, reply: null, dropped: false, waiters: [respond], stream: null, stopTimer: null, connected: false,
-      secret: null, localSecret: null, attempt: null, round: 0, replySocket: null, randomSlot: false, relaying: false
+      secret: null, localSecret: null, attempt: null, round: 0, replySocket: null, randomSlot: false, relaying: false, relayed: false
     }
     this.slots[id] = hs
     this.handshakes.set(key, hs)
@@ -429,7 +431,7 @@ export class ServerCore {
       publicKey: this.keyPair!.publicKey,
       remotePublicKey
     }
-    const open = (s: UdxStream, path: ConnectionPath, relayedVia: Uint8Array | null): void => {
+    const open = (s: UdxStream, path: ConnectionPath, relayedVia: Uint8Array | null): GatewaySocket => {
       const socketOut = new GatewaySocket(false, null, {
         autoStart: false,
         keepAlive: host.keepAlive,
@@ -443,6 +445,7 @@ export class ServerCore {
       host.stats.server.connections++
       this.clearLater(hs)
       this.onconnection(socketOut)
+      return socketOut
     }
     const onsocket = (socket: UdpSocket, from: Endpoint, immediate: boolean): void => {
       if (hs.connected || stream === null) return
@@ -489,15 +492,36 @@ export class ServerCore {
           localStream: relayStream,
           keepAlive: this.options.relayKeepAlive ?? RELAY_KEEPALIVE
         }).pipe(
-          Effect.flatMap(() =>
+          Effect.flatMap((paired) =>
             Effect.sync(() => {
               hs.relaying = false
-              if (hs.connected) return
+              if (hs.connected) {
+                paired.relaySocket.end()
+                return
+              }
               hs.connected = true
+              hs.relayed = true
               hs.stopTimer?.()
               hs.stopTimer = null
-              hs.attempt?.stop()
-              open(relayStream, "relayed", plan.relayPublicKey)
+              // punching goes on: the first packet over another path upgrades the connection
+              const out = open(relayStream, "relayed", plan.relayPublicKey)
+              relayStream.watchPath((from, via) => {
+                if (isRelayPath(paired, via, from)) return
+                relayStream.watchPath(null)
+                relayStream.connectUnsafe(remotePayload.udx!.id, from, via)
+                const attempt = hs.attempt
+                const punched = attempt !== null && attempt.owns(via)
+                if (punched) {
+                  attempt.adopt(via)
+                  attempt.releaseAfter(relayStream)
+                } else attempt?.stop()
+                hs.relayed = false
+                out.path = punched ? "punched" : "direct"
+                out.relayedVia = null
+                host.stats.relaying.upgrades++
+                paired.relaySocket.end()
+                out.emit("upgrade", out.path)
+              })
             })
           ),
           Effect.catch(() =>
@@ -567,7 +591,7 @@ export class ServerCore {
       respond(value === null ? null : { value, socket: host.dhtSocket() })
     }
     const attempt = hs.attempt
-    if (attempt === null || attempt.ended || hs.connected) return abort(C.ERROR_ABORTED)
+    if (attempt === null || attempt.ended || (hs.connected && !hs.relayed)) return abort(C.ERROR_ABORTED)
     if (remote.error !== C.ERROR_NONE) return abort(C.ERROR_ABORTED)
     const isServerRelay = this.relays.some((r) => r.relayAddress.host === info.relayAddress.host && r.relayAddress.port === info.relayAddress.port)
     const token = Derive.addressToken(c, hs.localSecret, info.peerAddress.host)

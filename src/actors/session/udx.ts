@@ -125,6 +125,13 @@ export interface UdxStream {
   connect(remoteId: number, remote: Endpoint, socket?: UdpSocket): Effect.Effect<void, UdxError>
   /** The same, synchronously (false when the stream is closed). */
   connectUnsafe(remoteId: number, remote: Endpoint, socket?: UdpSocket): boolean
+  /**
+   * Watch where a connected stream's packets come from: `f` is called for
+   * each packet with its source and the socket it arrived on (a relayed
+   * connection learning of a direct path, then confirming it). Only while
+   * set; null stops it.
+   */
+  watchPath(f: ((from: Endpoint, socket: UdpSocket) => void) | null): void
   /** Incoming bytes in order; ends on the peer's END, fails on reset / timeout. Consume once. */
   readonly readable: Stream.Stream<Uint8Array, UdxError>
   /** Incoming unordered messages; ends when the stream closes. */
@@ -256,6 +263,8 @@ class Session implements UdxStreamEvents, UdxStream {
   early: Array<Datagram> = []
   /** An accepted first packet connects the stream to its source (false: the owner connects it). */
   readonly connectOnFirewall: boolean
+  /** See `watchPath`. */
+  pathWatcher: ((from: Endpoint, socket: UdpSocket) => void) | null = null
   private readonly closedDeferred = Deferred.makeUnsafe<void>()
   private readonly doneDeferred = Deferred.makeUnsafe<void, UdxError>()
   private readonly flushedDeferred = Deferred.makeUnsafe<void, UdxError>()
@@ -461,6 +470,9 @@ class Session implements UdxStreamEvents, UdxStream {
       return Effect.void
     })
   }
+  watchPath(f: ((from: Endpoint, socket: UdpSocket) => void) | null): void {
+    this.pathWatcher = f
+  }
   connectUnsafe(remoteId: number, remote: Endpoint, socket?: UdpSocket): boolean {
     if (this.isClosed) return false
     if (socket !== undefined) this.socket = socket
@@ -662,6 +674,12 @@ class Mux implements UdxMux {
         return true
       }
       s.connectUnsafe(s.remoteId, d.from, socket)
+    } else if (s.pathWatcher !== null) {
+      try {
+        s.pathWatcher(d.from, socket ?? this.socket)
+      } catch {
+        this.defects++
+      }
     }
     this.routed++
     Queue.offerUnsafe(s.mailbox, d)
