@@ -29,6 +29,7 @@ import * as C from "../../protocol/connect.js"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import type { IPv4Address } from "../../protocol/encoding.js"
 import type { ConnectionHost } from "../session/host.js"
+import { SERVER } from "../routing/rpc.js"
 import type { UdxStream } from "../session/udx.js"
 import { DEFAULT_LINGER } from "../session/udx-stream.js"
 import { isUnstable } from "./decide.js"
@@ -140,6 +141,14 @@ export class HolepunchAttempt {
     }
     if (data[0] === 0xff) {
       this.host.receiveUdx(socket, d)
+      return
+    }
+    if (data[0] === Rpc.REQUEST_ID) {
+      // a request to our punch socket (a relay forwarding the client's holepunch
+      // message to where our handshake reply came from): the node serves it;
+      // our server's answers name this socket themselves
+      const from = d.from
+      this.host.handle.exec((node, now) => node.onDatagram(now, SERVER, from, data))
       return
     }
     if (data[0] !== Rpc.RESPONSE_ID) return

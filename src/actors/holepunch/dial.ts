@@ -509,7 +509,7 @@ class Dial {
           if (remote === null || Result.isFailure(remote)) return yield* this.error("HOLEPUNCH_INVALID")
           const rp = remote.success
           if (rp.error !== C.ERROR_NONE) {
-            this.attempts.push({ path: "punch", via: key(relay), outcome: `remote aborted (error ${rp.error})` })
+            if (p.error === C.ERROR_NONE) this.attempts.push({ path: "punch", via: key(relay), outcome: `remote aborted (error ${rp.error})` })
             return yield* this.error("REMOTE_ABORTED", `Remote aborted with error code ${rp.error}`)
           }
           const echoed = rp.remoteToken !== null && p.token !== null && equalBytes(rp.remoteToken, p.token)
@@ -535,6 +535,7 @@ class Dial {
           })
           if (attempt.remoteFirewall === C.FIREWALL_UNKNOWN) yield* Effect.sleep(1000)
           yield* Deferred.await(attempt.analyzed)
+          this.localFirewall = attempt.nat.firewall
           if ((attempt.remoteFirewall === C.FIREWALL_UNKNOWN || reply.payload.token === null) && retry) return yield* probeRound(to, false)
           if (attempt.remoteFirewall === C.FIREWALL_UNKNOWN || attempt.nat.firewall === C.FIREWALL_UNKNOWN) {
             yield* abort(serverRelay)

@@ -466,6 +466,8 @@ export class DhtNode implements RpcHost, QueryHost {
   }
 
   nextDeadline(): number {
+    // a destroyed node runs no timers (its deadlines would stay in the past and re-arm forever)
+    if (this.destroyed) return Infinity
     let next = Math.min(this.nextTick, this.io.nextDeadline())
     for (const d of this.delayed) if (d.at < next) next = d.at
     return next
