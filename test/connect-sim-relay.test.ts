@@ -1,0 +1,73 @@
+/**
+ * Blind relays on the simulated network (connect.md §6.8): an open peer
+ * runs a blind relay; peers that cannot punch (random ↔ random) connect
+ * through it when one of them names it (`relayThrough`), and a relayed
+ * connection whose punch succeeds later (consistent ↔ random: the relay
+ * pairs within about a second, random probes take seconds) upgrades to the
+ * punched path and keeps carrying bytes.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Option } from "effect"
+import { ServerCore } from "../src/actors/session/server.js"
+import { serveBlindRelay } from "../src/actors/session/relay-connection.js"
+import { advanceUntil, buildConnectSim, connect, drive, exchange, listen, serverSocketOf } from "./support/connect-sim.js"
+import type { ConnectSim, SimPeer } from "./support/connect-sim.js"
+
+/** An open peer serving as a blind relay: every connection to its key becomes a relay session. */
+const relayOn = (sim: ConnectSim) =>
+  Effect.gen(function*() {
+    const peer: SimPeer = yield* sim.addPeer("open", { name: "relay" })
+    const relay = serveBlindRelay(peer.conn, {})
+    const core = new ServerCore(peer.conn, {}, (socket) => {
+      socket.on("error", () => {})
+      relay.accept(socket)
+    })
+    const exit = yield* drive(core.listen(peer.keyPair), 60_000)
+    assert.isTrue(Option.isSome(exit) && Exit.isSuccess(exit.value), "the relay listens")
+    return { peer, relay }
+  })
+
+describe("blind relays on the simulated network", () => {
+  it.effect("random <-> random connects through a relay the client names; bytes both ways", () =>
+    Effect.gen(function*() {
+      const sim = yield* buildConnectSim({ seed: 3 })
+      const { peer: relayPeer, relay } = yield* relayOn(sim)
+      const sp = yield* sim.addPeer("random", { name: "server" })
+      const cp = yield* sim.addPeer("random", { name: "client" })
+      const server = yield* listen(sp)
+      const { dial, outcome } = yield* connect(sim, cp, server, { relayThrough: relayPeer.keyPair.publicKey, maxMs: 30_000 })
+      assert.isTrue(outcome.ok, `the dial opens (${outcome.code ?? ""})`)
+      assert.strictEqual(dial.socket.path, "relayed")
+      const serverSide = serverSocketOf(dial)
+      assert.isNotNull(serverSide)
+      assert.strictEqual(serverSide!.path, "relayed")
+      const ex = yield* exchange(sim, dial.socket, serverSide!, 32 * 1024)
+      assert.isTrue(ex.upIntact && ex.downIntact, "bytes both ways through the relay")
+      assert.isAtLeast(relay.stats().udx.forwarded, 1)
+    }), { timeout: 60_000 })
+
+  it.effect("consistent server <- random client with a relay: relayed first, then upgraded to the punched path", () =>
+    Effect.gen(function*() {
+      const sim = yield* buildConnectSim({ seed: 4 })
+      const { peer: relayPeer } = yield* relayOn(sim)
+      const sp = yield* sim.addPeer("consistent", { name: "server" })
+      const cp = yield* sim.addPeer("random", { name: "client" })
+      const server = yield* listen(sp)
+      const upgrades: Array<string> = []
+      const { dial, outcome } = yield* connect(sim, cp, server, { relayThrough: relayPeer.keyPair.publicKey, maxMs: 30_000 })
+      assert.isTrue(outcome.ok, `the dial opens (${outcome.code ?? ""})`)
+      dial.socket.on("upgrade", (path: string) => upgrades.push(path))
+      const relayedFirst = dial.socket.path === "relayed"
+      // the random-probe punch goes on while relayed
+      yield* advanceUntil(() => dial.socket.path === "punched", 60_000, 50)
+      assert.strictEqual(dial.socket.path, "punched", "the connection ends up punched")
+      if (relayedFirst) assert.deepStrictEqual(upgrades, ["punched"])
+      const serverSide = serverSocketOf(dial)
+      assert.isNotNull(serverSide)
+      yield* advanceUntil(() => serverSide!.path !== "relayed", 10_000, 50)
+      assert.notStrictEqual(serverSide!.path, "relayed", "the server followed the upgrade")
+      const ex = yield* exchange(sim, dial.socket, serverSide!, 32 * 1024)
+      assert.isTrue(ex.upIntact && ex.downIntact, "bytes both ways after the upgrade")
+      console.log(`connect-sim-relay: consistent <- random with relay: opened ${relayedFirst ? "relayed" : dial.socket.path} at ${outcome.ms} ms, now ${dial.socket.path}`)
+    }), { timeout: 90_000 })
+})
