@@ -14,10 +14,10 @@ import { advanceUntil, buildConnectSim, connect, drive, exchange, listen, server
 import type { ConnectSim, SimPeer } from "./support/connect-sim.js"
 
 /** An open peer serving as a blind relay: every connection to its key becomes a relay session. */
-const relayOn = (sim: ConnectSim) =>
+const relayOn = (sim: ConnectSim, options: Parameters<typeof serveBlindRelay>[1] = {}) =>
   Effect.gen(function*() {
     const peer: SimPeer = yield* sim.addPeer("open", { name: "relay" })
-    const relay = serveBlindRelay(peer.conn, {})
+    const relay = serveBlindRelay(peer.conn, options)
     const core = new ServerCore(peer.conn, {}, (socket) => {
       socket.on("error", () => {})
       relay.accept(socket)
@@ -69,5 +69,22 @@ describe("blind relays on the simulated network", () => {
       const ex = yield* exchange(sim, dial.socket, serverSide!, 32 * 1024)
       assert.isTrue(ex.upIntact && ex.downIntact, "bytes both ways after the upgrade")
       console.log(`connect-sim-relay: consistent <- random with relay: opened ${relayedFirst ? "relayed" : dial.socket.path} at ${outcome.ms} ms, now ${dial.socket.path}`)
+    }), { timeout: 90_000 })
+
+  it.effect("random <-> random, the relay has no free pair slot: the dial fails (the punch's and the relay's reasons in its report)", () =>
+    Effect.gen(function*() {
+      const sim = yield* buildConnectSim({ seed: 5 })
+      const { peer: relayPeer, relay } = yield* relayOn(sim, { maxPendingPerSession: 0 })
+      const sp = yield* sim.addPeer("random", { name: "server" })
+      const cp = yield* sim.addPeer("random", { name: "client" })
+      const server = yield* listen(sp)
+      const { dial, outcome } = yield* connect(sim, cp, server, { relayThrough: relayPeer.keyPair.publicKey, maxMs: 60_000 })
+      assert.isFalse(outcome.ok, "no path")
+      assert.strictEqual(outcome.code, "HOLEPUNCH_DOUBLE_RANDOMIZED_NATS")
+      const attempts = outcome.report?.attempts ?? []
+      assert.isTrue(attempts.some((a) => a.path === "relay" && a.outcome === "RELAY_ABORTED"), "the report says the relay refused")
+      assert.isAtLeast(relay.stats().rejected.pendingPerSession, 1)
+      assert.strictEqual(server.opened.size, 0)
+      assert.isTrue(dial.socket.destroyed)
     }), { timeout: 90_000 })
 })

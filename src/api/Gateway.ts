@@ -55,6 +55,8 @@ export interface GatewayOptions extends GatewayConfig {
   readonly crypto?: Layer.Layer<Crypto>
   /** Secret-stream keepalive of connections in ms (default 5000); false turns it off. */
   readonly connectionKeepAlive?: number | false
+  /** Minimum time between two random (randomizing-NAT) punches of this node in ms (default 20 000). */
+  readonly randomPunchInterval?: number
 }
 
 /** What `connect` accepts as the remote: a 32-byte key, its hex, a hyperdht-address blob, or `{ publicKey, relayAddresses }`. */
@@ -241,6 +243,7 @@ export class Gateway extends EventEmitter {
   private handle: GatewayHandle | null = null
   private connHost: ConnectionHost | null = null
   private readonly connectionKeepAlive: number | false | undefined
+  private readonly randomPunchInterval: number | undefined
   /** The servers listening on this node (hyperdht's `dht.listening`). */
   readonly listening = new Set<GatewayServer>()
 
@@ -254,6 +257,7 @@ export class Gateway extends EventEmitter {
     }
     this.keySeed = opts.seed
     this.connectionKeepAlive = opts.connectionKeepAlive
+    this.randomPunchInterval = opts.randomPunchInterval
     // Nodes with the default environment share its services (the Crypto
     // service and the UDP transport); each node lives in its own scope.
     this.runtime = opts.transport !== undefined || opts.crypto !== undefined
@@ -509,7 +513,10 @@ export class Gateway extends EventEmitter {
 
   private hostOf(h: GatewayHandle): ConnectionHost {
     return (this.connHost ??= Effect.runSync(
-      connectionHost(h, h.core.crypto, this.connectionKeepAlive !== undefined ? { connectionKeepAlive: this.connectionKeepAlive } : {}).pipe(
+      connectionHost(h, h.core.crypto, {
+        ...(this.connectionKeepAlive !== undefined ? { connectionKeepAlive: this.connectionKeepAlive } : {}),
+        ...(this.randomPunchInterval !== undefined ? { randomPunchInterval: this.randomPunchInterval } : {})
+      }).pipe(
         Effect.provideService(Clock.Clock, h.clock)
       )
     ))

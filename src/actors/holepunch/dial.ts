@@ -234,7 +234,8 @@ class Dial {
       const direct = yield* Effect.result(this.choosePath(won))
       if (Result.isSuccess(direct)) return
       if (yield* Deferred.await(relayDone)) return
-      return yield* direct.failure
+      // both failed: the direct path's reason, with a report that includes the relay's
+      return yield* this.error(direct.failure.code, direct.failure.detail)
     })
   }
 
