@@ -231,54 +231,35 @@ describe("connect on the simulated network: random <-> random", () => {
 // ---- 3. servers that went away or refuse ---------------------------------------------------------
 
 describe("connect on the simulated network: no server to reach", () => {
-  it.effect("the server's host is killed after it listened (records still on its relays): PEER_CONNECTION_FAILED", () =>
-    Effect.gen(function*() {
-      const sim = yield* buildConnectSim({ seed: 2 })
-      const sp = yield* sim.addPeer("consistent", { name: "server" })
-      const cp = yield* sim.addPeer("consistent", { name: "client" })
-      const server = yield* listen(sp)
-      yield* sim.net.kill(sp.host.ip)
-      const { outcome } = yield* connect(sim, cp, server, { maxMs: 60_000 })
-      console.log(`connect-sim: server host killed: ${describeFailure(outcome)} after ${outcome.ms} virtual ms`)
-      assert.isFalse(outcome.ok)
-      assert.strictEqual(outcome.code, "PEER_CONNECTION_FAILED")
-      assert.isAbove(outcome.report?.relaysTried ?? 0, 0, "the records led the client to relays")
-      assert.strictEqual(server.connections.length, 0)
-      assertNoLivelock(sim)
-    }), { timeout: 30_000 })
-
-  it.effect("the server's node is destroyed after it listened (records still on its relays): PEER_CONNECTION_FAILED", () =>
-    Effect.gen(function*() {
-      const sim = yield* buildConnectSim({ seed: 3 })
-      const sp = yield* sim.addPeer("firewalled", { name: "server" })
-      const cp = yield* sim.addPeer("consistent", { name: "client" })
-      const server = yield* listen(sp)
-      // the node's destroy (GatewayHandle.destroy): its sockets close, its host stays on the network
-      yield* sp.handle.destroy
-      const { outcome } = yield* connect(sim, cp, server, { maxMs: 60_000 })
-      console.log(`connect-sim: server node destroyed: ${describeFailure(outcome)} after ${outcome.ms} virtual ms; livelocks: ${JSON.stringify(sim.livelocks)}`)
-      assert.isFalse(outcome.ok)
-      assert.strictEqual(outcome.code, "PEER_CONNECTION_FAILED")
-      assert.isAbove(outcome.report?.relaysTried ?? 0, 0)
-      assert.strictEqual(server.connections.length, 0)
-      assertNoLivelock(sim)
-    }), { timeout: 30_000 })
-
-  it.effect("the server's node and host are gone (scope closed, no unannounce; records still on its relays): PEER_CONNECTION_FAILED", () =>
-    Effect.gen(function*() {
-      const sim = yield* buildConnectSim({ seed: 6 })
-      const sp = yield* sim.addPeer("random", { name: "server" })
-      const cp = yield* sim.addPeer("consistent", { name: "client" })
-      const server = yield* listen(sp)
-      yield* Scope.close(sp.scope, Exit.void)
-      const { outcome } = yield* connect(sim, cp, server, { maxMs: 60_000 })
-      console.log(`connect-sim: server node and host gone without unannouncing: ${describeFailure(outcome)} after ${outcome.ms} virtual ms`)
-      assert.isFalse(outcome.ok)
-      assert.strictEqual(outcome.code, "PEER_CONNECTION_FAILED")
-      assert.isAbove(outcome.report?.relaysTried ?? 0, 0)
-      assert.strictEqual(server.connections.length, 0)
-      assertNoLivelock(sim)
-    }), { timeout: 30_000 })
+  // the server goes away after it listened, its records still on its relays: PEER_CONNECTION_FAILED
+  const goneCases: ReadonlyArray<{
+    readonly name: string
+    readonly seed: number
+    readonly serverNat: NatKind
+    readonly goAway: (sim: ConnectSim, server: SimServer) => Effect.Effect<void>
+  }> = [
+    { name: "the server's host is killed", seed: 2, serverNat: "consistent", goAway: (sim, server) => sim.net.kill(server.peer.host.ip) },
+    // the node's destroy (GatewayHandle.destroy): its sockets close, its host stays on the network
+    { name: "the server's node is destroyed", seed: 3, serverNat: "firewalled", goAway: (_sim, server) => server.peer.handle.destroy },
+    { name: "the server's node and host are gone (scope closed, no unannounce)", seed: 6, serverNat: "random", goAway: (_sim, server) => Scope.close(server.peer.scope, Exit.void) }
+  ]
+  for (const c of goneCases) {
+    it.effect(`${c.name} after it listened (records still on its relays): PEER_CONNECTION_FAILED`, () =>
+      Effect.gen(function*() {
+        const sim = yield* buildConnectSim({ seed: c.seed })
+        const sp = yield* sim.addPeer(c.serverNat, { name: "server" })
+        const cp = yield* sim.addPeer("consistent", { name: "client" })
+        const server = yield* listen(sp)
+        yield* c.goAway(sim, server)
+        const { outcome } = yield* connect(sim, cp, server, { maxMs: 60_000 })
+        console.log(`connect-sim: ${c.name}: ${describeFailure(outcome)} after ${outcome.ms} virtual ms; livelocks: ${JSON.stringify(sim.livelocks)}`)
+        assert.isFalse(outcome.ok)
+        assert.strictEqual(outcome.code, "PEER_CONNECTION_FAILED")
+        assert.isAbove(outcome.report?.relaysTried ?? 0, 0, "the records led the client to relays")
+        assert.strictEqual(server.connections.length, 0)
+        assertNoLivelock(sim)
+      }), { timeout: 30_000 })
+  }
 
   it.effect("the server closed (unannounced) and its node is gone: PEER_NOT_FOUND", () =>
     Effect.gen(function*() {
