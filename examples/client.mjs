@@ -8,8 +8,13 @@ if (bootstrap === undefined || key === undefined) throw new Error("usage: node e
 
 const node = new Gateway({ bootstrap: [bootstrap], host: "127.0.0.1" })
 const socket = node.connect(Buffer.from(key, "hex"))
-socket.on("open", () => console.error(`connected (${socket.path})`))
+let opened = false
+socket.on("open", () => {
+  opened = true
+  console.error(`connected (${socket.path})`)
+})
 socket.on("error", (err) => {
+  if (opened) return console.error("connection closed by the server")
   console.error("connect failed:", err.code, err.message)
   process.exitCode = 1
 })
