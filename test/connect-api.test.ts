@@ -159,6 +159,32 @@ describe("connection API", () => {
     expect(await withTimeout(count(), 15_000, "findPeer")).toBe(0)
   }, 60_000)
 
+  it("a server hook that throws (a defect) drops that handshake, counted; the node goes on serving", async () => {
+    const a = node()
+    const b = node()
+    await Promise.all([a.ready(), b.ready()])
+    const h: Any = await (a as Any).node()
+    const keys = Gateway.keyPair()
+    const target = Gateway.hash(keys.publicKey)
+    const broken = {
+      onHandshake: () => {
+        throw new Error("a bug in a server")
+      },
+      onHolepunch: () => {
+        throw new Error("a bug in a server")
+      }
+    }
+    await Effect.runPromise(h.run(() => h.hyperdht.router.addServer(target, broken)))
+    const failed = await withTimeout(outcome(b.connect(keys.publicKey, { relayAddresses: [{ host: HOST, port: a.address()!.port }] })), 20_000, "dial to a broken server")
+    expect(failed.open).toBe(false)
+    expect(["PEER_CONNECTION_FAILED", "PEER_NOT_FOUND"]).toContain(failed.code)
+    expect(h.hyperdht.router.stats.defects).toBeGreaterThan(0)
+    // the node still answers
+    const replies = await withTimeout(b.findNode(a.id ?? target).toArray(), 15_000, "findNode after the defect")
+    expect(replies.length).toBeGreaterThan(0)
+    await Effect.runPromise(h.run(() => h.hyperdht.router.removeServer(target, broken)))
+  }, 60_000)
+
   it("the Effect face: a scoped server and a scoped connection exchange bytes", async () => {
     const a = node()
     const b = node()

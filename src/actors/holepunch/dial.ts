@@ -20,6 +20,7 @@
  * the dial, and a failed dial destroys the socket with a typed
  * ConnectionError carrying hyperdht's `code` and a report of what was tried.
  */
+import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -132,7 +133,14 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
   const stop = host.spawn(
     d.run().pipe(
       Effect.catchTag("ConnectionError", (e) => Effect.sync(() => fail(host, socket, e, stream))),
-      Effect.catchCause((cause) => Effect.sync(() => fail(host, socket, connectionError("PEER_CONNECTION_FAILED", `dial defect: ${String(cause)}`), stream)))
+      // a defect fails this dial (typed error to the user) and is logged; the node goes on
+      Effect.catchCause((cause) =>
+        // interrupted: the socket closed (the user destroyed it), nothing to report
+        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.andThen(
+          Effect.logError("dial failed with a defect", Cause.pretty(cause)),
+          Effect.sync(() => fail(host, socket, connectionError("PEER_CONNECTION_FAILED", `dial defect: ${Cause.pretty(cause)}`), stream))
+        )
+      )
     )
   )
   socket.once("close", () => {

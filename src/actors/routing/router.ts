@@ -18,6 +18,7 @@
  * Bad input is never an exception: undecodable values, missing fields and
  * unknown targets are dropped and counted in `stats`.
  */
+import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type { Endpoint, UdpSocket } from "../../layers/Transport.js"
 import * as C from "../../protocol/connect.js"
@@ -76,13 +77,15 @@ export interface RouterStats {
   routingHelp: number
   /** Requests dropped: undecodable value, missing noise or address, no entry. */
   dropped: number
+  /** Exceptions thrown by a server's hooks (a bug): that request is dropped, the node goes on. */
+  defects: number
 }
 
 const NO_TOKEN_NO_NODES = { token: false, closerNodes: false } as const
 
 export class Router {
   private readonly servers = new Map<string, ServerHooks>()
-  readonly stats: RouterStats = { handshakesRelayed: 0, holepunchesRelayed: 0, serverHandshakes: 0, serverHolepunches: 0, routingHelp: 0, dropped: 0 }
+  readonly stats: RouterStats = { handshakesRelayed: 0, holepunchesRelayed: 0, serverHandshakes: 0, serverHolepunches: 0, routingHelp: 0, dropped: 0, defects: 0 }
 
   /**
    * @param relayOf the relay entry for a target (hex), when this node stores the server's announcement
@@ -132,6 +135,16 @@ export class Router {
     this.stats.dropped++
   }
 
+  /** Run a server hook: a defect in it drops this request (counted and logged), never the node. */
+  private guarded(what: string, f: () => void): void {
+    try {
+      f()
+    } catch (e) {
+      this.stats.defects++
+      Effect.runFork(Effect.logError(`router: a server's ${what} handler threw; the request is dropped`, e))
+    }
+  }
+
   /** Run `f` in a node step: now if `sync` (still inside the request's step), else through exec. */
   private later(node: DhtNode, f: (node: DhtNode) => void): void {
     if (this.exec !== null) this.exec(f)
@@ -161,7 +174,7 @@ export class Router {
         direct: mode === C.FROM_CLIENT
       }
       let answered = false
-      server.onHandshake(hs.noise, info, (reply) => {
+      this.guarded("handshake", () => server.onHandshake(hs.noise, info, (reply) => {
         if (reply === null || answered) return
         answered = true
         this.later(node, (n) => {
@@ -174,7 +187,7 @@ export class Router {
             if (Result.isSuccess(value)) this.relayFrom(n, req, value.success, to, reply.socket)
           }
         })
-      })
+      }))
       return
     }
     const relay = this.relayOf(key, node.time)
@@ -248,14 +261,14 @@ export class Router {
           to: { host: req.to.host, port: req.to.port }
         }
         let answered = false
-        server.onHolepunch(hp.id, hp.payload, info, (reply) => {
+        this.guarded("holepunch", () => server.onHolepunch(hp.id, hp.payload, info, (reply) => {
           if (reply === null || answered) return
           answered = true
           this.later(node, (n) => {
             const value = encode(C.holepunch, { mode: C.FROM_SERVER, id: 0, payload: reply.value, peerAddress })
             if (Result.isSuccess(value)) this.relayFrom(n, req, value.success, req.from, reply.socket)
           })
-        })
+        }))
         return
       }
       case C.FROM_SERVER: {
