@@ -34,6 +34,7 @@ import { toDuplex, type UdxStream } from "../src/actors/session/udx.js"
 import { Gateway } from "../src/index.js"
 import * as Noise from "../src/layers/crypto/noise.js"
 import { drain, pattern, pump } from "./support/bytes.js"
+import { nodeMakers } from "./support/nodes.js"
 import { type Closable, HOST, onFreePort, randomPort, tracker, withTimeout } from "./support/live.js"
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -45,14 +46,7 @@ const BlindRelayRef: Any = require("blind-relay")
 const net = tracker()
 let bootPort = 0
 
-const refNode = (opts: Record<string, unknown> = {}): Any =>
-  net.track(new HyperDHT({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ...opts }))
-
-const omegaNode = (opts: Record<string, unknown> = {}): Gateway => {
-  const g = net.track(new Gateway({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ...opts }))
-  g.on("error", () => {})
-  return g
-}
+const { refNode, omegaNode } = nodeMakers(net.track, () => bootPort)
 
 /** Things to destroy at the end (sockets, streams), before the nodes. */
 const leftovers: Array<() => void> = []

@@ -14,6 +14,7 @@ import HyperDHT from "hyperdht"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Gateway } from "../src/index.js"
 import { drain, pattern, pump } from "./support/bytes.js"
+import { nodeMakers } from "./support/nodes.js"
 import { type Closable, HOST, onFreePort, randomPort, tracker, withTimeout } from "./support/live.js"
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -25,14 +26,7 @@ const SIZE = 16 * MiB
 const net = tracker()
 let bootPort = 0
 
-const refNode = (opts: Record<string, unknown> = {}): Any =>
-  net.track(new HyperDHT({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ...opts }))
-
-const omegaNode = (opts: Record<string, unknown> = {}): Gateway => {
-  const g = net.track(new Gateway({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ...opts }))
-  g.on("error", () => {})
-  return g
-}
+const { refNode, omegaNode } = nodeMakers(net.track, () => bootPort)
 
 type Kind = "omega" | "reference"
 const node = (k: Kind): Any => (k === "omega" ? omegaNode() : refNode())

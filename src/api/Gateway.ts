@@ -37,7 +37,7 @@ import { BindError, Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
 import { defaultVerifyWorkers, type GatewayConfig, type GatewayHandle, GatewayService, makeGateway, makeGatewayNow } from "./GatewayService.js"
 import * as Records from "./records.js"
-import { facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
+import { asBuffer, facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
 
 export interface GatewayKeyPair {
   readonly publicKey: Buffer
@@ -76,7 +76,6 @@ export interface GatewayStats extends ConnectStats {
 
 const identity = <A>(a: A): A => a
 
-const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
 export class GatewayDestroyed extends Error {
   readonly _tag = "GatewayDestroyed"

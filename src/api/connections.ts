@@ -47,7 +47,7 @@ export interface Connection {
 const asError = (e: unknown): ConnectionError =>
   typeof e === "object" && e !== null && (e as { _tag?: unknown })._tag === "ConnectionError"
     ? (e as ConnectionError)
-    : connectionError("PEER_CONNECTION_FAILED", e instanceof Error ? e.message : String(e))
+    : connectionError("PEER_CONNECTION_FAILED", e instanceof Error ? e.message : String(e), undefined, e)
 
 /** The Effect face of an open socket. */
 export const fromSocket = (socket: GatewaySocket): Connection => ({
@@ -120,8 +120,8 @@ export const connect = (
 export interface Listening {
   readonly server: ServerCore
   readonly publicKey: Uint8Array
-  /** Each new connection, open; consume once. */
-  readonly connections: Stream.Stream<Connection>
+  /** Each new connection, open; consume once. Fails if the server fails (SERVER_ERROR). */
+  readonly connections: Stream.Stream<Connection, ConnectionError>
 }
 
 /** Listen on `keyPair`: announced while the scope is open, closed (unannounced) with it. */
@@ -132,10 +132,15 @@ export const listen = (
 ): Effect.Effect<Listening, ConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
     const h = yield* host(gateway, opts.host)
-    const incoming = yield* Queue.unbounded<Connection, Cause.Done>()
-    const server = new ServerCore(h, opts, (socket) => {
-      socket.once("open", () => Queue.offerUnsafe(incoming, fromSocket(socket)))
-    })
+    const incoming = yield* Queue.unbounded<Connection, ConnectionError | Cause.Done>()
+    const server = new ServerCore(
+      h,
+      opts,
+      (socket) => {
+        socket.once("open", () => Queue.offerUnsafe(incoming, fromSocket(socket)))
+      },
+      (error) => Queue.failCauseUnsafe(incoming, Cause.fail(error))
+    )
     yield* Effect.acquireRelease(server.listen(keyPair), () =>
       Effect.andThen(server.close(), Effect.sync(() => Queue.endUnsafe(incoming))))
     return { server, publicKey: keyPair.publicKey, connections: Stream.fromQueue(incoming) }

@@ -50,3 +50,6 @@ export const hashWith = (c: CryptoImpl, data: Uint8Array): Result.Result<Uint8Ar
  * give identical results.
  */
 export const facadeCrypto = (): CryptoImpl => fastIfLoaded() ?? noble
+
+/** A Node Buffer over the same bytes (no copy): what hyperdht's API hands out. */
+export const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength)

@@ -18,12 +18,6 @@ import type { GatewaySocket } from "../actors/session/host.js"
 import { toHex } from "../protocol/encoding.js"
 import type { GatewayServer } from "./server.js"
 
-const compare = (a: Uint8Array, b: Uint8Array): number => {
-  const n = Math.min(a.length, b.length)
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i]! - b[i]!
-  return a.length - b.length
-}
-
 const noop = (): void => {}
 
 /** A pooled connection: `active()` / `inactive()` count users, `release()` destroys it. */
@@ -78,7 +72,7 @@ export class ConnectionPool extends EventEmitter {
   attachStream(stream: GatewaySocket, opened: boolean): ConnectionRef | null {
     const existing = this.get(stream.remotePublicKey)
     if (existing !== null) {
-      const keepNew = stream.isInitiator === existing.isInitiator || compare(stream.publicKey, stream.remotePublicKey) > 0
+      const keepNew = stream.isInitiator === existing.isInitiator || Buffer.compare(stream.publicKey, stream.remotePublicKey) > 0
       if (keepNew) {
         let closed = false
         const onclose = (): void => {

@@ -14,13 +14,13 @@ import type { ConnectionPool } from "./pool.js"
 
 export type { ServerOptions }
 import type { KeyPair } from "../layers/crypto/types.js"
+import { asBuffer } from "./keys.js"
 
 export interface GatewayServerOptions extends ServerOptions {
   /** Pool the connections this server accepts (`node.pool()`). */
   readonly pool?: ConnectionPool
 }
 
-const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
 
 /** What a server needs from its node (the facade's Gateway). */
 export interface ServerNode {
@@ -80,10 +80,21 @@ export class GatewayServer extends EventEmitter {
 
   private async start(keyPair: KeyPair): Promise<void> {
     const host = await this.node.connections()
-    const core = new ServerCore(host, this.options, (socket: GatewaySocket) => {
-      // listeners never run inside the node's step
-      queueMicrotask(() => this.emit("connection", socket))
-    })
+    const core = new ServerCore(
+      host,
+      this.options,
+      (socket: GatewaySocket) => {
+        // listeners never run inside the node's step
+        queueMicrotask(() => this.emit("connection", socket))
+      },
+      (error) => {
+        // the server closes itself; 'error' goes to listeners (never thrown at a process without one), then 'close'
+        queueMicrotask(() => {
+          if (this.listenerCount("error") > 0) this.emit("error", error)
+          void this.close({ force: true })
+        })
+      }
+    )
     this.core = core
     this.node.listening.add(this)
     try {

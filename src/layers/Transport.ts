@@ -22,6 +22,9 @@ export interface Endpoint {
   readonly port: number
 }
 
+/** The same address (host and port). */
+export const sameEndpoint = (a: Endpoint, b: Endpoint): boolean => a.host === b.host && a.port === b.port
+
 export interface Datagram {
   /** Source address as seen by this socket (after any NAT on the way). */
   readonly from: Endpoint

@@ -27,7 +27,7 @@ import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Stream from "effect/Stream"
 import type { KeyPair } from "../../layers/crypto/types.js"
-import type { Endpoint, UdpSocket } from "../../layers/Transport.js"
+import { type Endpoint, sameEndpoint, type UdpSocket } from "../../layers/Transport.js"
 import * as C from "../../protocol/connect.js"
 import { decode, encode, toHex } from "../../protocol/encoding.js"
 import * as R from "../../protocol/records.js"
@@ -90,7 +90,6 @@ interface Handshaken {
 type Attempt = { readonly _tag: "Ok"; readonly value: Handshaken } | { readonly _tag: "Fatal"; readonly error: ConnectionError } | null
 
 const key = (e: Endpoint): string => `${e.host}:${e.port}`
-const sameEndpoint = (a: Endpoint, b: Endpoint): boolean => a.host === b.host && a.port === b.port
 
 /** The socket of a dial, before the node is ready (the facade returns it at once). */
 export const dialSocket = (keepAlive: number, remotePublicKey: Uint8Array, keyPair: KeyPair, clock?: SecretStreamClock): GatewaySocket =>
@@ -125,7 +124,7 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
     }
   })
   if (created instanceof Error) {
-    fail(host, socket, connectionError("PEER_CONNECTION_FAILED", created.message))
+    fail(host, socket, connectionError("PEER_CONNECTION_FAILED", created.message, undefined, created))
     return socket
   }
   const stream = created
@@ -138,7 +137,7 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
         // interrupted: the socket closed (the user destroyed it), nothing to report
         Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.andThen(
           Effect.logError("dial failed with a defect", Cause.pretty(cause)),
-          Effect.sync(() => fail(host, socket, connectionError("PEER_CONNECTION_FAILED", `dial defect: ${Cause.pretty(cause)}`), stream))
+          Effect.sync(() => fail(host, socket, connectionError("PEER_CONNECTION_FAILED", "the dial failed with a defect (logged)", undefined, Cause.squash(cause)), stream))
         )
       )
     )

@@ -53,6 +53,8 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<{
   readonly code: ConnectionErrorCode
   readonly detail: string
   readonly report?: DialReport
+  /** The underlying typed error (a UDX or secret-stream error, a defect's cause), when there is one. */
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return `${this.code}: ${this.detail}`
@@ -86,5 +88,10 @@ const DETAILS: Record<ConnectionErrorCode, string> = {
 }
 
 /** The error for `code`, with the reference's message unless `detail` says more. */
-export const connectionError = (code: ConnectionErrorCode, detail?: string, report?: DialReport): ConnectionError =>
-  new ConnectionError({ code, detail: detail ?? DETAILS[code], ...(report !== undefined ? { report } : {}) })
+export const connectionError = (code: ConnectionErrorCode, detail?: string, report?: DialReport, cause?: unknown): ConnectionError =>
+  new ConnectionError({
+    code,
+    detail: detail ?? DETAILS[code],
+    ...(report !== undefined ? { report } : {}),
+    ...(cause !== undefined ? { cause } : {})
+  })

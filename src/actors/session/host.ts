@@ -16,6 +16,7 @@
  * connects pays nothing), in the node's scope: closing the node destroys
  * every stream of the mux.
  */
+import * as Cause from "effect/Cause"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
@@ -145,12 +146,23 @@ export class ConnectionHost {
       : undefined
   }
 
-  /** A fiber of `effect` in the node's scope; returns a function that interrupts it. */
-  spawn(effect: Effect.Effect<unknown, unknown>): () => void {
+  /**
+   * A fiber of `effect` in the node's scope; returns a function that
+   * interrupts it. A failure or defect (not an interruption) is logged and
+   * handed to `onFailure`, so the unit it belongs to can fail visibly.
+   */
+  spawn(effect: Effect.Effect<unknown, unknown>, onFailure?: (cause: Cause.Cause<unknown>) => void): () => void {
     let fiber: Fiber.Fiber<unknown, unknown> | null = null
     let stopped = false
+    const supervised = Effect.catchCause(effect, (cause) =>
+      Cause.hasInterruptsOnly(cause)
+        ? Effect.void
+        : Effect.andThen(
+          Effect.logError("connection host: a fiber failed", Cause.pretty(cause)),
+          Effect.sync(() => onFailure?.(cause))
+        ))
     const outer = this.runFork(
-      Effect.forkIn(effect, this.handle.scope, { startImmediately: true }).pipe(
+      Effect.forkIn(supervised, this.handle.scope, { startImmediately: true }).pipe(
         Effect.tap((f) =>
           Effect.sync(() => {
             fiber = f

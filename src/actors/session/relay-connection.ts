@@ -29,7 +29,7 @@ import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Scope from "effect/Scope"
 import type { CryptoImpl, KeyPair } from "../../layers/crypto/types.js"
-import type { Datagram, Endpoint, UdpSocket } from "../../layers/Transport.js"
+import { type Datagram, type Endpoint, sameEndpoint, type UdpSocket } from "../../layers/Transport.js"
 import type { RelayThroughInfo } from "../../protocol/connect.js"
 import { toHex } from "../../protocol/encoding.js"
 import { dial } from "../holepunch/dial.js"
@@ -306,7 +306,7 @@ export const pairThroughRelay = (
  * path (connect.md §6.8 upgrade, §8.2 step 5).
  */
 export const isRelayPath = (path: RelayPaired, socket: UdpSocket, from: Endpoint): boolean =>
-  socket === path.socket && from.port === path.relayAddress.port && from.host === path.relayAddress.host
+  socket === path.socket && sameEndpoint(from, path.relayAddress)
 
 /** Dial the relay server `relayPublicKey` for relay control (secret-stream keepalive 5 s, errors absorbed). */
 export const openRelaySocket = (host: ConnectionHost, relayPublicKey: Uint8Array, keyPair: KeyPair, keepAlive: number = RELAY_KEEPALIVE): GatewaySocket => {

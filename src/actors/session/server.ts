@@ -19,11 +19,12 @@
  * the node's steps (the router calls their hooks), and a handshake's timer
  * is a fiber of its own.
  */
+import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type { KeyPair } from "../../layers/crypto/types.js"
-import type { Endpoint, UdpSocket } from "../../layers/Transport.js"
+import { type Endpoint, sameEndpoint, type UdpSocket } from "../../layers/Transport.js"
 import * as C from "../../protocol/connect.js"
 import { decode, encode, toHex } from "../../protocol/encoding.js"
 import * as R from "../../protocol/records.js"
@@ -105,7 +106,6 @@ export const HANDSHAKE_CLEAR_WAIT = 10_000
 /** Handshakes in progress per server: past this, new ones get no answer (bounded state). */
 export const MAX_PENDING_HANDSHAKES = 1024
 
-const sameEndpoint = (a: Endpoint, b: Endpoint): boolean => a.host === b.host && a.port === b.port
 
 export class ServerCore {
   state: "idle" | "listening" | "closing" | "closed" = "idle"
@@ -126,7 +126,9 @@ export class ServerCore {
   constructor(
     readonly host: ConnectionHost,
     readonly options: ServerOptions,
-    private readonly onconnection: (socket: GatewaySocket) => void
+    private readonly onconnection: (socket: GatewaySocket) => void,
+    /** The server failed (a defect in its announce loop): it closes itself; this reports why. */
+    private readonly onfailure: (error: ConnectionError) => void = () => {}
   ) {
     this.hooks = {
       onHandshake: (noise, info, respond) => this.onHandshake(noise, info, respond),
@@ -163,8 +165,15 @@ export class ServerCore {
         if (e._tag === "network-change") this.refresh()
       })
       yield* this.announceCycle()
-      this.stopLoop = host.spawn(this.loop())
+      this.stopLoop = host.spawn(this.loop(), (cause) => this.failed(cause))
     })
+  }
+
+  /** The announce loop died (a defect): close (unannounce) and report it, rather than stay half alive. */
+  private failed(cause: Cause.Cause<unknown>): void {
+    this.stopLoop = null
+    this.host.spawn(this.close())
+    this.onfailure(connectionError("SERVER_ERROR", "the server's announce loop failed with a defect (logged); the server closed", undefined, Cause.squash(cause)))
   }
 
   /** Announce again now (hyperdht's `server.refresh()`). */
@@ -284,7 +293,7 @@ export class ServerCore {
       if (this.state !== "listening" || !this.suspended) return
       this.suspended = false
       yield* Effect.ignore(this.announceCycle())
-      if (this.state === "listening" && !this.suspended && this.stopLoop === null) this.stopLoop = this.host.spawn(this.loop())
+      if (this.state === "listening" && !this.suspended && this.stopLoop === null) this.stopLoop = this.host.spawn(this.loop(), (cause) => this.failed(cause))
     })
   }
 
@@ -593,7 +602,7 @@ export class ServerCore {
     const attempt = hs.attempt
     if (attempt === null || attempt.ended || (hs.connected && !hs.relayed)) return abort(C.ERROR_ABORTED)
     if (remote.error !== C.ERROR_NONE) return abort(C.ERROR_ABORTED)
-    const isServerRelay = this.relays.some((r) => r.relayAddress.host === info.relayAddress.host && r.relayAddress.port === info.relayAddress.port)
+    const isServerRelay = this.relays.some((r) => sameEndpoint(r.relayAddress, info.relayAddress))
     const token = Derive.addressToken(c, hs.localSecret, info.peerAddress.host)
     const echoed = isServerRelay && remote.remoteToken !== null && equalBytes(remote.remoteToken, token)
     if (remote.round >= hs.round) {
