@@ -1,0 +1,114 @@
+/**
+ * Every constant of the Flock cores in one place (spec: flock.md §14, with
+ * §7.1 and §9.3 for the derived values). Durations are milliseconds.
+ *
+ * Constants the reference does not have (our decisions on §15.2 and issue 19)
+ * are grouped at the end and say so.
+ */
+
+// ---------------------------------------------------------------------------
+// Swarm limits (§3, §9.5)
+// ---------------------------------------------------------------------------
+
+/** Soft cap on connections for topic-driven (queued) dials. */
+export const DEFAULT_MAX_PEERS = 64
+/** Outbound dials in progress at once (pinned dials included). */
+export const DEFAULT_MAX_PARALLEL = 3
+/** Cap on pending + open outbound connections for queued dials. */
+export const DEFAULT_MAX_CLIENT_CONNECTIONS = Number.POSITIVE_INFINITY
+/** Cap on open inbound connections (enforced by Flock, ignored by the reference: §15.2 #2). */
+export const DEFAULT_MAX_SERVER_CONNECTIONS = Number.POSITIVE_INFINITY
+
+/** Pinned-peer capacity factor for 0 / 1 / 2–3 / ≥4 pinned peers (§9.5). */
+export const PINNED_CAPACITY_FACTORS: readonly [number, number, number, number] = [1, 2, 3, 4]
+/** The pinned loop skips a peer with this many attempts or more (§9.5). */
+export const PINNED_MAX_ATTEMPTS = 5
+/** The pinned loop waits attempts × this since the last disconnect (§9.5). */
+export const PINNED_BACKOFF_PER_ATTEMPT = 1000
+
+// ---------------------------------------------------------------------------
+// Retry timer (§9.3)
+// ---------------------------------------------------------------------------
+
+/** Per-timer random spread added to each backoff (0..jitter, rounded). */
+export const BACKOFF_JITTER = 500
+/** S / M / L / X: base and random spread of the default backoffs. */
+export const BACKOFF_S_BASE = 1000
+export const BACKOFF_S_SPREAD = BACKOFF_JITTER
+export const BACKOFF_M_BASE = 5000
+export const BACKOFF_M_SPREAD = 2 * BACKOFF_JITTER
+export const BACKOFF_L_BASE = 15_000
+export const BACKOFF_L_SPREAD = 4 * BACKOFF_JITTER
+export const BACKOFF_X_BASE = 600_000
+export const BACKOFF_X_SPREAD = 240 * BACKOFF_JITTER
+/** A bulk timer ticks every floor(this × period). */
+export const BULK_TICK_FACTOR = 0.66
+
+// ---------------------------------------------------------------------------
+// PeerInfo (§9.2)
+// ---------------------------------------------------------------------------
+
+/** A connection open this long counts as healthy: its close resets attempts (fast retry). */
+export const MIN_CONNECTION_TIME = 15_000
+
+export const PRIORITY_VERY_LOW = 0
+export const PRIORITY_LOW = 1
+export const PRIORITY_NORMAL = 2
+export const PRIORITY_HIGH = 3
+export const PRIORITY_VERY_HIGH = 4
+export type Priority = 0 | 1 | 2 | 3 | 4
+
+/** A non-pinned peer with more attempts than this is given up (priority refused, no retry timer). */
+export const MAX_ATTEMPTS = 3
+
+// ---------------------------------------------------------------------------
+// Topic discovery (§7.1)
+// ---------------------------------------------------------------------------
+
+/** Normal delay between two refreshes of a topic (plus jitter). */
+export const REFRESH_INTERVAL = 600_000
+/** Refresh jitter: uniform 0..this, rounded. The eager delay is the jitter alone. */
+export const REFRESH_JITTER = 120_000
+/** A refresh timer firing later than delay + this means the machine slept. */
+export const DELAY_GRACE_PERIOD = 30_000
+/** Discovered keys remembered per refresh for the `limit` budget. */
+export const MAX_DISCOVERY_CACHE = 64
+
+// ---------------------------------------------------------------------------
+// DHT (§2), for reference by the actors
+// ---------------------------------------------------------------------------
+
+/** How long the DHT server caches a handled handshake (`handshakeClearWait`). */
+export const HANDSHAKE_CLEAR_WAIT = 10_000
+/** DHT announcement record lifetime. */
+export const DHT_RECORD_LIFETIME = 20 * 60_000
+/** Keep-alive on DHT connections. */
+export const CONNECTION_KEEP_ALIVE = 5000
+
+// ---------------------------------------------------------------------------
+// Error texts the reference's users see (§4, §8, §10)
+// ---------------------------------------------------------------------------
+
+export const ERR_FIREWALLED = "Peer is firewalled"
+export const ERR_DUPLICATE = "Duplicate connection"
+export const ERR_DESTROYED = "Swarm has been destroyed"
+export const ERR_MISSING_TOPIC = "Topic is required and must be a 32-byte buffer"
+
+/** Hole-punch failures after which a dial switches to relaying (§9.8, 4.17.2 list). */
+export const FORCE_RELAY_CODES: ReadonlySet<string> = new Set([
+  "HOLEPUNCH_ABORTED",
+  "HOLEPUNCH_DOUBLE_RANDOMIZED_NATS",
+  "CANNOT_HOLEPUNCH",
+  "REMOTE_NOT_HOLEPUNCHABLE"
+])
+
+// ---------------------------------------------------------------------------
+// Flock-only (not in the reference)
+// ---------------------------------------------------------------------------
+
+/** Topics are 32-byte keys (validated: §15.2 #4). */
+export const TOPIC_LENGTH = 32
+/** Banned PeerInfos kept at most (oldest ban forgotten first: §15.2 #8). */
+export const DEFAULT_MAX_BANNED_PEERS = 1024
+/** A `flush()` settles (false) at the latest this long after it was registered (issue 19). */
+export const DEFAULT_FLUSH_TIMEOUT = 60_000
