@@ -93,7 +93,7 @@ const implementations = {
         return g
       },
       async announce(c, topic, kp) {
-        const r = await c.announce(topic, kp, [{ host: "10.0.0.1", port: 1000 }])
+        const r = await c.announce(topic, kp, [{ host: "10.0.0.1", port: 1000 }]).finished()
         return r.accepted
       },
       async lookupFirst(c, topic, pk) {

@@ -8,13 +8,16 @@
 //       Queue.offerUnsafe, one fiber drains with Queue.takeAll (socket.receive)
 //       and sends synchronously
 //   (c) @effect/platform-node NodeDatagramSocket: reader fiber pulls batches,
-//       writer.writeAll refills
+//       writer.writeAll refills (only when that package is installed: it is
+//       not a dependency, its 4.1 line needs Node >= 22.19; `npm install
+//       --no-save @effect/platform-node` adds it)
 //
 // Env: BENCH_SECONDS (3), WINDOW (128), SIZE (1200), RUNS (3, variants interleaved).
-import { NodeDatagramSocket } from "@effect/platform-node"
 import { Effect, Fiber } from "effect"
 import * as dgram from "node:dgram"
 import { UdpTransport } from "../dist/layers/transport/udp.js"
+
+const NodeDatagramSocket = await import("@effect/platform-node").then((m) => m.NodeDatagramSocket, () => null)
 
 const SIZE = Number(process.env.SIZE ?? 1200)
 const WINDOW = Number(process.env.WINDOW ?? 128)
@@ -108,7 +111,7 @@ const effectSocket = Effect.gen(function*() {
 const variants = [
   ["(a) raw node:dgram", raw],
   ["(b) Omega UdpTransport", () => Effect.runPromise(omega)],
-  ["(c) NodeDatagramSocket", () => Effect.runPromise(effectSocket)]
+  ...(NodeDatagramSocket === null ? [] : [["(c) NodeDatagramSocket", () => Effect.runPromise(effectSocket)]])
 ]
 
 const median = (xs) => {

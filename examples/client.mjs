@@ -1,7 +1,7 @@
 // The seed's client example (hyperdht README), on Omega. Usage:
 //   node examples/client.mjs <bootstrap host:port> <server public key (hex)>
 // Pipes stdin to the server and the server's answers to stdout.
-import { Gateway } from "../dist/index.js"
+import Gateway from "@omegajs/gateway"
 
 const [bootstrap, key] = process.argv.slice(2)
 if (bootstrap === undefined || key === undefined) throw new Error("usage: node examples/client.mjs <bootstrap host:port> <public key>")

@@ -2,7 +2,7 @@
 //   node examples/server.mjs <bootstrap host:port>
 // Prints its public key, then prints the public key of each client and
 // pipes stdin/stdout through the connection.
-import { Gateway } from "../dist/index.js"
+import Gateway from "@omegajs/gateway"
 
 const bootstrap = process.argv[2]
 if (bootstrap === undefined) throw new Error("usage: node examples/server.mjs <bootstrap host:port>")

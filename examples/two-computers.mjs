@@ -5,7 +5,7 @@
 // the server prints the client's public key and echoes the line back.
 import { spawn } from "node:child_process"
 import { once } from "node:events"
-import { Gateway } from "../dist/index.js"
+import Gateway from "@omegajs/gateway"
 
 // a bootstrap node owns its port: try a few random ones
 let boot = null

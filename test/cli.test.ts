@@ -2,23 +2,10 @@
  * The `ogateway` CLI (src/api/cli.ts), run as a child process from the built
  * dist/api/cli.js: a local testnet end to end, --help, and flag errors.
  */
-import { type ChildProcess, execSync, spawn } from "node:child_process"
-import { existsSync, readdirSync, statSync } from "node:fs"
-import { join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { type ChildProcess, spawn } from "node:child_process"
+import dgram from "node:dgram"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-
-const root = fileURLToPath(new URL("..", import.meta.url))
-const cli = join(root, "dist", "api", "cli.js")
-
-const newestMtime = (dir: string): number => {
-  let newest = 0
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, entry.name)
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs)
-  }
-  return newest
-}
+import { distCli as cli, ensureBuilt, root } from "./support/build.js"
 
 const children = new Set<ChildProcess>()
 
@@ -54,17 +41,7 @@ const runCli = (args: ReadonlyArray<string>, timeoutMs: number): Promise<Run> =>
     })
   })
 
-beforeAll(() => {
-  const stale = !existsSync(cli) || statSync(cli).mtimeMs < newestMtime(join(root, "src"))
-  if (stale) {
-    try {
-      execSync("npm run build --silent", { cwd: root, stdio: "pipe", timeout: 180_000 })
-    } catch (e) {
-      // tsc still emits on type errors elsewhere; only a missing CLI is fatal here
-      if (!existsSync(cli)) throw e
-    }
-  }
-}, 200_000)
+beforeAll(() => ensureBuilt(), 250_000)
 
 afterAll(() => {
   for (const c of children) c.kill("SIGKILL")
@@ -130,5 +107,66 @@ describe("ogateway CLI", () => {
     const combination = await runCli(["--ephemeral", "--persistent"], 20_000)
     expect(combination.code).not.toBe(0)
     expect(combination.stderr).toContain("--ephemeral and --persistent are mutually exclusive")
+  }, 60_000)
+
+  it("counts read right: --testnet 1 is 1 bootstrapper + 1 node, and 1 of 1 other node answered", async () => {
+    const r = await runCli(["--testnet", "1", "--duration", "1"], 60_000)
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain("1 bootstrapper + 1 node...")
+    expect(r.stdout).toContain("All 2 nodes bootstrapped")
+    expect(r.stdout).toMatch(/1 of 1 other node answered/)
+    expect(r.stdout).toContain("2 nodes) --")
+    expect(r.stdout).not.toMatch(/\b1 nodes\b/)
+  }, 90_000)
+
+  it("--json reports errors as JSON lines on stdout: a bad flag, and a run failure (port taken), exit 1", async () => {
+    const usage = await runCli(["--port", "99999", "--json"], 20_000)
+    expect(usage.code).toBe(1)
+    expect(usage.stderr).toBe("")
+    const lines = usage.stdout.trim().split("\n")
+    expect(lines).toHaveLength(1)
+    expect(JSON.parse(lines[0]!)).toMatchObject({ event: "error", kind: "usage", message: "--port: 99999 is not a port (0..65535)" })
+
+    const taken = dgram.createSocket("udp4")
+    await new Promise<void>((r) => taken.bind(0, "0.0.0.0", r))
+    try {
+      const run = await runCli(["--bootstrap", "--host", "127.0.0.1", "--port", String(taken.address().port), "--json"], 30_000)
+      expect(run.code).toBe(1)
+      expect(run.stderr).toBe("")
+      const events = run.stdout.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>)
+      expect(events.at(-1)).toMatchObject({ event: "error", kind: "run" })
+      expect(String(events.at(-1)!["message"])).toContain("EADDRINUSE")
+    } finally {
+      taken.close()
+    }
+  }, 60_000)
+
+  it("--bootstrap --host 127.0.0.1 serves a bootstrap node on port 1776, 'ready to use at 127.0.0.1:1776'; --port P --bootstrap 127.0.0.1:1776 joins it", async () => {
+    const boot = spawn(process.execPath, [cli, "--bootstrap", "--host", "127.0.0.1", "--duration", "15"], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+    children.add(boot)
+    let out = ""
+    let err = ""
+    boot.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d))
+    boot.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d))
+    const exited = new Promise<number | null>((r) => boot.on("close", (code) => r(code)))
+    const deadline = Date.now() + 20_000
+    while (!out.includes("ready to use at") && !err.includes("ERROR") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+    if (err.includes("EADDRINUSE")) {
+      // port 1776 is taken on this machine: the bind failure still shows the default port
+      boot.kill("SIGKILL")
+      expect(err).toContain("1776")
+      return
+    }
+    expect(out).toContain("Bootstrap node ready to use at 127.0.0.1:1776")
+    expect(out).toContain("node boot bound to 0.0.0.0:1776")
+    const port = 20_000 + Math.floor(Math.random() * 40_000)
+    const join = await runCli(["--port", String(port), "--bootstrap", "127.0.0.1:1776", "--host", "127.0.0.1", "--duration", "1", "--json"], 40_000)
+    expect(join.code).toBe(0)
+    const events = join.stdout.trim().split("\n").map((l) => JSON.parse(l) as Record<string, any>)
+    expect(events.find((e) => e.event === "bound")!.address).toBe(`127.0.0.1:${port}`)
+    const ready = events.find((e) => e.event === "bootstrapped")!
+    expect(ready.tableSize).toBeGreaterThanOrEqual(1)
+    boot.kill("SIGINT")
+    expect(await exited).not.toBeNull()
   }, 60_000)
 })

@@ -6,7 +6,8 @@
  */
 import { Effect, Stream } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { Connections, Gateway } from "../src/index.js"
+import { Connections } from "../src/effect.js"
+import { Gateway } from "../src/index.js"
 import { HOST, onFreePort, tracker, withTimeout } from "./support/live.js"
 
 /* eslint-disable @typescript-eslint/no-explicit-any */

@@ -17,14 +17,14 @@ const seeds = (): Array<Uint8Array> => {
 
 describe("Gateway.keyPair interop with hyperdht", () => {
   it("the package main entry exports Gateway as named and default export", async () => {
-    const pkg: any = await import("omega-p2p")
+    const pkg: any = await import("@omegajs/gateway")
     expect(typeof pkg.Gateway).toBe("function")
     expect(pkg.default).toBe(pkg.Gateway)
     expect(typeof pkg.Gateway.keyPair).toBe("function")
   })
 
   it("equals the reference keyPair(seed) for 203 seeds (package entry and sources)", async () => {
-    const pkg: any = await import("omega-p2p")
+    const pkg: any = await import("@omegajs/gateway")
     for (const seed of seeds()) {
       const ref = HyperDHT.keyPair(Buffer.from(seed))
       for (const G of [pkg.Gateway, SourceGateway]) {

@@ -175,7 +175,7 @@ describe("records interop over UDP: mixed network (reference bootstrapper + 5 re
     const topic = freshTopic("mixed omega→ref")
     const kp = freshKeyPair()
     const bump = Date.now()
-    const res = await withTimeout(omegaClient.announce(topic, kp, [relay(3333)], { bump }), OP, "omega announce")
+    const res = await withTimeout(omegaClient.announce(topic, kp, [relay(3333)], { bump }).finished(), OP, "omega announce")
     expect(res.accepted).toBe(11)
     expect(res.closestNodes.map((n) => n.port).sort()).toEqual([...allPorts].sort())
     const found = await refLookup(refClient, topic)
@@ -191,7 +191,7 @@ describe("records interop over UDP: mixed network (reference bootstrapper + 5 re
     const a = freshKeyPair()
     const b = freshKeyPair()
     await withTimeout(refClient.announce(topic, a, [relay(1)]).finished(), OP, "reference announce")
-    await withTimeout(omegaClient.announce(topic, b, [relay(2)]), OP, "omega announce")
+    await withTimeout(omegaClient.announce(topic, b, [relay(2)]).finished(), OP, "omega announce")
     expect(keysIn(await refLookup(refClient, topic))).toEqual([hex(a.publicKey), hex(b.publicKey)].sort())
     // Omega removes the reference's announcement (signed with a's key) from all 11 nodes
     expect(await withTimeout(omegaClient.unannounce(topic, a), OP, "omega unannounce")).toBe(11)

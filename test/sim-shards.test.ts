@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import { TestClock } from "effect/testing"
 import { makeNode, type NodeHandle } from "../src/actors/routing/driver.js"
 import { GatewayService } from "../src/api/GatewayService.js"
-import { InvalidInput } from "../src/api/keys.js"
+import { InvalidArgument } from "../src/api/keys.js"
 import { Crypto } from "../src/layers/Crypto.js"
 import { makeFast } from "../src/layers/crypto/fast.js"
 import type { Datagram, UdpSocket } from "../src/layers/Transport.js"
@@ -160,7 +160,7 @@ describe("SimNetwork shards", () => {
             nodes.push(yield* makeNode({ ...config, randomSeed: seed }).pipe(Effect.provideService(Transport, host), Effect.provideService(Crypto, crypto)))
           })
         const bootConfig = GatewayService.bootstrapperConfig(49737, "20.0.255.1")
-        if (bootConfig instanceof InvalidInput) return assert.fail(bootConfig.message)
+        if (bootConfig instanceof InvalidArgument) return assert.fail(bootConfig.message)
         yield* start(a, "20.0.255.1", bootConfig, 1)
         for (let i = 0; i < 60; i++) {
           yield* start(i % 2 === 0 ? a : b, `20.${i % 2}.0.${i + 1}`, { ephemeral: false, port: 49737, bootstrap: ["20.0.255.1:49737"] }, i + 2)

@@ -21,7 +21,7 @@ import * as Scope from "effect/Scope"
 import { EventEmitter } from "node:events"
 import type { NodeHandle, NodeStatus, QueryReply } from "../actors/routing/driver.js"
 import type { DhtEvent } from "../actors/routing/node.js"
-import type { Query, QueryOptions } from "../actors/routing/query.js"
+import type { Query, QueryError, QueryOptions } from "../actors/routing/query.js"
 import type { IncomingResponse } from "../actors/routing/rpc.js"
 import { type ConnectOptions, dialSocket, startDial } from "../actors/holepunch/dial.js"
 import { connectionError } from "../actors/holepunch/errors.js"
@@ -35,9 +35,19 @@ import { Crypto } from "../layers/Crypto.js"
 import type { CryptoImpl, KeyPair } from "../layers/crypto/types.js"
 import { BindError, Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
-import { defaultVerifyWorkers, type GatewayConfig, type GatewayHandle, GatewayService, makeGateway, makeGatewayNow } from "./GatewayService.js"
+import {
+  type BootstrapState,
+  defaultBootstrap,
+  defaultVerifyWorkers,
+  type GatewayConfig,
+  type GatewayHandle,
+  GatewayService,
+  makeGateway,
+  makeGatewayNow
+} from "./GatewayService.js"
+import { GatewayDestroyed } from "./errors.js"
 import * as Records from "./records.js"
-import { asBuffer, facadeCrypto, hashWith, InvalidInput, InvalidSeed, keyPairWith } from "./keys.js"
+import { asBuffer, facadeCrypto, hashWith, InvalidArgument, InvalidSeed, keyPairWith } from "./keys.js"
 
 export interface GatewayKeyPair {
   readonly publicKey: Buffer
@@ -76,15 +86,66 @@ export interface GatewayStats extends ConnectStats {
 
 const identity = <A>(a: A): A => a
 
+// ---- results as hyperdht hands them out: byte fields are Buffers (views, no copy) ----
 
-export class GatewayDestroyed extends Error {
-  readonly _tag = "GatewayDestroyed"
-  constructor() {
-    super("Node destroyed")
-  }
+/** A peer record: its public key and up to 3 relay addresses. */
+export interface GatewayPeer {
+  readonly publicKey: Buffer
+  readonly relayAddresses: ReadonlyArray<{ readonly host: string; readonly port: number }>
+}
+/** A LOOKUP reply that lists peers (`lookup`, `announce`). */
+export interface GatewayLookupResult extends Omit<Records.LookupResult, "token" | "peers"> {
+  readonly token: Buffer | null
+  readonly peers: ReadonlyArray<GatewayPeer>
+}
+/** A FIND_PEER reply carrying the record of the key looked for. */
+export interface GatewayFindPeerResult extends Omit<Records.FindPeerResult, "token" | "peer"> {
+  readonly token: Buffer | null
+  readonly peer: GatewayPeer
+}
+export interface GatewayImmutablePutResult extends Omit<Records.ImmutablePutResult, "hash"> {
+  readonly hash: Buffer
+}
+export interface GatewayImmutableGetResult extends Omit<Records.ImmutableGetResult, "token" | "value"> {
+  readonly token: Buffer | null
+  readonly value: Buffer
+}
+export interface GatewayMutablePutResult extends Omit<Records.MutablePutResult, "publicKey" | "signature"> {
+  readonly publicKey: Buffer
+  readonly signature: Buffer
+}
+export interface GatewayMutableGetResult extends Omit<Records.MutableGetResult, "token" | "value" | "signature"> {
+  readonly token: Buffer | null
+  readonly value: Buffer
+  readonly signature: Buffer
 }
 
+const bufferOrNull = (b: Uint8Array | null): Buffer | null => (b === null ? null : asBuffer(b))
+const peerOut = (p: Records.Peer): GatewayPeer => ({ publicKey: asBuffer(p.publicKey), relayAddresses: p.relayAddresses })
+const lookupOut = (r: QueryReply): GatewayLookupResult | null => {
+  const x = Records.lookupResultOf(r)
+  return x === null ? null : { ...x, token: bufferOrNull(x.token), peers: x.peers.map(peerOut) }
+}
+const findPeerOut = (r: QueryReply): GatewayFindPeerResult | null => {
+  const x = Records.findPeerResultOf(r)
+  return x === null ? null : { ...x, token: bufferOrNull(x.token), peer: peerOut(x.peer) }
+}
+
+/** A read query's plan, or the InvalidArgument its arguments got. */
+const planOf = (args: Records.QueryArgs | InvalidArgument, opts: QueryOptions | undefined): QueryPlan | InvalidArgument =>
+  args instanceof InvalidArgument ? args : { args, opts }
+
+
+
 type QueryArgs = { readonly target: Uint8Array; readonly command: number; readonly internal?: boolean; readonly value?: Uint8Array | null }
+
+/** What a GatewayQuery runs: a query, and how its end becomes the stream's (a write's commits decide it). */
+interface QueryPlan {
+  readonly args: QueryArgs
+  readonly opts?: QueryOptions | undefined
+  /** The finished query's outcome: null when it finished, else the error the stream ends with. */
+  readonly settle?: (query: Query, err: QueryError | null) => unknown
+}
 
 /**
  * A running query: an async iterable of replies, like the reference's query
@@ -94,7 +155,7 @@ type QueryArgs = { readonly target: Uint8Array; readonly command: number; readon
  * early (break, return, throw) stops the query, as destroying the
  * reference's stream does.
  */
-export class GatewayQuery<A = QueryReply> implements AsyncIterable<A> {
+export class GatewayQuery<A = QueryReply, R = void> implements AsyncIterable<A> {
   private readonly buffer: Array<A> = []
   private waiters: Array<() => void> = []
   private ended = false
@@ -104,8 +165,15 @@ export class GatewayQuery<A = QueryReply> implements AsyncIterable<A> {
   private handle: NodeHandle | null = null
   private readonly done: Promise<void>
 
-  /** `args` may be the typed error of invalid arguments: the query then fails with it on first use. */
-  constructor(start: Promise<NodeHandle> | NodeHandle, args: QueryArgs | Error, opts: QueryOptions | undefined, map: (r: QueryReply) => A | null) {
+  /**
+   * `plan` may be the typed error of invalid arguments (the query then fails
+   * with it on first use), or a function of the node that gives either.
+   */
+  constructor(
+    start: Promise<NodeHandle> | NodeHandle,
+    plan: QueryPlan | Error | ((h: NodeHandle) => QueryPlan | Error),
+    map: (r: QueryReply) => A | null
+  ) {
     let finish: () => void = () => {}
     this.done = new Promise<void>((resolve) => (finish = resolve))
     const end = (err: unknown): void => {
@@ -117,10 +185,13 @@ export class GatewayQuery<A = QueryReply> implements AsyncIterable<A> {
     }
     const open = (h: NodeHandle): void => {
       this.handle = h
-      if (args instanceof Error) return end(args)
+      const p = typeof plan === "function" ? plan(h) : plan
+      if (p instanceof Error) return end(p)
+      const args = p.args
+      const settle = p.settle
       h.exec((node) => {
         if (this.stopped) return end(null)
-        const q = args.internal === true ? node.findNode(args.target, opts) : node.query({ target: args.target, command: args.command, value: args.value ?? null }, opts)
+        const q = args.internal === true ? node.findNode(args.target, p.opts) : node.query({ target: args.target, command: args.command, value: args.value ?? null }, p.opts)
         this.query = q
         q.onreply = (r) => {
           const a = map(r)
@@ -128,7 +199,7 @@ export class GatewayQuery<A = QueryReply> implements AsyncIterable<A> {
           this.buffer.push(a)
           this.wake()
         }
-        q.onend = end
+        q.onend = settle === undefined ? end : (err) => end(settle(q, err))
         q.start()
       })
     }
@@ -161,9 +232,15 @@ export class GatewayQuery<A = QueryReply> implements AsyncIterable<A> {
   }
 
   /** Resolves when the query (and its commit, if any) finished; rejects with its error. */
-  async finished(): Promise<void> {
+  async finished(): Promise<R> {
     await this.done
     if (this.error !== null) throw this.error
+    return this.outcome()
+  }
+
+  /** What `finished()` resolves with once the query has finished without an error. */
+  protected outcome(): R {
+    return undefined as R
   }
 
   /** Stop the query (it ends without an error). */
@@ -231,6 +308,70 @@ const runWithDefault = <A, E>(effect: Effect.Effect<A, E, Transport | Crypto>): 
   return env instanceof Promise ? env.then((ctx) => Effect.runPromiseWith(ctx)(effect)) : Effect.runPromiseWith(env)(effect)
 }
 
+/**
+ * An announce (hyperdht's `announce`): a lookup of the topic whose closest
+ * nodes then get the signed record, so it reads like the lookup stream (an
+ * async iterable of `{ token, from, to, peers, bump }` replies, `finished()`,
+ * `toArray()`). Beyond the reference it says how each closest node took the
+ * write: `writes` as the answers arrive, and `finished()` resolves with the
+ * summary (`accepted`, `seqReused`, ..., `closestNodes`, `writes`). When no
+ * node accepted, the stream ends with a WriteRejected (`finished()` rejects).
+ */
+export class GatewayAnnounce extends GatewayQuery<GatewayLookupResult, Records.WriteSummary> {
+  // filled in by the plan, which may run inside the base constructor
+  private readonly state: { tally: Records.Tally | null; summary: Records.WriteSummary | null }
+
+  constructor(
+    start: Promise<NodeHandle> | NodeHandle,
+    plan: (h: NodeHandle) => Records.WritePlan | Error
+  ) {
+    const state: { tally: Records.Tally | null; summary: Records.WriteSummary | null } = { tally: null, summary: null }
+    super(start, (h) => {
+      const p = plan(h)
+      if (p instanceof Error) return p
+      state.tally = p.tally
+      return {
+        args: p.args,
+        opts: p.opts,
+        settle: (query, err) => {
+          const s = p.settle(query, err !== null)
+          if (s instanceof Error) return s
+          state.summary = s
+          return null
+        }
+      }
+    }, lookupOut)
+    this.state = state
+  }
+
+  /** Each closest node's answer so far (accepted, seqReused, seqTooLow, otherError, failed). */
+  get writes(): ReadonlyArray<Records.WriteOutcome> {
+    return this.state.tally?.writes ?? []
+  }
+
+  /** The summary once the announce has finished and a node accepted it, else null. */
+  get summary(): Records.WriteSummary | null {
+    return this.state.summary
+  }
+
+  protected override outcome(): Records.WriteSummary {
+    return this.state.summary!
+  }
+}
+
+/**
+ * A HyperDHT node with hyperdht's API (`new DHT(opts)`): promises, events,
+ * async iterables. Without a `bootstrap` option it joins the public
+ * HyperDHT network (`OMEGA_BOOTSTRAP` replaces that default list).
+ *
+ * Events: `ready` (first bootstrap done), `bootstrap-unreachable` (nodes) when
+ * no bootstrap node answered, `persistent`, `ephemeral`, `nat-update` (host,
+ * port), `add-node` / `remove-node` ({ host, port, id }), `network-update`,
+ * `network-change` (interfaces), `listening`, `wakeup`, `suspend`, `resume`,
+ * `close`, and `error` (a node that could not start: its port taken, a
+ * malformed option), which is emitted only to listeners: every operation
+ * (`ready()` first) rejects with the same error, so awaiting one is enough.
+ */
 export class Gateway extends EventEmitter {
   private keyPairValue: GatewayKeyPair | null = null
   private readonly keySeed: Uint8Array | undefined
@@ -266,7 +407,10 @@ export class Gateway extends EventEmitter {
     const scope = this.scope
     // on real UDP, writes' signature checks go to worker threads by default
     const verifyWorkers = opts.verifyWorkers ?? (opts.transport === undefined ? defaultVerifyWorkers() : 0)
-    const config = { ...opts, verifyWorkers }
+    // on real UDP, a node given no bootstrap list joins the default one (the
+    // public HyperDHT network, or OMEGA_BOOTSTRAP); simulations name theirs
+    const bootstrap = opts.bootstrap ?? (opts.transport === undefined ? defaultBootstrap() : undefined)
+    const config = { ...opts, verifyWorkers, ...(bootstrap !== undefined ? { bootstrap } : {}) }
     const opened = (h: GatewayHandle): GatewayHandle => {
       // events reach the EventEmitter synchronously from the node actor,
       // deferred to a microtask so listeners never run inside the actor
@@ -275,10 +419,11 @@ export class Gateway extends EventEmitter {
     }
     // In the default environment, once it is loaded, the node starts here
     // in plain code (no Effect run per node); otherwise through its Effect.
-    // A failure is reported the same way on both paths: the promise rejects
-    // and "error" is emitted (never thrown from here).
+    // A failure (a port taken, a malformed bootstrap entry) is reported the
+    // same way on both paths: never thrown from here, every operation
+    // (ready() first) rejects with it, and "error" is emitted to listeners.
     const env = this.runtime === null ? defaultEnv() : null
-    let started: GatewayHandle | BindError | null = null
+    let started: GatewayHandle | BindError | InvalidArgument | null = null
     let failure: { readonly error: unknown } | null = null
     if (env !== null && !(env instanceof Promise)) {
       try {
@@ -289,7 +434,7 @@ export class Gateway extends EventEmitter {
     }
     if (failure !== null) this.opening = Promise.reject(failure.error)
     else if (started === null) this.opening = this.runEffect(Effect.map(Scope.provide(makeGateway(config), scope), opened))
-    else if (started instanceof BindError) this.opening = Promise.reject(started)
+    else if (started instanceof BindError || started instanceof InvalidArgument) this.opening = Promise.reject(started)
     else {
       this.handle = opened(started)
       this.opening = Promise.resolve(started)
@@ -299,7 +444,9 @@ export class Gateway extends EventEmitter {
         this.handle = h
       },
       (err) => {
-        this.emit("error", err)
+        // only to listeners: an 'error' nobody listens to would throw, and
+        // kill a process that awaited ready() and caught this very failure
+        if (this.listenerCount("error") > 0) this.emit("error", err)
       }
     )
   }
@@ -311,6 +458,12 @@ export class Gateway extends EventEmitter {
 
   private dispatch(e: DhtEvent): void {
     switch (e._tag) {
+      case "ready": {
+        const b = this.handle?.bootstrap
+        if (b !== undefined && b.state === "unreachable") this.emit("bootstrap-unreachable", b.nodes)
+        this.emit("ready")
+        break
+      }
       case "nat-update":
         this.emit("nat-update", e.host, e.port)
         break
@@ -352,11 +505,11 @@ export class Gateway extends EventEmitter {
   /**
    * A bootstrap node: persistent at once, bound to exactly `port`, its public
    * address `host` (an IPv4 address). Bind to another interface with `opts.host`.
-   * @throws InvalidInput for a bad port or host.
+   * @throws InvalidArgument for a bad port or host.
    */
   static bootstrapper(port: number, host: string, opts: GatewayOptions = {}): Gateway {
     const config = GatewayService.bootstrapperConfig(port, host, opts)
-    if (config instanceof InvalidInput) throw config
+    if (config instanceof InvalidArgument) throw config
     return new Gateway({ ...opts, ...config })
   }
 
@@ -415,6 +568,16 @@ export class Gateway extends EventEmitter {
   }
 
   // ---- state (synchronous, like the reference) -------------------------------------
+
+  /**
+   * Where the node stands with its bootstrap list: `bootstrapping` until the
+   * first bootstrap ends, then `joined` (a node answered), `unreachable`
+   * (none on the list answered; 'bootstrap-unreachable' was emitted) or
+   * `alone` (no list: the first node of its network).
+   */
+  get bootstrapState(): BootstrapState {
+    return this.handle?.bootstrap.state ?? "bootstrapping"
+  }
 
   get bootstrapped(): boolean {
     return this.handle?.core.bootstrapped ?? false
@@ -481,11 +644,11 @@ export class Gateway extends EventEmitter {
   }
 
   findNode(target: Uint8Array, opts?: QueryOptions): GatewayQuery {
-    return new GatewayQuery(this.nodeNow(), { target, command: 2, internal: true }, opts, identity)
+    return new GatewayQuery(this.nodeNow(), { args: { target, command: 2, internal: true }, opts }, identity)
   }
 
   query(args: { readonly target: Uint8Array; readonly command: number; readonly value?: Uint8Array | null }, opts?: QueryOptions): GatewayQuery {
-    return new GatewayQuery(this.nodeNow(), { target: args.target, command: args.command, value: args.value ?? null }, opts, identity)
+    return new GatewayQuery(this.nodeNow(), { args: { target: args.target, command: args.command, value: args.value ?? null }, opts }, identity)
   }
 
   async ping(to: { readonly host: string; readonly port: number }, opts: { readonly size?: number; readonly retry?: boolean } = {}): Promise<IncomingResponse> {
@@ -595,21 +758,33 @@ export class Gateway extends EventEmitter {
   }
 
   /** LOOKUP `topic` (32 bytes): an async iterable of `{ token, from, to, peers, bump }` replies. */
-  lookup(topic: Uint8Array, opts?: QueryOptions): GatewayQuery<Records.LookupResult> {
-    return new GatewayQuery(this.nodeNow(), Records.lookupQuery(topic), opts, Records.lookupResultOf)
+  lookup(topic: Uint8Array, opts?: QueryOptions): GatewayQuery<GatewayLookupResult> {
+    return new GatewayQuery(this.nodeNow(), planOf(Records.lookupQuery(topic), opts), lookupOut)
   }
 
   /** FIND_PEER: replies carrying the announced record of `publicKey`. */
-  findPeer(publicKey: Uint8Array, opts?: QueryOptions & { readonly hash?: boolean }): GatewayQuery<Records.FindPeerResult> {
-    return new GatewayQuery(this.nodeNow(), Records.findPeerQuery((b) => Gateway.hash(b), publicKey, opts), opts, Records.findPeerResultOf)
+  findPeer(publicKey: Uint8Array, opts?: QueryOptions & { readonly hash?: boolean }): GatewayQuery<GatewayFindPeerResult> {
+    return new GatewayQuery(this.nodeNow(), planOf(Records.findPeerQuery((b) => Gateway.hash(b), publicKey, opts), opts), findPeerOut)
   }
 
   /**
-   * Announce `keyPair.publicKey` under `topic`; resolves with the lookup replies and how many
-   * closest nodes accepted (`accepted`), rejects with WriteRejected when none did.
+   * Announce `keyPair.publicKey` (with up to 3 `relayAddresses`) under
+   * `topic` (32 bytes): a lookup stream like `lookup`'s, whose closest nodes
+   * then store the signed record. `await stream.finished()` resolves with how
+   * each closest node took it (`accepted`, `writes`, ...) and rejects with
+   * WriteRejected when none did. `clear: true` unannounces first.
    */
-  announce(topic: Uint8Array, keyPair: KeyPair = this.defaultKeyPair, relayAddresses: ReadonlyArray<{ host: string; port: number }> = [], opts?: Records.AnnounceOptions) {
-    return this.run((h) => Records.announce(h, topic, keyPair, relayAddresses, opts))
+  announce(
+    topic: Uint8Array,
+    keyPair: KeyPair = this.defaultKeyPair,
+    relayAddresses: ReadonlyArray<{ host: string; port: number }> = [],
+    opts: Records.AnnounceOptions = {}
+  ): GatewayAnnounce {
+    const start = this.nodeNow()
+    const cleared = opts.clear !== true
+      ? start
+      : Promise.resolve(start).then((h) => this.runEffect(Effect.ignore(Records.unannounce(h, topic, keyPair, opts))).then(() => h))
+    return new GatewayAnnounce(cleared, (h) => Records.announcePlan(h, topic, keyPair, relayAddresses, opts))
   }
 
   /** Remove our announcement from the nodes holding it; resolves with how many confirmed. */
@@ -618,21 +793,32 @@ export class Gateway extends EventEmitter {
   }
 
   /** Store `value` (≤ 1850 bytes) under its BLAKE2b-256 hash: `{ hash, closestNodes, accepted, ... }`. */
-  immutablePut(value: Uint8Array, opts?: QueryOptions): Promise<Records.ImmutablePutResult> {
-    return this.run((h) => Records.immutablePut(h, value, opts))
+  immutablePut(value: Uint8Array, opts?: QueryOptions): Promise<GatewayImmutablePutResult> {
+    return this.run((h) => Effect.map(Records.immutablePut(h, value, opts), (r) => ({ ...r, hash: asBuffer(r.hash) })))
   }
 
-  immutableGet(hash: Uint8Array, opts?: QueryOptions): Promise<Records.ImmutableGetResult | null> {
-    return this.run((h) => Records.immutableGet(h, hash, opts))
+  /** The value stored under `hash` (checked against it), or null. */
+  immutableGet(hash: Uint8Array, opts?: QueryOptions): Promise<GatewayImmutableGetResult | null> {
+    return this.run((h) =>
+      Effect.map(Records.immutableGet(h, hash, opts), (r) => (r === null ? null : { ...r, token: bufferOrNull(r.token), value: asBuffer(r.value) }))
+    )
   }
 
   /** Store a signed value under hash(keyPair.publicKey): `{ publicKey, closestNodes, seq, signature, accepted, ... }`. */
-  mutablePut(keyPair: KeyPair, value: Uint8Array, opts?: QueryOptions & { readonly seq?: number }): Promise<Records.MutablePutResult> {
-    return this.run((h) => Records.mutablePut(h, keyPair, value, opts))
+  mutablePut(keyPair: KeyPair, value: Uint8Array, opts?: QueryOptions & { readonly seq?: number }): Promise<GatewayMutablePutResult> {
+    return this.run((h) =>
+      Effect.map(Records.mutablePut(h, keyPair, value, opts), (r) => ({ ...r, publicKey: asBuffer(r.publicKey), signature: asBuffer(r.signature) }))
+    )
   }
 
-  mutableGet(publicKey: Uint8Array, opts?: QueryOptions & { readonly seq?: number; readonly latest?: boolean }): Promise<Records.MutableGetResult | null> {
-    return this.run((h) => Records.mutableGet(h, publicKey, opts))
+  /** The latest verified value signed by `publicKey` (with `latest: false`, the first found), or null. */
+  mutableGet(publicKey: Uint8Array, opts?: QueryOptions & { readonly seq?: number; readonly latest?: boolean }): Promise<GatewayMutableGetResult | null> {
+    return this.run((h) =>
+      Effect.map(
+        Records.mutableGet(h, publicKey, opts),
+        (r) => (r === null ? null : { ...r, token: bufferOrNull(r.token), value: asBuffer(r.value), signature: asBuffer(r.signature) })
+      )
+    )
   }
 }
 
@@ -656,5 +842,5 @@ const parseRemote = (remote: RemoteKey): { publicKey: Uint8Array; relayAddresses
   return null
 }
 
-export { ConnectionPool, GatewayServer, GatewaySocket, InvalidSeed }
+export { ConnectionPool, GatewayDestroyed, GatewayServer, GatewaySocket, InvalidSeed }
 export default Gateway

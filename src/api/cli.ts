@@ -6,8 +6,11 @@
  *   ogateway                                   one node on the public HyperDHT network
  *   ogateway --nodes 5                         five nodes in one process
  *   ogateway --bootstrap 1.2.3.4:49737         join the given nodes instead
- *   ogateway --bootstrap-node --host 203.0.113.7 [--port 49737] [--bind 0.0.0.0]
- *                                              a bootstrap node (public address host:port)
+ *   ogateway --bootstrap --host 203.0.113.7 [--port 1776] [--bind 0.0.0.0]
+ *                                              a bootstrap node (public address host:port, port 1776
+ *                                              by default); `--bootstrap-node` is the same
+ *   ogateway --port 49738 --bootstrap 203.0.113.7:1776
+ *                                              a node joining that bootstrap node
  *   ogateway --testnet 10 [--duration 10]      an isolated network on 127.0.0.1
  *
  * Every mode ends in a live status view (one block of plain lines per second,
@@ -15,10 +18,10 @@
  * `NodeRuntime.runMain`, so SIGINT/SIGTERM interrupt the program and the
  * finalizers destroy every node and close its sockets (exit code 130);
  * `--duration` ends the status view itself (exit code 0). Bad flags print the
- * help with the error and exit 1.
+ * help with the error and exit 1; with `--json`, every error is one JSON line
+ * (`{"event":"error",...}`) on stdout instead.
  */
-import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -29,18 +32,21 @@ import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as CliError from "effect/cli/CliError"
+import * as CliOutput from "effect/cli/CliOutput"
 import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
 import { randomBytes } from "node:crypto"
 import { createRequire } from "node:module"
 import { makeNode, type NodeConfig, type NodeHandle, type NodeStatus } from "../actors/routing/driver.js"
 import { Crypto } from "../layers/Crypto.js"
+import * as NodeRuntime from "../layers/node/NodeRuntime.js"
+import * as NodeServices from "../layers/node/NodeServices.js"
 import type { BindError, Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
 import { isIPv4, toHex } from "../protocol/encoding.js"
-import { DEFAULT_BOOTSTRAP, DEFAULT_PORT } from "../protocol/records.js"
-import { GatewayService } from "./GatewayService.js"
-import { InvalidInput } from "./keys.js"
+import { DEFAULT_PORT } from "../protocol/records.js"
+import { BOOTSTRAP_ENV, defaultBootstrap, GatewayService } from "./GatewayService.js"
+import { InvalidArgument } from "./keys.js"
 
 const VERSION: string = (() => {
   try {
@@ -52,6 +58,8 @@ const VERSION: string = (() => {
 
 /** Value used when `--testnet` is given without a number. */
 const DEFAULT_TESTNET_SIZE = 10
+/** A bootstrap node's port when `--port` is not given (the seed's). */
+const BOOTSTRAP_NODE_PORT = 1776
 const READY_TIMEOUT = Duration.seconds(30)
 const FIND_NODE_TIMEOUT = Duration.seconds(20)
 
@@ -70,8 +78,8 @@ const bootstrapFlag = Flag.String("bootstrap").pipe(
 )
 const bootstrapNodeFlag = Flag.Boolean("bootstrap-node").pipe(
   Flag.withDescription(
-    "Run a bootstrap node (hyperdht `--bootstrap`): persistent at once, public address --host:--port " +
-      `(port default ${DEFAULT_PORT}); --host is required and must be the public IPv4 address`
+    "Run a bootstrap node (same as a bare `--bootstrap`): persistent at once, public address --host:--port " +
+      `(port default ${BOOTSTRAP_NODE_PORT}); --host is required and must be the public IPv4 address`
   ),
   Flag.withDefault(false)
 )
@@ -84,7 +92,7 @@ const hostFlag = Flag.String("host").pipe(
 const portFlag = Flag.Int("port").pipe(
   Flag.withDescription(
     `UDP port. Nodes: bind exactly this port (one node only; default ${DEFAULT_PORT}, then any free port). ` +
-      `--bootstrap-node: the public port (default ${DEFAULT_PORT}). --testnet: the bootstrapper's port (default: a free one)`
+      `Bootstrap node: its port (default ${BOOTSTRAP_NODE_PORT}). --testnet: the bootstrapper's port (default: a free one)`
   ),
   Flag.optional
 )
@@ -198,6 +206,9 @@ const makeOut = (json: boolean): Out => (event, text) =>
 
 const addr = (a: { readonly host: string | null; readonly port: number }): string => `${a.host ?? "?"}:${a.port}`
 
+/** "1 node", "2 nodes". */
+const count = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? "" : "s"}`
+
 interface Running {
   readonly label: string
   readonly handle: NodeHandle
@@ -270,7 +281,7 @@ const statusView = (nodes: ReadonlyArray<Running>, out: Out, json: boolean) =>
         }, "")
       } else {
         const lines = [
-          `-- status at ${new Date(now).toISOString().slice(11, 19)} (view up ${uptime.toFixed(0)} s, ${nodes.length} node${nodes.length === 1 ? "" : "s"}) --`,
+          `-- status at ${new Date(now).toISOString().slice(11, 19)} (view up ${uptime.toFixed(0)} s, ${count(nodes.length, "node")}) --`,
           row(COLUMNS.map((c) => c[0])),
           ...entries.map(({ dropped, n, rate, st }) =>
             row([
@@ -330,25 +341,29 @@ const startNode = (label: string, config: NodeConfig, out: Out, what: string): E
     return n
   })
 
-const announceReady = (n: Running, out: Out) =>
+const announceReady = (n: Running, out: Out, bootstrapList = true) =>
   Effect.flatMap(n.handle.status, (st) =>
     out(
       { event: "bootstrapped", node: n.label, address: addr(st.serverAddress), tableSize: st.tableSize, ephemeral: st.ephemeral },
       `node ${n.label} bootstrapped (${addr(st.serverAddress)}, routing table ${st.tableSize}, ${st.ephemeral ? "ephemeral" : "persistent"})` +
-        (st.tableSize === 0 && n.label !== "boot" ? " but no bootstrap node answered: offline, or check --bootstrap" : "")
+        (st.tableSize > 0 || n.label === "boot" ? "" : bootstrapList ? " but no bootstrap node answered: offline, or check --bootstrap" : ": alone, no bootstrap list")
     ))
 
 /** `ogateway [--nodes N] [--bootstrap ...]`: nodes on a real network. */
 const runNodes = (o: Options, out: Out) =>
   Effect.gen(function*() {
     const given = bootstrapList(o.bootstrap)
-    const bootstrap = given.length > 0 ? given : [...DEFAULT_BOOTSTRAP]
+    const bootstrap = given.length > 0 ? given : [...defaultBootstrap()]
     const port = Option.getOrUndefined(o.port)
     const fixedPort = port !== undefined && port > 0
-    yield* out(
-      { event: "starting", nodes: o.nodes, bootstrap },
-      `Booting ${o.nodes} DHT node${o.nodes === 1 ? "" : "s"} (bootstrap: ${given.length > 0 ? bootstrap.join(", ") : "public HyperDHT network"})...`
-    )
+    const source = given.length > 0
+      ? bootstrap.join(", ")
+      : process.env[BOOTSTRAP_ENV] === undefined
+      ? "public HyperDHT network"
+      : bootstrap.length > 0
+      ? `${bootstrap.join(", ")} from ${BOOTSTRAP_ENV}`
+      : `none, ${BOOTSTRAP_ENV} is empty`
+    yield* out({ event: "starting", nodes: o.nodes, bootstrap }, `Booting ${count(o.nodes, "DHT node")} (bootstrap: ${source})...`)
     const nodes: Array<Running> = []
     for (let i = 0; i < o.nodes; i++) {
       const config: NodeConfig = {
@@ -361,8 +376,8 @@ const runNodes = (o: Options, out: Out) =>
       }
       nodes.push(yield* startNode(`#${i}`, config, out, `node #${i}`))
     }
-    yield* out({ event: "started", nodes: o.nodes }, `Fully started ${o.nodes} DHT node${o.nodes === 1 ? "" : "s"}; bootstrapping in the background`)
-    for (const n of nodes) yield* Effect.forkScoped(Effect.andThen(n.handle.ready, announceReady(n, out)), { startImmediately: true })
+    yield* out({ event: "started", nodes: o.nodes }, `Fully started ${count(o.nodes, "DHT node")}; bootstrapping in the background`)
+    for (const n of nodes) yield* Effect.forkScoped(Effect.andThen(n.handle.ready, announceReady(n, out, bootstrap.length > 0)), { startImmediately: true })
     return nodes
   })
 
@@ -370,17 +385,18 @@ const runNodes = (o: Options, out: Out) =>
 const runBootstrapper = (o: Options, out: Out) =>
   Effect.gen(function*() {
     const host = Option.getOrElse(o.host, () => "")
-    const port = Option.getOrElse(o.port, () => DEFAULT_PORT)
+    const port = Option.getOrElse(o.port, () => BOOTSTRAP_NODE_PORT)
     const others = bootstrapList(o.bootstrap)
     const config = GatewayService.bootstrapperConfig(port, host, Option.isSome(o.bind) ? { host: o.bind.value } : {})
-    if (config instanceof InvalidInput) return yield* Effect.fail(userError(`--bootstrap-node: ${config.argument}: ${config.detail}`, config))
+    if (config instanceof InvalidArgument) return yield* Effect.fail(userError(`--bootstrap-node: ${config.argument}: ${config.detail}`, config))
     yield* out({ event: "starting", mode: "bootstrapper", publicAddress: `${host}:${port}` }, "Starting DHT bootstrap node...")
     const n = yield* startNode("boot", { ...config, bootstrap: others }, out, "bootstrap node")
     yield* n.handle.ready
     const st = yield* n.handle.status
     yield* out(
       { event: "bootstrapped", node: n.label, address: addr(st.serverAddress), publicAddress: `${host}:${port}`, id: st.id === null ? null : toHex(st.id) },
-      `Fully started DHT bootstrap node: bound to ${addr(st.serverAddress)}, public address ${host}:${port}, id ${st.id === null ? "?" : toHex(st.id)}`
+      `Bootstrap node ready to use at ${host}:${port} (bound to ${addr(st.serverAddress)}, id ${st.id === null ? "?" : toHex(st.id)})\n` +
+        `Join it with: ogateway --port ${DEFAULT_PORT + 1} --bootstrap ${host}:${port}  (or new Gateway({ bootstrap: ["${host}:${port}"] }))`
     )
     return [n]
   })
@@ -395,7 +411,7 @@ const startTestnetBootstrapper = (o: Options, out: Out) =>
     for (let i = 0; i < attempts; i++) {
       const port = fixed ?? 20000 + Math.floor(Math.random() * 40000)
       const config = GatewayService.bootstrapperConfig(port, host, { host })
-      if (config instanceof InvalidInput) return yield* Effect.fail(userError(`testnet: ${config.detail}`, config))
+      if (config instanceof InvalidArgument) return yield* Effect.fail(userError(`testnet: ${config.detail}`, config))
       const r = yield* Effect.result(startNode("boot", config, out, "testnet bootstrapper"))
       if (r._tag === "Success") return r.success
       lastError = r.failure
@@ -406,7 +422,7 @@ const startTestnetBootstrapper = (o: Options, out: Out) =>
 /** `ogateway --testnet N`: bootstrapper + N nodes on 127.0.0.1, then a findNode. */
 const runTestnet = (o: Options, size: number, out: Out) =>
   Effect.gen(function*() {
-    yield* out({ event: "starting", mode: "testnet", nodes: size + 1 }, `Starting a local testnet on 127.0.0.1: 1 bootstrapper + ${size} nodes...`)
+    yield* out({ event: "starting", mode: "testnet", nodes: size + 1 }, `Starting a local testnet on 127.0.0.1: 1 bootstrapper + ${count(size, "node")}...`)
     const boot = yield* startTestnetBootstrapper(o, out)
     const bootAddr = (yield* boot.handle.status).serverAddress
     const nodes: Array<Running> = [boot]
@@ -430,11 +446,11 @@ const runTestnet = (o: Options, size: number, out: Out) =>
     )
     const bootstrapped = ready.filter((r) => r).length
     if (bootstrapped !== nodes.length) {
-      return yield* Effect.fail(userError(`testnet: only ${bootstrapped} of ${nodes.length} nodes bootstrapped within ${Duration.format(READY_TIMEOUT)}`))
+      return yield* Effect.fail(userError(`testnet: only ${bootstrapped} of ${count(nodes.length, "node")} bootstrapped within ${Duration.format(READY_TIMEOUT)}`))
     }
     yield* out(
       { event: "testnet", nodes: nodes.length, bootstrapped, bootstrapper: addr(bootAddr) },
-      `All ${bootstrapped} nodes bootstrapped. Bootstrapper: ${addr(bootAddr)} (join with --bootstrap ${addr(bootAddr)})`
+      `All ${count(bootstrapped, "node")} bootstrapped. Bootstrapper: ${addr(bootAddr)} (join with --bootstrap ${addr(bootAddr)})`
     )
 
     // one findNode from the first regular node towards a random target
@@ -448,7 +464,7 @@ const runTestnet = (o: Options, size: number, out: Out) =>
     const answered = new Set(Array.from(replies, (r) => `${r.from.host}:${r.from.port}`))
     yield* out(
       { event: "findNode", from: from.label, target: toHex(target), answered: answered.size, replies: replies.length, others: nodes.length - 1, ms: Date.now() - t0 },
-      `findNode ${toHex(target).slice(0, 12)}… from node ${from.label}: ${answered.size} of ${nodes.length - 1} other nodes answered (${Date.now() - t0} ms)`
+      `findNode ${toHex(target).slice(0, 12)}… from node ${from.label}: ${answered.size} of ${count(nodes.length - 1, "other node")} answered (${Date.now() - t0} ms)`
     )
     return nodes
   })
@@ -466,18 +482,17 @@ const program = (o: Options) =>
       : o.bootstrapNode
       ? yield* runBootstrapper(o, out)
       : yield* runNodes(o, out)
-    const plural = nodes.length === 1 ? "" : "s"
     const view = statusView(nodes, out, o.json)
     const run = Option.isNone(o.duration) ? view : Effect.andThen(
       Effect.timeoutOption(view, Duration.millis(o.duration.value * 1000)),
       out(
         { event: "shutdown", nodes: nodes.length, reason: "duration" },
-        `--duration ${o.duration.value} s elapsed; shutting down ${nodes.length} node${plural}...`
+        `--duration ${o.duration.value} s elapsed; shutting down ${count(nodes.length, "node")}...`
       )
     )
     // Ctrl-C / SIGTERM: runMain interrupts us; the scope's finalizers destroy the nodes
     yield* run.pipe(
-      Effect.onInterrupt(() => out({ event: "shutdown", nodes: nodes.length, reason: "signal" }, `Shutting down ${nodes.length} node${plural}...`))
+      Effect.onInterrupt(() => out({ event: "shutdown", nodes: nodes.length, reason: "signal" }, `Shutting down ${count(nodes.length, "node")}...`))
     )
   }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(UdpTransport.layer, Crypto.layer)))
 
@@ -503,15 +518,16 @@ const command = Command.make(
     "Run Omega HyperDHT nodes: one or more nodes on the public network (default), a bootstrap node, " +
       "or an isolated local testnet; then show a live status view (per node: address, id, routing-table size, " +
       "ephemeral/persistent, firewalled, NAT address, outgoing requests/s, dropped datagrams) until Ctrl-C or --duration. " +
-      "Differences from the reference `hyperdht` CLI: the bootstrap node is --bootstrap-node (a bare --bootstrap is " +
-      "still accepted for it), --bind, --testnet, --duration, --json, --ephemeral and --persistent are Omega additions, " +
-      "and --port 0 means any free port."
+      `Differences from the reference \`hyperdht\` CLI: a bootstrap node listens on port ${BOOTSTRAP_NODE_PORT} by default ` +
+      "(--bootstrap-node is a synonym of a bare --bootstrap), --bind, --testnet, --duration, --json, --ephemeral and " +
+      "--persistent are Omega additions, and --port 0 means any free port."
   ),
   Command.withExamples([
     { command: "ogateway", description: "one node joining the public HyperDHT network" },
     { command: "ogateway --nodes 5 --json", description: "five nodes, machine-readable status lines" },
     { command: "ogateway --bootstrap 127.0.0.1:49737", description: "join a local network instead" },
-    { command: "ogateway --bootstrap-node --host 203.0.113.7 --port 49737", description: "a bootstrap node reachable at 203.0.113.7:49737" },
+    { command: "ogateway --bootstrap --host 203.0.113.7", description: `a bootstrap node, ready to use at 203.0.113.7:${BOOTSTRAP_NODE_PORT}` },
+    { command: `ogateway --port 49738 --bootstrap 203.0.113.7:${BOOTSTRAP_NODE_PORT}`, description: "a node joining it" },
     { command: "ogateway --testnet 10 --duration 10", description: "a local network of 11 nodes for 10 seconds" }
   ])
 )
@@ -540,7 +556,49 @@ const teardown: Runtime.Teardown = (exit, onExit) =>
     if (Exit.isSuccess(exit)) setTimeout(() => process.exit(code), 2000).unref()
   })
 
-Command.runWith(command, { version: VERSION })(normalizeArgs(process.argv.slice(2))).pipe(
+/** A failure as one JSON line: usage errors (bad flags) and run errors (a port taken, a testnet that did not come up). */
+const jsonError = (error: unknown): Record<string, unknown> => {
+  if (CliError.isCliError(error) && error._tag === "ShowHelp") {
+    const messages = error.errors.map((e) => e.message)
+    return { event: "error", kind: "usage", message: messages.join("; ") || "usage", errors: messages }
+  }
+  const user = typeof error === "object" && error !== null ? CliError.getUserMessage(error) : undefined
+  const message = user ?? (error instanceof Error ? error.message : String(error))
+  return { event: "error", kind: "run", message }
+}
+
+/**
+ * `--json`: errors go to stdout as JSON lines, not as help text and an
+ * ERROR block (the runner's own report is silenced; the exit code stays 1).
+ */
+const reportJson = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.catchCause(self, (cause) => {
+    if (!Cause.hasFails(cause) && !Cause.hasDies(cause)) return Effect.failCause(cause)
+    const error = Cause.squash(cause)
+    return Effect.andThen(
+      Effect.sync(() => {
+        process.stdout.write(JSON.stringify(jsonError(error)) + "\n")
+        if (typeof error === "object" && error !== null) Object.assign(error, { [Runtime.errorReported]: false })
+      }),
+      Effect.failCause(cause)
+    )
+  })
+
+/** `--json`: help shown only when asked for (`--help`); invalid invocations are reported by `reportJson`. */
+const jsonPresenter: CliOutput.Presenter = {
+  present: (event) => event._tag === "Help" && event.reason === "Implicit" ? Effect.void : CliOutput.defaultPresenter.present(event)
+}
+
+// output piped into a reader that went away (`ogateway | head`): stop quietly
+process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+  if (e.code === "EPIPE") process.exit(0)
+})
+
+const args = normalizeArgs(process.argv.slice(2))
+const json = args.includes("--json")
+
+Command.runWith(command, { version: VERSION, ...(json ? { renderErrors: false } : {}) })(args).pipe(
+  json ? (run) => reportJson(Effect.provideService(run, CliOutput.Presenter, jsonPresenter)) : (run) => run,
   Effect.provide(NodeServices.layer),
   (main) => NodeRuntime.runMain(main, { teardown })
 )

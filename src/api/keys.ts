@@ -11,12 +11,19 @@ import { noble } from "../layers/crypto/noble.js"
 import type { CryptoImpl, KeyPair } from "../layers/crypto/types.js"
 
 export class InvalidSeed extends Data.TaggedError("InvalidSeed")<{ readonly detail: string }> {
+  get code(): "INVALID_ARGUMENT" {
+    return "INVALID_ARGUMENT"
+  }
   override get message(): string {
     return `invalid key pair seed: ${this.detail} (expected a 32-byte Uint8Array)`
   }
 }
 
-export class InvalidInput extends Data.TaggedError("InvalidInput")<{ readonly argument: string; readonly detail: string }> {
+/** An argument the API cannot take (a malformed topic, key, port, bootstrap entry, ...): returned or thrown before anything is sent. */
+export class InvalidArgument extends Data.TaggedError("InvalidArgument")<{ readonly argument: string; readonly detail: string }> {
+  get code(): "INVALID_ARGUMENT" {
+    return "INVALID_ARGUMENT"
+  }
   override get message(): string {
     return `invalid ${this.argument}: ${this.detail}`
   }
@@ -39,10 +46,10 @@ export const keyPair = (seed?: Uint8Array): Effect.Effect<KeyPair, InvalidSeed, 
   Effect.flatMap(Crypto, (c) => Effect.fromResult(keyPairWith(c, seed)))
 
 /** BLAKE2b-256, hyperdht's `hash`. */
-export const hashWith = (c: CryptoImpl, data: Uint8Array): Result.Result<Uint8Array, InvalidInput> =>
+export const hashWith = (c: CryptoImpl, data: Uint8Array): Result.Result<Uint8Array, InvalidArgument> =>
   data instanceof Uint8Array
     ? Result.succeed(c.blake2b(data))
-    : Result.fail(new InvalidInput({ argument: "data", detail: `expected a Uint8Array, got ${describe(data)}` }))
+    : Result.fail(new InvalidArgument({ argument: "data", detail: `expected a Uint8Array, got ${describe(data)}` }))
 
 /**
  * The implementation the synchronous facade helpers use: the fast one once

@@ -21,6 +21,8 @@ import type { IncomingResponse, NodeAddress } from "../actors/routing/rpc.js"
 import type { KeyPair } from "../layers/crypto/types.js"
 import { decode, encode, equalBytes, type IPv4Address, isBytes, uint } from "../protocol/encoding.js"
 import * as R from "../protocol/records.js"
+import type { BootstrapInfo, GatewayHandle } from "./GatewayService.js"
+import { InvalidArgument } from "./keys.js"
 
 // ---- errors -----------------------------------------------------------------------
 
@@ -29,6 +31,9 @@ export class ValueTooLarge extends Data.TaggedError("ValueTooLarge")<{
   readonly size: number
   readonly limit: number
 }> {
+  get code(): "VALUE_TOO_LARGE" {
+    return "VALUE_TOO_LARGE"
+  }
   override get message(): string {
     return `${this.operation}: the value is ${this.size} bytes; the limit is ${this.limit} bytes (a reply carrying it must fit the 2048-byte DHT datagram)`
   }
@@ -45,23 +50,44 @@ export interface RejectionCounts {
   readonly failed: number
 }
 
+/** How one of the closest nodes answered a write (the name of the count it adds to). */
+export type WriteOutcomeKind = "accepted" | "seqReused" | "seqTooLow" | "otherError" | "failed"
+
+/** One closest node's answer to a write. */
+export interface WriteOutcome {
+  readonly to: NodeAddress
+  readonly outcome: WriteOutcomeKind
+  /** The node's error code (SEQ_REUSED 16, SEQ_TOO_LOW 17, INVALID_TOKEN 2, ...); 0 when accepted or unanswered. */
+  readonly error: number
+}
+
 export class WriteRejected extends Data.TaggedError("WriteRejected")<{
   readonly operation: string
   /** Closest nodes the write was sent to (0: no persistent node answered the query). */
   readonly attempted: number
   readonly counts: RejectionCounts
+  /** Each closest node's answer. */
+  readonly writes?: ReadonlyArray<WriteOutcome>
+  /** The writing node's bootstrap list and state, when no node was there to write to. */
+  readonly bootstrap?: BootstrapInfo
 }> {
+  get code(): "WRITE_REJECTED" {
+    return "WRITE_REJECTED"
+  }
   override get message(): string {
     const c = this.counts
-    return this.attempted === 0
-      ? `${this.operation}: no persistent node answered, nothing was stored`
-      : `${this.operation}: none of the ${this.attempted} closest nodes accepted the write (seq reused ${c.seqReused}, seq too low ${c.seqTooLow}, other errors ${c.otherErrors}, no reply ${c.failed})`
-  }
-}
-
-export class InvalidArgument extends Data.TaggedError("InvalidArgument")<{ readonly argument: string; readonly detail: string }> {
-  override get message(): string {
-    return `invalid ${this.argument}: ${this.detail}`
+    if (this.attempted > 0) {
+      return `${this.operation}: none of the ${this.attempted} closest nodes accepted the write (seq reused ${c.seqReused}, seq too low ${c.seqTooLow}, other errors ${c.otherErrors}, no reply ${c.failed})`
+    }
+    const base = `${this.operation}: no persistent node answered, nothing was stored`
+    switch (this.bootstrap?.state) {
+      case "unreachable":
+        return `${base}: no bootstrap node answered (${this.bootstrap.nodes.join(", ")}); the node is offline or its bootstrap list is wrong`
+      case "alone":
+        return `${base}: the node has no bootstrap list and no other node has contacted it`
+      default:
+        return base
+    }
   }
 }
 
@@ -101,6 +127,8 @@ export interface FindPeerResult {
 
 export interface WriteSummary extends RejectionCounts {
   readonly closestNodes: ReadonlyArray<NodeAddress>
+  /** Each closest node's answer, in the order they arrived. */
+  readonly writes: ReadonlyArray<WriteOutcome>
 }
 
 export interface ImmutablePutResult extends WriteSummary {
@@ -142,15 +170,25 @@ const filterMapOption =
     )
 
 
-interface Tally {
+/** The answers to a write's commits so far: the counts and each node's outcome. */
+export interface Tally {
   accepted: number
   seqReused: number
   seqTooLow: number
   otherErrors: number
   failed: number
+  readonly writes: Array<WriteOutcome>
 }
 
-const newTally = (): Tally => ({ accepted: 0, seqReused: 0, seqTooLow: 0, otherErrors: 0, failed: 0 })
+const newTally = (): Tally => ({ accepted: 0, seqReused: 0, seqTooLow: 0, otherErrors: 0, failed: 0, writes: [] })
+
+const countsOf = (t: Tally): RejectionCounts => ({ accepted: t.accepted, seqReused: t.seqReused, seqTooLow: t.seqTooLow, otherErrors: t.otherErrors, failed: t.failed })
+
+const record = (tally: Tally, to: NodeAddress, outcome: WriteOutcomeKind, error: number): void => {
+  if (outcome === "otherError") tally.otherErrors++
+  else tally[outcome]++
+  tally.writes.push({ to, outcome, error })
+}
 
 /**
  * A commit function for the query: send `request(reply)` with the reply's
@@ -165,7 +203,7 @@ const committer = (
 (reply: IncomingResponse, q: Query, done: (err: unknown | null) => void): void => {
   const args = reply.token === null ? null : build(reply, q)
   if (args === null) {
-    tally.failed++
+    record(tally, reply.from, "failed", 0)
     return done(new Error("no token from this node"))
   }
   const r = h.core.directRequest(
@@ -174,24 +212,42 @@ const committer = (
     {},
     (res) => {
       if (res.error === 0) {
-        tally.accepted++
+        record(tally, reply.from, "accepted", 0)
         done(null)
       } else {
-        if (res.error === R.ErrorCode.SEQ_REUSED) tally.seqReused++
-        else if (res.error === R.ErrorCode.SEQ_TOO_LOW) tally.seqTooLow++
-        else tally.otherErrors++
+        record(tally, reply.from, res.error === R.ErrorCode.SEQ_REUSED ? "seqReused" : res.error === R.ErrorCode.SEQ_TOO_LOW ? "seqTooLow" : "otherError", res.error)
         done(new Error(`error ${res.error}`))
       }
     },
     (err) => {
-      tally.failed++
+      record(tally, reply.from, "failed", 0)
       done(err)
     }
   )
   if (r === null) {
-    tally.failed++
+    record(tally, reply.from, "failed", 0)
     done(new Error("node destroyed"))
   }
+}
+
+/**
+ * A finished write query as its summary, or the WriteRejected when no node
+ * accepted (naming the node's bootstrap state when there was nobody to
+ * write to).
+ */
+const settleWrite = (h: NodeHandle, operation: string, tally: Tally, query: Query | null, failed: boolean): WriteSummary | WriteRejected => {
+  const replies = query?.closestReplies ?? []
+  if (failed || tally.accepted === 0) {
+    const bootstrap = (h as Partial<GatewayHandle>).bootstrap
+    return new WriteRejected({
+      operation,
+      attempted: replies.length,
+      counts: countsOf(tally),
+      writes: [...tally.writes],
+      ...(replies.length === 0 && bootstrap !== undefined ? { bootstrap: { nodes: bootstrap.nodes, state: bootstrap.state } } : {})
+    })
+  }
+  return { ...countsOf(tally), closestNodes: replies.map((r) => r.from), writes: [...tally.writes] }
 }
 
 /** Run a write query to completion and turn the tally into a summary or a WriteRejected. */
@@ -217,11 +273,8 @@ const writeSummary = (
   return Effect.suspend(() => {
     let query: Query | null = null
     return Effect.flatMap(Effect.result(h.runQuery(args, opts, onreply, (q) => (query = q))), (ended) => {
-      const replies = (query as Query | null)?.closestReplies ?? []
-      if (Result.isFailure(ended) || tally.accepted === 0) {
-        return Effect.fail(new WriteRejected({ operation, attempted: replies.length, counts: { ...tally } }))
-      }
-      return Effect.succeed({ ...tally, closestNodes: replies.map((r) => r.from) })
+      const s = settleWrite(h, operation, tally, query, Result.isFailure(ended))
+      return s instanceof WriteRejected ? Effect.fail(s) : Effect.succeed(s)
     })
   })
 }
@@ -266,6 +319,57 @@ export interface AnnounceOptions extends QueryOptions {
   readonly clear?: boolean
 }
 
+/** A query's arguments, its options (with the commit step) and its end as a write's result. */
+export interface WritePlan {
+  readonly args: QueryArgs
+  readonly opts: QueryOptions
+  /** The answers so far, each node's as it arrives. */
+  readonly tally: Tally
+  /** The finished query (null if it never started) as the write's summary or its WriteRejected. */
+  readonly settle: (query: Query | null, failed: boolean) => WriteSummary | WriteRejected
+}
+
+/**
+ * An announce as a query to run: a LOOKUP of `topic` whose commit step sends
+ * the signed ANNOUNCE of `keyPair.publicKey` (with up to 3 `relayAddresses`)
+ * to each of the closest nodes. Or the InvalidArgument of a malformed
+ * argument. (`clear` is the caller's: unannounce first.)
+ */
+export const announcePlan = (
+  h: NodeHandle,
+  topic: Uint8Array,
+  keyPair: KeyPair,
+  relayAddresses: ReadonlyArray<IPv4Address> = [],
+  opts: AnnounceOptions = {}
+): WritePlan | InvalidArgument => {
+  if (!isBytes(topic, 32)) return new InvalidArgument({ argument: "topic", detail: "expected 32 bytes" })
+  if (!isBytes(keyPair?.publicKey, 32) || !isBytes(keyPair?.secretKey, 64)) {
+    return new InvalidArgument({ argument: "keyPair", detail: "expected { publicKey: 32 bytes, secretKey: 64 bytes }" })
+  }
+  const relays = Array.isArray(relayAddresses) ? relayAddresses.slice(0, 3) : []
+  const peerBytes = encode(R.peer, { publicKey: keyPair.publicKey, relayAddresses: relays })
+  if (Result.isFailure(peerBytes)) return new InvalidArgument({ argument: "relayAddresses", detail: peerBytes.failure.detail })
+  const c = h.core.crypto
+  const ns = R.namespaces(c.blake2b)
+  const tally = newTally()
+  const commit = committer(h, tally, (reply) => {
+    if (reply.from.id === null || reply.token === null) return null
+    const signable = R.annSignable(c.blake2b, topic, reply.from.id, reply.token, peerBytes.success, null, ns.ANNOUNCE)
+    if (Result.isFailure(signable)) return null
+    const signature = c.sign(signable.success, keyPair.secretKey)
+    if (signature === null) return null
+    const value = encode(R.announce, { peer: { publicKey: keyPair.publicKey, relayAddresses: relays }, refresh: null, signature, bump: opts.bump ?? 0 })
+    return Result.isSuccess(value) ? { command: R.Command.ANNOUNCE, target: topic, value: value.success } : null
+  })
+  const { bump: _bump, clear: _clear, ...queryOpts } = opts
+  return {
+    args: { target: topic, command: R.Command.LOOKUP },
+    opts: { ...queryOpts, commit },
+    tally,
+    settle: (query, failed) => settleWrite(h, "announce", tally, query, failed)
+  }
+}
+
 /**
  * ANNOUNCE `keyPair.publicKey` with `relayAddresses` under `topic`: a LOOKUP,
  * then a signed ANNOUNCE to each of the closest nodes. Returns the lookup
@@ -279,35 +383,17 @@ export const announce = (
   opts: AnnounceOptions = {}
 ): Effect.Effect<WriteSummary & { readonly replies: ReadonlyArray<LookupResult> }, WriteRejected | InvalidArgument> =>
   Effect.gen(function*() {
-    if (!isBytes(topic, 32)) return yield* new InvalidArgument({ argument: "topic", detail: "expected 32 bytes" })
-    if (!isBytes(keyPair?.publicKey, 32) || !isBytes(keyPair?.secretKey, 64)) {
-      return yield* new InvalidArgument({ argument: "keyPair", detail: "expected { publicKey: 32 bytes, secretKey: 64 bytes }" })
-    }
-    const peerBytes = encode(R.peer, { publicKey: keyPair.publicKey, relayAddresses: relayAddresses.slice(0, 3) })
-    if (Result.isFailure(peerBytes)) return yield* new InvalidArgument({ argument: "relayAddresses", detail: peerBytes.failure.detail })
+    const plan = announcePlan(h, topic, keyPair, relayAddresses, opts)
+    if (plan instanceof InvalidArgument) return yield* plan
     if (opts.clear === true) yield* Effect.ignore(unannounce(h, topic, keyPair, opts))
-    const c = h.core.crypto
-    const ns = R.namespaces(c.blake2b)
-    const tally = newTally()
     const collected: Array<LookupResult> = []
-    const commit = committer(h, tally, (reply) => {
-      if (reply.from.id === null || reply.token === null) return null
-      const signable = R.annSignable(c.blake2b, topic, reply.from.id, reply.token, peerBytes.success, null, ns.ANNOUNCE)
-      if (Result.isFailure(signable)) return null
-      const signature = c.sign(signable.success, keyPair.secretKey)
-      if (signature === null) return null
-      const value = encode(R.announce, {
-        peer: { publicKey: keyPair.publicKey, relayAddresses: relayAddresses.slice(0, 3) },
-        refresh: null,
-        signature,
-        bump: opts.bump ?? 0
-      })
-      return Result.isSuccess(value) ? { command: R.Command.ANNOUNCE, target: topic, value: value.success } : null
-    })
-    const summary = yield* writeSummary(h, "announce", tally, { target: topic, command: R.Command.LOOKUP }, { ...opts, commit }, (r) => {
+    let query: Query | null = null
+    const ended = yield* Effect.result(h.runQuery(plan.args, plan.opts, (r) => {
       const x = lookupResultOf(r)
       if (x !== null) collected.push(x)
-    })
+    }, (q) => (query = q)))
+    const summary = plan.settle(query, Result.isFailure(ended))
+    if (summary instanceof WriteRejected) return yield* summary
     return { ...summary, replies: collected }
   })
 
@@ -449,4 +535,4 @@ export const mutableGet = (
     return best
   })
 
-export { QueryError }
+export { InvalidArgument, QueryError }

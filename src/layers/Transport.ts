@@ -76,6 +76,10 @@ export class BindError extends Data.TaggedError("BindError")<{
   readonly port: number
   readonly detail: string
 }> {
+  /** The system's error code as Node reports it (`EADDRINUSE`, `EADDRNOTAVAIL`, ...), else `INVALID_ARGUMENT`. */
+  get code(): string {
+    return /^E[A-Z0-9]+$/.test(this.detail) ? this.detail : "INVALID_ARGUMENT"
+  }
   override get message(): string {
     return `cannot bind UDP ${this.host}:${this.port}: ${this.detail}`
   }

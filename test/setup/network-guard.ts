@@ -5,6 +5,10 @@
  * - Every node:dgram send (Omega's real-UDP transport, and any test socket)
  *   to an address outside 127.0.0.0/8 is dropped and recorded; the file
  *   fails in `afterAll` if one was attempted.
+ * - Omega's default bootstrap list is emptied (OMEGA_BOOTSTRAP=""): a node
+ *   made without `bootstrap` knows no one and sends nothing, not even the
+ *   DNS lookups of the public nodes' names. Child processes the tests spawn
+ *   (the CLI, the examples) inherit it.
  * - The reference's default bootstrap list (hyperdht's public nodes) is
  *   emptied, so a reference node made without `bootstrap` knows no one
  *   (its native sockets are not node:dgram and cannot be patched here).
@@ -12,6 +16,8 @@
 import dgram from "node:dgram"
 import { createRequire } from "node:module"
 import { afterAll, expect } from "vitest"
+
+process.env["OMEGA_BOOTSTRAP"] = ""
 
 const violations: Array<string> = []
 

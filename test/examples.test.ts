@@ -1,0 +1,57 @@
+/**
+ * Every example in examples/ runs, as a user would run it (`node
+ * examples/<name>.mjs` from the package directory, against the built
+ * package), on 127.0.0.1 only, and ends with "done" and exit code 0 within
+ * its time limit. server.mjs and client.mjs take arguments: two-computers.mjs
+ * runs them.
+ */
+import { spawn } from "node:child_process"
+import { readdirSync, readFileSync } from "node:fs"
+import { join } from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { ensureBuilt, root } from "./support/build.js"
+
+const dir = join(root, "examples")
+const examples = readdirSync(dir).filter((f) => f.endsWith(".mjs")).sort()
+/** Examples another example runs (they need its arguments). */
+const runBy: Record<string, string> = { "server.mjs": "two-computers.mjs", "client.mjs": "two-computers.mjs" }
+
+const children = new Set<ReturnType<typeof spawn>>()
+beforeAll(() => ensureBuilt(), 250_000)
+afterAll(() => {
+  for (const c of children) c.kill("SIGKILL")
+})
+
+const runExample = (file: string, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join("examples", file)], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+    children.add(child)
+    let stdout = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL")
+      reject(new Error(`${file} did not finish within ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`))
+    }, timeoutMs)
+    child.on("close", (code) => {
+      clearTimeout(timer)
+      children.delete(child)
+      resolve({ code, stdout, stderr })
+    })
+  })
+
+describe("examples", () => {
+  it("the list: the seed's isolated DHT, mutable records, an Effect app, the two-computer example", () => {
+    expect(examples).toEqual(expect.arrayContaining(["isolated-dht.mjs", "mutable-records.mjs", "effect-app.mjs", "two-computers.mjs", "server.mjs", "client.mjs"]))
+    for (const [file, by] of Object.entries(runBy)) expect(readFileSync(join(dir, by), "utf8")).toContain(`examples/${file}`)
+  })
+
+  for (const file of examples.filter((f) => runBy[f] === undefined)) {
+    it(`${file} runs to "done" on 127.0.0.1`, async () => {
+      const r = await runExample(file, 60_000)
+      expect(r.code, `stdout:\n${r.stdout}\nstderr:\n${r.stderr}`).toBe(0)
+      expect(r.stdout.trim().split("\n").at(-1)).toBe("done")
+    }, 90_000)
+  }
+})
