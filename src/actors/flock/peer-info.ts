@@ -50,6 +50,12 @@ export const priorityFor = (attempts: number): Priority => {
   return PRIORITY_NORMAL
 }
 
+/** Who applies the application's `ban` / `reconnect` calls (the dial-queue actor). */
+export interface PeerInfoOwner {
+  ban(peer: PeerInfo, value: boolean): void
+  reconnect(peer: PeerInfo, value: boolean): void
+}
+
 export class PeerInfo {
   /** The remote's public key, a standalone copy (never a view into a larger buffer). */
   readonly publicKey: Uint8Array
@@ -164,12 +170,34 @@ export class PeerInfo {
     return this.seenTopics.values()
   }
 
+  /**
+   * Set by the actor that owns this PeerInfo: the application's `ban` /
+   * `reconnect` calls then go to that actor (as messages) instead of
+   * changing the state under it.
+   */
+  owner: PeerInfoOwner | null = null
+
+  /** `peerInfo.reconnect(value)`: through the owner when there is one. */
   reconnect(value: boolean): void {
+    if (this.owner !== null) this.owner.reconnect(this, value)
+    else this.setReconnecting(value)
+  }
+
+  setReconnecting(value: boolean): void {
     this.reconnecting = value
   }
 
-  /** Set the ban flag; true when it changed. Bookkeeping (event, stats) is the swarm core's. */
+  /** `peerInfo.ban(value)`: through the owner when there is one; true when the flag changed (or the request was sent). */
   ban(value: boolean): boolean {
+    if (this.owner !== null) {
+      this.owner.ban(this, value)
+      return this.banned !== value
+    }
+    return this.setBanned(value)
+  }
+
+  /** Set the ban flag; true when it changed. Bookkeeping (event, stats) is the swarm core's. */
+  setBanned(value: boolean): boolean {
     if (this.banned === value) return false
     this.banned = value
     return true

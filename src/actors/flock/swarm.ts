@@ -53,7 +53,7 @@ import {
   shouldForceRelay,
   shouldRetry
 } from "./dial-policy.js"
-import { type DialFailure, PeerInfo, type RelayAddress } from "./peer-info.js"
+import { type DialFailure, PeerInfo, type PeerInfoOwner, type RelayAddress } from "./peer-info.js"
 import { DialQueue } from "./queue.js"
 import { type Backoffs, RetryTimer } from "./retry.js"
 
@@ -131,6 +131,8 @@ export interface SwarmStats {
 }
 
 export interface SwarmCoreOptions {
+  /** Given to every PeerInfo: where the application's `ban` / `reconnect` calls go (the owning actor). */
+  readonly peerOwner?: PeerInfoOwner | null | undefined
   /** Our public key. */
   readonly publicKey: Uint8Array
   /** Uniform in [0, 1): queue picks and retry jitter. */
@@ -190,6 +192,7 @@ export class SwarmCore {
   readonly publicKey: Uint8Array
   readonly key: string
   readonly limits: Limits
+  private readonly peerOwner: PeerInfoOwner | null
   readonly stats: SwarmStats = {
     updates: 0,
     connects: { client: { opened: 0, closed: 0, attempted: 0 }, server: { opened: 0, closed: 0, refused: 0 } },
@@ -233,6 +236,7 @@ export class SwarmCore {
     this.publicKey = options.publicKey
     this.key = toHex(options.publicKey)
     this.random = options.random
+    this.peerOwner = options.peerOwner ?? null
     this.limits = {
       maxPeers: options.maxPeers ?? DEFAULT_LIMITS.maxPeers,
       maxParallel: options.maxParallel ?? DEFAULT_LIMITS.maxParallel,
@@ -474,7 +478,7 @@ export class SwarmCore {
   handleFirewallRejected(now: number, remotePublicKey: Uint8Array): void {
     const peer = this.upsertPeer(remotePublicKey, null, false)
     if (peer === null || peer.banned) return
-    peer.ban(true)
+    peer.setBanned(true)
     this.stats.bannedPeers++
     this.emit(SwarmOutput.Ban({ peer, reason: "firewalled" }))
     this.rememberBan(peer)
@@ -486,7 +490,7 @@ export class SwarmCore {
    */
   banPeer(now: number, publicKey: Uint8Array | string, banned: boolean): void {
     const peer = this.peerMap.get(keyOf(publicKey))
-    if (peer === undefined || !peer.ban(banned)) return
+    if (peer === undefined || !peer.setBanned(banned)) return
     if (banned) {
       this.stats.manualBans++
       this.emit(SwarmOutput.Ban({ peer, reason: "manual" }))
@@ -499,7 +503,7 @@ export class SwarmCore {
 
   /** `peerInfo.reconnect(value)`: false stops automatic redials (retry timer and pinned loop). */
   setReconnect(publicKey: Uint8Array | string, value: boolean): void {
-    this.peerMap.get(keyOf(publicKey))?.reconnect(value)
+    this.peerMap.get(keyOf(publicKey))?.setReconnecting(value)
   }
 
   // -------------------------------------------------------------------------
@@ -843,6 +847,7 @@ export class SwarmCore {
       return known
     }
     const peer = new PeerInfo(publicKey, relayAddresses)
+    peer.owner = this.peerOwner
     this.peerMap.set(hex, peer)
     return peer
   }

@@ -1,0 +1,2 @@
+// @omegajs/flock for require(): the Flock class itself
+module.exports = require("@omegajs/gateway/flock")

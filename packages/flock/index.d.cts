@@ -1,0 +1,2 @@
+import Flock = require("@omegajs/gateway/flock")
+export = Flock

@@ -1,0 +1,2 @@
+export * from "@omegajs/gateway/flock"
+export { default } from "@omegajs/gateway/flock"
