@@ -26,6 +26,7 @@ export {
   hash,
   keyPair
 } from "./api/EffectGateway.js"
+export { Flock, type FlockApi, type FlockConnection, type FlockServiceOptions, type TopicJoin } from "./api/FlockService.js"
 export { Bootstrap, type BootstrapConfig, type BootstrapEntry, type BootstrapNode } from "./api/Bootstrap.js"
 export { type BootstrapInfo, type BootstrapState, defaultBootstrap, type GatewayHandle, type NodeStatus, type QueryReply } from "./api/GatewayService.js"
 export * as Connections from "./api/connections.js"

@@ -372,6 +372,9 @@ export class GatewayAnnounce extends GatewayQuery<GatewayLookupResult, Records.W
  * malformed option), which is emitted only to listeners: every operation
  * (`ready()` first) rejects with the same error, so awaiting one is enough.
  */
+/** The hidden constructor option of `Gateway.over`. */
+const OVER: unique symbol = Symbol("omega.gateway.over")
+
 export class Gateway extends EventEmitter {
   private keyPairValue: GatewayKeyPair | null = null
   private readonly keySeed: Uint8Array | undefined
@@ -387,9 +390,14 @@ export class Gateway extends EventEmitter {
   /** The servers listening on this node (hyperdht's `dht.listening`). */
   readonly listening = new Set<GatewayServer>()
 
+  /** False for a facade over a node that lives elsewhere (`Gateway.over`): destroy() leaves that node running. */
+  private readonly ownsNode: boolean
+
   /** @throws InvalidSeed when `opts.seed` is not 32 bytes. */
   constructor(opts: GatewayOptions = {}) {
     super()
+    const over = (opts as { readonly [OVER]?: GatewayHandle })[OVER]
+    this.ownsNode = over === undefined
     if (opts.keyPair !== undefined) {
       this.keyPairValue = { publicKey: asBuffer(opts.keyPair.publicKey), secretKey: asBuffer(opts.keyPair.secretKey) }
     } else if (opts.seed !== undefined) {
@@ -422,10 +430,10 @@ export class Gateway extends EventEmitter {
     // A failure (a port taken, a malformed bootstrap entry) is reported the
     // same way on both paths: never thrown from here, every operation
     // (ready() first) rejects with it, and "error" is emitted to listeners.
-    const env = this.runtime === null ? defaultEnv() : null
-    let started: GatewayHandle | BindError | InvalidArgument | null = null
+    const env = this.runtime === null && over === undefined ? defaultEnv() : null
+    let started: GatewayHandle | BindError | InvalidArgument | null = over ?? null
     let failure: { readonly error: unknown } | null = null
-    if (env !== null && !(env instanceof Promise)) {
+    if (over === undefined && env !== null && !(env instanceof Promise)) {
       try {
         started = makeGatewayNow(Context.add(env, Scope.Scope, scope), config)
       } catch (error) {
@@ -483,6 +491,16 @@ export class Gateway extends EventEmitter {
   }
 
   // ---- static helpers ------------------------------------------------------------
+
+  /**
+   * The promise facade over a node that lives elsewhere (the Effect face's
+   * `Gateway` service, a simulated host): hyperdht's API on that node.
+   * `destroy()` closes the facade's servers and connections and leaves the
+   * node running; its owner's scope ends it.
+   */
+  static over(handle: GatewayHandle, opts: Pick<GatewayOptions, "keyPair" | "connectionKeepAlive" | "randomPunchInterval"> = {}): Gateway {
+    return new Gateway({ ...opts, [OVER]: handle } as GatewayOptions)
+  }
 
   /**
    * Ed25519 key pair; with a 32-byte seed it is identical to hyperdht's
@@ -544,7 +562,7 @@ export class Gateway extends EventEmitter {
     this.destroyed = true
     try {
       const h = await this.opening
-      await Effect.runPromise(h.destroy)
+      if (this.ownsNode) await Effect.runPromise(h.destroy)
     } catch {
       // a node that never opened has nothing to close
     }

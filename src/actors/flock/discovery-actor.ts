@@ -302,8 +302,24 @@ export const makeDiscoveryActor = (options: TopicDiscoveryOptions, env: Discover
         env.failed(error)
       })
 
+    // interrupted (its scope closed): whoever waits on it is let go
+    const stopped = Effect.sync(() => {
+      for (const q of queries.values()) {
+        try {
+          q.destroy()
+        } catch {
+          // ignore
+        }
+      }
+      for (const list of waiters.values()) for (const d of list) Deferred.doneUnsafe(d, Effect.succeed(false))
+      for (const d of [...teardownWaiters.destroy, ...teardownWaiters.suspend]) Deferred.doneUnsafe(d, Effect.void)
+      Deferred.doneUnsafe(gone, Effect.void)
+    })
     yield* Effect.forkIn(
-      loop.pipe(Effect.catchCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : fail(cause)))),
+      loop.pipe(
+        Effect.onInterrupt(() => stopped),
+        Effect.catchCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.void : fail(cause)))
+      ),
       scope,
       { startImmediately: true }
     )

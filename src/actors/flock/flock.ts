@@ -254,7 +254,8 @@ export const makeFlock = (config: FlockConfig, events: FlockEvents): Effect.Effe
         post(SwarmMessage.LeaveTopic({ topic: Uint8Array.from(topic), closeConnections: options.closeConnections === true }))
         const reply = yield* Deferred.make<void>()
         Queue.offerUnsafe(d.mailbox, DiscoveryMessage.Destroy({ reply }))
-        yield* Deferred.await(reply)
+        // a second leave of the same topic may find the actor already gone
+        yield* Effect.raceFirst(Deferred.await(reply), Deferred.await(d.gone))
         if (discoveries.get(key) === d) discoveries.delete(key)
         yield* Scope.close(d.scope, Exit.void)
       })
