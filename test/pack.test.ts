@@ -152,7 +152,8 @@ const got = await message
 await flock1.destroy()
 await flock2.destroy()
 await bootstrapper.destroy()
-console.log(JSON.stringify({ ...got, isClass: typeof Flock === "function" }))
+const effectFace = await import("@omegajs/flock/effect")
+console.log(JSON.stringify({ ...got, isClass: typeof Flock === "function", effectLayer: typeof effectFace.Flock.layer === "function" }))
 `.split("\n").map((line) => (line === "" ? line : indent + line)).join("\n")
 
 const FLOCK_ESM = `import Flock from "@omegajs/flock"
@@ -354,14 +355,14 @@ describe("the packed @omegajs/gateway, installed into a new project", () => {
     const port = await freePort()
     const r = await runNode(["flock.mjs", String(port)], { OMEGA_BOOTSTRAP: `127.0.0.1:${port}` })
     expectClean(r)
-    expect(JSON.parse(r.stdout)).toEqual({ data: "this is a server connection", server: true, isClass: true })
+    expect(JSON.parse(r.stdout)).toEqual({ data: "this is a server connection", server: true, isClass: true, effectLayer: true })
   }, 40_000)
 
   it("Flock, CommonJS: const Flock = require('@omegajs/flock') is the class; the same example", async () => {
     const port = await freePort()
     const r = await runNode(["flock.cjs", String(port)], { OMEGA_BOOTSTRAP: `127.0.0.1:${port}` })
     expectClean(r)
-    expect(JSON.parse(r.stdout)).toEqual({ data: "this is a server connection", server: true, isClass: true })
+    expect(JSON.parse(r.stdout)).toEqual({ data: "this is a server connection", server: true, isClass: true, effectLayer: true })
   }, 40_000)
 
   it("Effect: Effect.gen + yield* Gateway + Effect.provide(Gateway.layer(...)) from @omegajs/gateway/effect", async () => {
