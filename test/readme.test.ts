@@ -105,7 +105,8 @@ describe("README", () => {
 
   for (const section of runnable) {
     it(`the snippets of "${section.title}" run as one program (README lines ${section.blocks.map((b) => b.line).join(", ")})`, async () => {
-      const program = section.blocks.map((b) => b.code).join("\n\n")
+      // in this repository @omegajs/flock is the gateway's flock entry (packages/flock re-exports it)
+      const program = section.blocks.map((b) => b.code).join("\n\n").replace(/(["'])@omegajs\/flock(\/effect)?\1/g, (_m, q: string, sub?: string) => `${q}@omegajs/gateway/${sub === undefined ? "flock" : "effect"}${q}`)
       let r = { code: null as number | null, stdout: "", stderr: "" }
       for (let attempt = 0; attempt < 4; attempt++) {
         const port = 20_000 + Math.floor(Math.random() * 40_000)
