@@ -498,8 +498,17 @@ export class Gateway extends EventEmitter {
    * `destroy()` closes the facade's servers and connections and leaves the
    * node running; its owner's scope ends it.
    */
-  static over(handle: GatewayHandle, opts: Pick<GatewayOptions, "keyPair" | "connectionKeepAlive" | "randomPunchInterval"> = {}): Gateway {
-    return new Gateway({ ...opts, [OVER]: handle } as GatewayOptions)
+  static over(
+    handle: GatewayHandle,
+    opts: Pick<GatewayOptions, "keyPair" | "connectionKeepAlive" | "randomPunchInterval"> & {
+      /** The node's ConnectionHost when it has one already (a simulation's, with its timers on the Effect clock). */
+      readonly host?: ConnectionHost | undefined
+    } = {}
+  ): Gateway {
+    const { host, ...rest } = opts
+    const g = new Gateway({ ...rest, [OVER]: handle } as GatewayOptions)
+    if (host !== undefined) g.connHost = host
+    return g
   }
 
   /**

@@ -22,7 +22,7 @@ import { TestClock } from "effect/testing"
 import type { ConnectOptions } from "../../src/actors/holepunch/dial.js"
 import { dial } from "../../src/actors/holepunch/dial.js"
 import type { ConnectionError, DialReport } from "../../src/actors/holepunch/errors.js"
-import { type ConnectionHost, connectionHost, type ConnectionPath, type GatewaySocket } from "../../src/actors/session/host.js"
+import { type ConnectionHost, connectionHost, type ConnectionPath, type GatewaySocket, type HostOptions } from "../../src/actors/session/host.js"
 import { ServerCore, type ServerOptions } from "../../src/actors/session/server.js"
 import type { GatewayConfig, GatewayHandle } from "../../src/api/GatewayService.js"
 import { GatewayService, makeGateway } from "../../src/api/GatewayService.js"
@@ -146,6 +146,8 @@ export interface PeerOptions {
   /** Share a NAT with other peers of the same group (same public IP; the LAN path). */
   readonly natGroup?: string
   readonly config?: GatewayConfig
+  /** Options of the peer's ConnectionHost (e.g. `randomPunchInterval`). */
+  readonly host?: Omit<HostOptions, "effectTimers" | "random">
 }
 
 export interface ConnectSim {
@@ -244,7 +246,7 @@ export const buildConnectSim = (options: ConnectSimOptions = {}) =>
         const handle = yield* startNode(host, { bootstrap, ...peerOptions.config }, scope, `peer ${name}`)
         const ready = yield* advanceUntil(() => handle.core.bootstrapped, 30_000, 50)
         if (!ready) return yield* Effect.die(new Error(`peer on a ${nat} host did not bootstrap`))
-        const conn = yield* connectionHost(handle, crypto, { effectTimers: true, random: seededRandom(++randomSeeds) })
+        const conn = yield* connectionHost(handle, crypto, { ...peerOptions.host, effectTimers: true, random: seededRandom(++randomSeeds) })
         const keyPair = crypto.keyPair(crypto.blake2b(new TextEncoder().encode(`connect-sim ${seed} ${name}`)))!
         const peer: SimPeer = { name, nat, host, handle, conn, keyPair, scope }
         peers.push(peer)
