@@ -40,6 +40,25 @@ afterAll(async () => {
 }, 60_000)
 
 describe("connection API", () => {
+  it("a server socket opens after 'connection': a listener attached there sees 'open', as with hyperdht", async () => {
+    const a = node()
+    const b = node()
+    await Promise.all([a.ready(), b.ready()])
+    const sawOpen = new Promise<boolean>((resolve) => {
+      const server = a.createServer((s: Any) => {
+        s.on("error", () => {})
+        s.once("open", () => resolve(true))
+        s.once("close", () => resolve(false))
+      })
+      void server.listen()
+      server.once("listening", () => {
+        const c = b.connect(server.publicKey!)
+        c.on("error", () => {})
+      })
+    })
+    expect(await withTimeout(sawOpen, 15_000, "server-side open")).toBe(true)
+  }, 30_000)
+
   it("errors with hyperdht's codes: PEER_NOT_FOUND (with a report), ALREADY_LISTENING, KEYPAIR_ALREADY_USED, invalid keys", async () => {
     const a = node()
     await a.ready()

@@ -251,12 +251,18 @@ export class NoiseSecretStream extends Duplex {
     const constructed = this.constructed
     this.constructed = null
     if (constructed !== null) constructed(null)
-    process.nextTick(() => {
+    // A responder's stream is handed to a server's 'connection' listeners
+    // (deferred out of the node's step) before it opens, as hyperdht's are:
+    // its 'open' waits one turn of the event loop, so a listener attached in
+    // 'connection' sees it. The initiator's opens on the next tick.
+    const emitOpen = () => {
       if (this.destroyed || this.coreValue === null || this.coreValue.closed) return
       this.resolveOpened(true)
       this.emit("open")
       this.emit("connect")
-    })
+    }
+    if (this.isInitiator) process.nextTick(emitOpen)
+    else setImmediate(emitOpen)
   }
 
   /**
