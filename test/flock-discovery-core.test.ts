@@ -9,7 +9,7 @@
  * Seeded randomness and explicit `now` throughout.
  */
 import { describe, expect, it } from "vitest"
-import { MAX_DISCOVERY_CACHE, REFRESH_INTERVAL, REFRESH_JITTER } from "../src/actors/flock/constants.js"
+import { FOLLOW_UP_DELAY, FOLLOW_UP_JITTER, MAX_DISCOVERY_CACHE, REFRESH_INTERVAL, REFRESH_JITTER } from "../src/actors/flock/constants.js"
 import {
   type ClosestNode,
   type DiscoveredPeer,
@@ -154,7 +154,7 @@ describe("one refresh cycle (§7.4)", () => {
   })
 
   it("a failed query settles false and still schedules the next refresh", () => {
-    const d = make()
+    const d = make({ followUp: false })
     d.addHandle(0, { server: false })
     d.drain()
     d.handleQueryDone(100, 1, { ok: false })
@@ -163,7 +163,7 @@ describe("one refresh cycle (§7.4)", () => {
   })
 
   it("a failed listen settles false and schedules a refresh (decision)", () => {
-    const d = make()
+    const d = make({ followUp: false })
     d.addHandle(0)
     d.drain()
     d.handleListened(50, 1, false)
@@ -172,14 +172,14 @@ describe("one refresh cycle (§7.4)", () => {
   })
 
   it("flushed(): the in-flight cycle, or true at once", () => {
-    const d = make()
+    const d = make({ followUp: false })
     expect(d.flushed()).toEqual(RefreshTicket.Settled({ ok: true }))
     d.addHandle(0)
     expect(d.flushed()).toEqual(RefreshTicket.Pending({ cycle: 1 }))
   })
 
   it("swarm.js #27 peerDiscovery has unslabbed closestNodes: stored node ids are standalone 32-byte copies", () => {
-    const d = make()
+    const d = make({ followUp: false })
     d.addHandle(0, { server: false })
     const slab = new Uint8Array(1024)
     slab.set(bytes(5, 0x11), 64)
@@ -194,7 +194,7 @@ describe("scheduling (§7.5)", () => {
   it("normal delay: 10 min + uniform 0–2 min, drawn from the injected random", () => {
     const seen: Array<number> = []
     for (let seed = 1; seed <= 200; seed++) {
-      const d = make({ random: seededRandom(Math.imul(seed, 0x9e3779b1)) })
+      const d = make({ followUp: false, random: seededRandom(Math.imul(seed, 0x9e3779b1)) })
       d.addHandle(0, { server: false })
       d.handleQueryDone(1000, 1, { ok: true })
       const delay = d.nextDeadline() - 1000
@@ -207,7 +207,7 @@ describe("scheduling (§7.5)", () => {
   })
 
   it("the timer refreshes (joining nothing: a new cycle) and the next one is scheduled after it", () => {
-    const d = make({ random: () => 0.5 })
+    const d = make({ followUp: false, random: () => 0.5 })
     d.addHandle(0, { server: false })
     d.handleQueryDone(0, 1, { ok: true })
     d.drain()
@@ -221,12 +221,12 @@ describe("scheduling (§7.5)", () => {
   })
 
   it("sleep detection (§16.1): an overdue timer (> delay + 30 s) reschedules within 0–2 min instead of refreshing", () => {
-    const d = make({ random: () => 0.5 })
+    const d = make({ followUp: false, random: () => 0.5 })
     d.addHandle(0, { server: false })
     d.handleQueryDone(0, 1, { ok: true })
     d.drain()
     expect(d.handleTimeout(660_000 + 30_000)).toEqual(RefreshTicket.Pending({ cycle: 2 }))
-    const e = make({ random: () => 0.5 })
+    const e = make({ followUp: false, random: () => 0.5 })
     e.addHandle(0, { server: false })
     e.handleQueryDone(0, 1, { ok: true })
     e.drain()
@@ -482,3 +482,104 @@ function listenAndQueryOutputs(d: TopicDiscoveryCore, now: number): Array<Output
   d.handleListened(now, listen.cycle, true)
   return out.concat(d.drain())
 }
+
+// ---------------------------------------------------------------------------
+// The early follow-up lookup (Flock only; issue 19: simultaneous joins mesh fast)
+// ---------------------------------------------------------------------------
+
+describe("follow-up lookup (Flock only)", () => {
+  it("after the first client-mode cycle, one lookup (not an announce) runs FOLLOW_UP_DELAY + 0..JITTER later; the refresh timer is untouched", () => {
+    const d = make({ random: () => 0.5 })
+    d.addHandle(0)
+    listenAndQuery(d, 0)
+    d.handleQueryDone(100, 1, { ok: true, closestNodes: [node(1)] })
+    d.drain()
+    const at = 100 + FOLLOW_UP_DELAY + Math.round(0.5 * FOLLOW_UP_JITTER)
+    expect(d.followUpDeadline).toBe(at)
+    expect(d.nextDeadline()).toBe(at)
+    expect(d.handleTimeout(at - 1)).toBe(null)
+    expect(d.drain()).toEqual([])
+    expect(d.handleTimeout(at)).toBe(null)
+    expect(d.drain()).toEqual([DiscoveryOutput.Query({ cycle: 2, kind: "lookup", clear: false, closestNodes: [node(1)] })])
+    // flushed() does not wait for it (the announcement is stored)
+    expect(d.flushed()).toEqual(RefreshTicket.Settled({ ok: true }))
+    d.handleQueryDone(at + 50, 2, { ok: true })
+    expect(d.drain()).toEqual([DiscoveryOutput.RefreshSettled({ cycle: 2, ok: true })])
+    // still announced (unannounce on teardown), the refresh stays 10 min + jitter after the first cycle
+    expect(d.needsUnannounce).toBe(true)
+    expect(d.nextDeadline()).toBe(100 + REFRESH_INTERVAL + 60_000)
+    expect(d.followUpDeadline).toBe(null)
+  })
+
+  it("its peers are marked mutual (join phase of a topic we announce); later refreshes and client-only lookups are not", () => {
+    const d = make({ random: () => 0 })
+    d.addHandle(0)
+    listenAndQuery(d, 0)
+    expect(d.handleReply(1, [peer(5)])).toEqual([{ ...peer(5), mutual: true }])
+    d.handleQueryDone(10, 1, { ok: true })
+    d.handleTimeout(10 + FOLLOW_UP_DELAY)
+    d.drain()
+    expect(d.handleReply(2, [peer(6)])[0]!.mutual).toBe(true)
+    d.handleQueryDone(300, 2, { ok: true })
+    d.handleTimeout(10 + REFRESH_INTERVAL)
+    listenAndQuery(d, 10 + REFRESH_INTERVAL)
+    expect(d.handleReply(3, [peer(7)])[0]!.mutual).toBeUndefined()
+    const c = make({ random: () => 0 })
+    c.addHandle(0, { server: false })
+    c.drain()
+    expect(c.handleReply(1, [peer(5)])[0]!.mutual).toBeUndefined()
+  })
+
+  it("only once per discovery; again after resume; none in server-only mode or when disabled", () => {
+    const d = make({ random: () => 0 })
+    d.addHandle(0, { server: false })
+    d.drain()
+    d.handleQueryDone(0, 1, { ok: true })
+    expect(d.followUpDeadline).toBe(FOLLOW_UP_DELAY)
+    d.handleTimeout(FOLLOW_UP_DELAY)
+    d.drain()
+    d.handleQueryDone(FOLLOW_UP_DELAY + 1, 2, { ok: true })
+    d.handleTimeout(REFRESH_INTERVAL)
+    d.drain()
+    d.handleQueryDone(REFRESH_INTERVAL + 1, 3, { ok: true })
+    expect(d.followUpDeadline).toBe(null)
+    d.suspend(REFRESH_INTERVAL + 2)
+    d.drain()
+    d.resume(REFRESH_INTERVAL + 3)
+    const q = query(d.drain())
+    d.handleQueryDone(REFRESH_INTERVAL + 4, q.cycle, { ok: true })
+    expect(d.followUpDeadline).toBe(REFRESH_INTERVAL + 4 + FOLLOW_UP_DELAY)
+    const s = make({ random: () => 0 })
+    s.addHandle(0, { client: false })
+    listenAndQuery(s, 0)
+    s.handleQueryDone(1, 1, { ok: true })
+    expect(s.followUpDeadline).toBe(null)
+    const off = make({ random: () => 0, followUp: false })
+    off.addHandle(0, { server: false })
+    off.drain()
+    off.handleQueryDone(1, 1, { ok: true })
+    expect(off.followUpDeadline).toBe(null)
+  })
+
+  it("a refresh() during the follow-up replaces it (cancelled) with a real cycle; destroy cancels a pending follow-up", () => {
+    const d = make({ random: () => 0 })
+    d.addHandle(0)
+    listenAndQuery(d, 0)
+    d.handleQueryDone(1, 1, { ok: true, closestNodes: [node(1)] })
+    d.drain()
+    d.handleTimeout(1 + FOLLOW_UP_DELAY)
+    expect(query(d.drain()).kind).toBe("lookup")
+    expect(d.refresh(250)).toEqual(RefreshTicket.Pending({ cycle: 3 }))
+    const out = d.drain()
+    expect(out.slice(0, 2)).toEqual([DiscoveryOutput.CancelQuery({ cycle: 2 }), DiscoveryOutput.RefreshSettled({ cycle: 2, ok: false })])
+    expect(of(out, "Listen")).toEqual([DiscoveryOutput.Listen({ cycle: 3 })])
+    const e = make({ random: () => 0 })
+    e.addHandle(0, { server: false })
+    e.drain()
+    e.handleQueryDone(1, 1, { ok: true })
+    expect(e.followUpDeadline).not.toBe(null)
+    e.destroy(2)
+    expect(e.followUpDeadline).toBe(null)
+    expect(e.nextDeadline()).toBe(Infinity)
+  })
+})

@@ -23,10 +23,10 @@ interface Member {
   events: number
 }
 
-const member = (peer: SimPeer, context: import("effect").Context.Context<never>, seed: number): Member => {
+const member = (peer: SimPeer, context: import("effect").Context.Context<never>, seed: number, timing: { backoffs?: [number, number, number, number]; jitter?: number } = {}): Member => {
   const dht = Gateway.over(peer.handle, { host: peer.conn, keyPair: peer.keyPair as never }) as unknown as FlockDht
   // the reference's default backoffs (S ≈ 1 s, M ≈ 5 s, L ≈ 15 s): a failed random punch is retried after the 20 s random-punch interval
-  const flock = new Flock({ dht, keyPair: peer.keyPair, context, random: seededRandom(seed) })
+  const flock = new Flock({ dht, keyPair: peer.keyPair, context, random: seededRandom(seed), ...timing })
   const m: Member = { peer, flock, live: new Map(), heard: new Set(), events: 0 }
   flock.on("update", () => {
     for (const [k, p] of flock.peers) if (p.lastError !== null) errs.push(`${peer.nat}->${k.slice(0, 6)} a${p.attempts} ${p.lastError.code} ${p.lastError.message.slice(0, 200)}`)
@@ -95,4 +95,62 @@ describe("Flock on the simulated network (real DHT nodes, NAT models, TestClock)
       yield* advance(3000, 50)
       assert.deepStrictEqual(sim.livelocks, [])
     }), { timeout: 120_000 })
+
+  it.effect("chaos.js #40 on the simulated network: 10 Flocks, 15 topics, 30 random connection kills within 10 s, fully reconnected 45 s later", () =>
+    Effect.gen(function*() {
+      const sim = yield* buildConnectSim({ seed: 5, nodes: 12 })
+      const context = yield* Effect.context<never>()
+      const random = seededRandom(77)
+      const nats: ReadonlyArray<NatKind> = ["open", "consistent", "open", "consistent", "firewalled", "consistent", "open", "consistent", "firewalled", "consistent"]
+      const members: Array<Member> = []
+      let seed = 100
+      for (const nat of nats) members.push(member(yield* sim.addPeer(nat, { host: { randomPunchInterval: 5000 } }), context, seed++, { backoffs: [100, 1000, 10_000, 10_000], jitter: 0 }))
+      // 15 topics, each joined by a random set of peers (as the reference's test does)
+      const expected = new Map<Member, Set<string>>(members.map((m) => [m, new Set<string>()]))
+      const joins: Array<[Member, Uint8Array]> = []
+      for (let t = 0; t < 15; t++) {
+        const topic = new Uint8Array(32).fill(100 + t)
+        const count = Math.round(random() * 10)
+        const group = new Set<Member>()
+        for (let i = 0; i < count; i++) group.add(members[Math.floor(random() * members.length)]!)
+        for (const m of group) {
+          joins.push([m, topic])
+          for (const o of group) if (o !== m) expected.get(m)!.add(hex(o.peer.keyPair.publicKey))
+        }
+      }
+      // joins spread over 3 s of virtual time, in random order
+      for (let i = joins.length - 1; i > 0; i--) {
+        const j = Math.floor(random() * (i + 1))
+        ;[joins[i], joins[j]] = [joins[j]!, joins[i]!]
+      }
+      for (const [m, topic] of joins) {
+        m.flock.join(topic, { server: true, client: true })
+        yield* advance(Math.floor(3000 / joins.length), 10)
+      }
+      const connected = () =>
+        members.every((m) => {
+          const want = expected.get(m)!
+          const live = [...m.live.entries()].filter(([, set]) => [...set].some((s) => !s.destroyed))
+          return live.length === want.size && live.every(([k, set]) => want.has(k) && [...set].filter((s) => !s.destroyed).length === 1)
+        })
+      const describeState = () => members.map((m) => `${m.peer.nat} wants ${expected.get(m)!.size} has ${[...m.live.values()].filter((set) => [...set].some((s) => !s.destroyed)).length}`).join("; ")
+      assert.isTrue(yield* advanceUntil(connected, 60_000, 20), `expected connectivity (${describeState()})`)
+      // 30 random kills within 10 s
+      let kills = 0
+      for (let i = 0; i < 30; i++) {
+        const m = members[Math.floor(random() * members.length)]!
+        const open = [...m.live.values()].flatMap((set) => [...set]).filter((s) => !s.destroyed)
+        if (open.length > 0) {
+          open[Math.floor(random() * open.length)]!.destroy()
+          kills++
+        }
+        yield* advance(333, 10)
+      }
+      assert.isAtLeast(kills, 20, "connections were killed")
+      yield* advance(45_000, 50)
+      assert.isTrue(connected(), `fully reconnected 45 s later (${describeState()})`)
+      for (const m of members) m.flock.destroy()
+      yield* advance(3000, 50)
+      assert.deepStrictEqual(sim.livelocks, [])
+    }), { timeout: 240_000 })
 })

@@ -11,7 +11,7 @@
  * destroys) on a deterministic event loop. Seeded randomness throughout.
  */
 import { describe, expect, it } from "vitest"
-import { DEFAULT_MAX_BANNED_PEERS, ERR_FIREWALLED } from "../src/actors/flock/constants.js"
+import { DEFAULT_MAX_BANNED_PEERS, ERR_FIREWALLED, LOSER_DIAL_GRACE } from "../src/actors/flock/constants.js"
 import { compareKeys } from "../src/actors/flock/dedup.js"
 import { type ConnId, SwarmCore, type SwarmCoreOptions, SwarmOutput } from "../src/actors/flock/swarm.js"
 import { toHex } from "../src/protocol/encoding.js"
@@ -1300,5 +1300,115 @@ describe("topics (issue 19)", () => {
       c.handleTopicShared(now, key(1), T1)
     })
     expect(out).toEqual([SwarmOutput.Topic({ peer: d.core.peer(key(1))!, topic: T1 })])
+  })
+})
+
+// ---------------------------------------------------------------------------
+// The tie-break loser's dial grace (Flock only; issue 19: zero duplicates surfaced)
+// ---------------------------------------------------------------------------
+
+describe("loser's dial grace (Flock only)", () => {
+  const mutual = (d: Driver, publicKey: Uint8Array) =>
+    d.run((c, now) => c.handlePeer(now, T1, { publicKey, relayAddresses: [{ host: "10.0.0.1", port: 49737 }], mutual: true }))
+
+  it("a mutually found peer with the larger key is not dialled during the grace; its inbound connection ends the wait (no dial)", () => {
+    const d = new Driver({ ...TEST_TIMING, publicKey: key(0x01) })
+    d.run((c) => c.joinTopic(T1))
+    expect(mutual(d, key(0xf0)).filter((o) => o._tag === "Dial")).toEqual([])
+    expect(d.core.deferredPeers).toBe(1)
+    expect(d.core.nextDeadline()).toBe(LOSER_DIAL_GRACE)
+    d.advance(LOSER_DIAL_GRACE / 2)
+    const out = d.run((c, now) => c.handleInbound(now, key(0xf0)))
+    expect(out.filter((o) => o._tag === "Connection").length).toBe(1)
+    expect(d.core.deferredPeers).toBe(0)
+    d.advance(LOSER_DIAL_GRACE * 2)
+    expect(d.dials()).toEqual([])
+    expect(d.of("Connection").length).toBe(1)
+  })
+
+  it("the grace always ends in a dial when nothing arrived (no pair left unconnected)", () => {
+    const d = new Driver({ ...TEST_TIMING, publicKey: key(0x01) })
+    d.run((c) => c.joinTopic(T1))
+    mutual(d, key(0xf0))
+    d.advance(LOSER_DIAL_GRACE - 1)
+    expect(d.dials()).toEqual([])
+    d.advance(1)
+    expect(d.dials().length).toBe(1)
+    expect(d.core.deferredPeers).toBe(0)
+    d.open(d.lastDial())
+    expect(d.of("Connection").length).toBe(1)
+  })
+
+  it("the winner (larger key) dials a mutually found peer at once; a peer found outside the join phase is dialled at once", () => {
+    const w = new Driver({ ...TEST_TIMING, publicKey: key(0xf0) })
+    w.run((c) => c.joinTopic(T1))
+    expect(mutual(w, key(0x01)).filter((o) => o._tag === "Dial").length).toBe(1)
+    const l = new Driver({ ...TEST_TIMING, publicKey: key(0x01) })
+    l.run((c) => c.joinTopic(T1))
+    expect(l.find(key(0xf0)).filter((o) => o._tag === "Dial").length).toBe(1)
+  })
+
+  it("a flush waits for a deferred peer: settles once its grace ended in a connection", () => {
+    const d = new Driver({ ...TEST_TIMING, publicKey: key(0x01) })
+    d.run((c) => c.joinTopic(T1))
+    mutual(d, key(0xf0))
+    const flush = d.run((c, now) => c.beginFlush(now))
+    expect(flush.filter((o) => o._tag === "Flushed")).toEqual([])
+    d.advance(LOSER_DIAL_GRACE)
+    expect(d.of("Flushed")).toEqual([])
+    d.open(d.lastDial())
+    expect(d.of("Flushed").map((f) => f.result)).toEqual([true])
+  })
+
+  it("suspend and destroy forget deferred peers (collected); loserDialGrace 0 turns the grace off", () => {
+    const d = new Driver({ ...TEST_TIMING, publicKey: key(0x01) })
+    d.run((c) => c.joinTopic(T1))
+    mutual(d, key(0xf0))
+    d.run((c, now) => c.suspend(now))
+    expect(d.core.deferredPeers).toBe(0)
+    expect(d.core.peer(key(0xf0))).toBeUndefined()
+    d.advance(LOSER_DIAL_GRACE * 2)
+    expect(d.dials()).toEqual([])
+    const off = new Driver({ ...TEST_TIMING, publicKey: key(0x01), loserDialGrace: 0 })
+    off.run((c) => c.joinTopic(T1))
+    expect(mutual(off, key(0xf0)).filter((o) => o._tag === "Dial").length).toBe(1)
+  })
+
+  it("ten swarms that find each other mutually in random order within 400 ms: full mesh, exactly nine connection events each, no dial lost to dedup", () => {
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const net = new CoreNet({ nodes: 10, seed, ...TEST_TIMING, latency: [5, 60] })
+      for (const n of net.nodes) net.input(n, (c) => c.joinTopic(T1))
+      for (const n of net.nodes) {
+        for (const m of net.nodes) {
+          if (n === m) continue
+          net.at(Math.floor(net.random() * 400), () => net.input(n, (c, now) => c.handlePeer(now, T1, { publicKey: m.publicKey, mutual: true })))
+        }
+      }
+      net.runUntil(30_000)
+      for (const n of net.nodes) {
+        expect(n.core.connections.size).toBe(9)
+        expect(n.connectionEvents).toBe(9)
+      }
+      // every pair dialled once: the loser always saw the winner's connection before its grace ended
+      expect(net.nodes.reduce((s, n) => s + n.dialsStarted, 0)).toBe(45)
+      const pairs = net.pairs()
+      expect(pairs.size).toBe(45)
+      for (const v of pairs.values()) expect(v).toBe(2)
+    }
+  })
+
+  it("only one side found the other (the winner missed the loser): the loser dials after its grace, full mesh", () => {
+    const net = new CoreNet({ nodes: 2, seed: 3, ...TEST_TIMING })
+    const [a, b] = net.nodes as [Node, Node]
+    const loser = compareKeys(a.publicKey, b.publicKey) < 0 ? a : b
+    const winner = loser === a ? b : a
+    for (const n of net.nodes) net.input(n, (c) => c.joinTopic(T1))
+    net.input(loser, (c, now) => c.handlePeer(now, T1, { publicKey: winner.publicKey, mutual: true }))
+    net.runUntil(LOSER_DIAL_GRACE - 1)
+    expect(loser.dialsStarted).toBe(0)
+    net.runUntil(LOSER_DIAL_GRACE + 1000)
+    expect(loser.dialsStarted).toBe(1)
+    expect(loser.connectionEvents).toBe(1)
+    expect(winner.connectionEvents).toBe(1)
   })
 })

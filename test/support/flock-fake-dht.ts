@@ -7,6 +7,11 @@
  * test on TestClock drives the Flock's timers while Node's event loop
  * carries the "network". Deterministic: no randomness, no wall clock.
  *
+ * As on a real DHT, a query reads the records when it reaches the nodes
+ * (its first tick) and an announce's own record is stored only when the
+ * query ends (the commit after the last reply): peers that announce in the
+ * same tick do not see each other's records in those queries.
+ *
  * Failure knobs: `network.unreachable` (keys whose dials fail with
  * `dialError`), `network.dialError`, `network.queryFails` (queries end with
  * an error), `node.kill()` (the node vanishes: its sockets close, its
@@ -139,7 +144,12 @@ class FakeQuery implements FlockQuery {
   closestNodes: ClosestNodes | null = null
   private stopped = false
 
-  constructor(private readonly run: () => Array<FlockQueryReply>, private readonly failing: boolean) {}
+  constructor(
+    private readonly run: () => Array<FlockQueryReply>,
+    private readonly failing: boolean,
+    /** The announce's commit: runs when the query ends (not when it is destroyed first). */
+    private readonly commit: (() => void) | null = null
+  ) {}
 
   destroy(): void {
     this.stopped = true
@@ -154,6 +164,11 @@ class FakeQuery implements FlockQuery {
       await tick()
       if (this.stopped) return
       yield r
+    }
+    if (this.commit !== null) {
+      await tick()
+      if (this.stopped) return
+      this.commit()
     }
     this.closestNodes = [{ host: "10.0.0.1", port: 49737, id: new Uint8Array(32).fill(1) }]
   }
@@ -224,13 +239,16 @@ export class FakeDht extends EventEmitter implements FlockDht {
 
   announce(topic: Uint8Array, keyPair: FlockKeyPair, relayAddresses: ReadonlyArray<FlockAddress>): FlockQuery {
     this.queries.push({ kind: "announce", topic: hex(topic) })
-    return new FakeQuery(() => {
-      const replies = this.peersOf(topic, null)
-      const t = hex(topic)
-      if (!this.network.records.has(t)) this.network.records.set(t, new Map())
-      this.network.records.get(t)!.set(hex(keyPair.publicKey), { publicKey: Uint8Array.from(keyPair.publicKey), relayAddresses })
-      return replies
-    }, this.network.queryFails)
+    const record = { publicKey: Uint8Array.from(keyPair.publicKey), relayAddresses }
+    return new FakeQuery(
+      () => this.peersOf(topic, null),
+      this.network.queryFails,
+      () => {
+        const t = hex(topic)
+        if (!this.network.records.has(t)) this.network.records.set(t, new Map())
+        this.network.records.get(t)!.set(hex(keyPair.publicKey), record)
+      }
+    )
   }
 
   lookup(topic: Uint8Array): FlockQuery {

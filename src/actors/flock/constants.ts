@@ -112,3 +112,29 @@ export const TOPIC_LENGTH = 32
 export const DEFAULT_MAX_BANNED_PEERS = 1024
 /** A `flush()` settles (false) at the latest this long after it was registered (issue 19). */
 export const DEFAULT_FLUSH_TIMEOUT = 60_000
+/**
+ * Flock only: the early follow-up lookup. Peers that join a topic in the
+ * same instant all look up before any of their announcements is stored, so
+ * nobody finds anybody until the next refresh (10–12 min). Once the first
+ * client-mode cycle of a discovery (or of a resume) completes, one lookup
+ * (not a second announce) runs after FOLLOW_UP_DELAY + 0..FOLLOW_UP_JITTER.
+ * Bound: an announce is stored one round trip after its query's last hop,
+ * so peers that started with us have their records in place within a few
+ * hundred ms of our own query ending on typical paths (well under 1 s of
+ * spread between simultaneous starters); the jitter spreads N such
+ * follow-ups over the closest nodes. Peers it still misses find us in
+ * their own follow-up, or at the next refresh as in the reference.
+ */
+export const FOLLOW_UP_DELAY = 200
+export const FOLLOW_UP_JITTER = 200
+/**
+ * Flock only: the dial grace of the tie-break loser. A peer found during
+ * the join phase (first cycle or follow-up) of a topic we announce may be
+ * dialling us at the same time; if our key is the smaller (its dial wins
+ * the §10 tie-break anyway) we wait this long before dialling it, and do
+ * not dial if its connection arrived meanwhile. Bound: the remote's own
+ * follow-up runs at most FOLLOW_UP_DELAY + FOLLOW_UP_JITTER after its first
+ * cycle, plus one query and one connect; the grace covers that, and always
+ * ends in a dial when nothing arrived (no pair is left unconnected).
+ */
+export const LOSER_DIAL_GRACE = 800

@@ -22,6 +22,13 @@
  * 4. `RefreshSettled { cycle, ok }` settles every `refresh()` / `flushed()`
  *    waiting on it, and the next refresh is scheduled (10 min + 0–2 min).
  *
+ * Flock only: after the first client-mode cycle of the discovery (and of
+ * each resume) one follow-up lookup runs FOLLOW_UP_DELAY + 0..JITTER later
+ * (its own cycle, kind "lookup", no listen, no announce, the refresh timer
+ * untouched), so peers that joined in the same instant, whose announcements
+ * landed after our first query, are found at once instead of 10 min later.
+ * A `refresh()` during it replaces it; `flushed()` does not wait for it.
+ *
  * A mode change cancels the running query (`CancelQuery`) and starts a new
  * cycle; the superseded one settles false. `destroy` / `suspend` cancel the
  * query and the timer, wait for the query to end, then `Unannounce` (if we
@@ -31,7 +38,15 @@
  */
 import * as Data from "effect/Data"
 import { copyBytes, toHex } from "../../protocol/encoding.js"
-import { DELAY_GRACE_PERIOD, MAX_DISCOVERY_CACHE, REFRESH_INTERVAL, REFRESH_JITTER, TOPIC_LENGTH } from "./constants.js"
+import {
+  DELAY_GRACE_PERIOD,
+  FOLLOW_UP_DELAY,
+  FOLLOW_UP_JITTER,
+  MAX_DISCOVERY_CACHE,
+  REFRESH_INTERVAL,
+  REFRESH_JITTER,
+  TOPIC_LENGTH
+} from "./constants.js"
 import type { RelayAddress } from "./peer-info.js"
 
 export const ERR_DISCOVERY_DESTROYED = "PeerDiscovery is destroyed"
@@ -53,6 +68,12 @@ export interface ClosestNode {
 export interface DiscoveredPeer {
   readonly publicKey: Uint8Array
   readonly relayAddresses: ReadonlyArray<RelayAddress>
+  /**
+   * Flock only: found in the join phase (first cycle or follow-up) of a topic
+   * we announce, so the peer may be dialling us right now (the swarm core's
+   * loser grace, `LOSER_DIAL_GRACE`).
+   */
+  readonly mutual?: boolean | undefined
 }
 
 export type QueryKind = "announce" | "lookup" | "lookupAndUnannounce"
@@ -124,6 +145,8 @@ export interface TopicDiscoveryOptions {
   /** An older discovery of the same topic is tearing down: the first cycle waits for `handlePredecessorDone`. */
   readonly waitForPredecessor?: boolean | undefined
   readonly limit?: number | undefined
+  /** The early follow-up lookup after the first client-mode cycle (Flock only); default true, false for the reference's schedule alone. */
+  readonly followUp?: boolean | undefined
 }
 
 type CyclePhase = "predecessor" | "listen" | "query"
@@ -135,6 +158,10 @@ interface Cycle {
   kind: QueryKind | null
   /** Cancelled by an abort (destroy / suspend): its error is swallowed. */
   aborted: boolean
+  /** The join phase: the first client-mode cycle since creation / resume, or its follow-up. */
+  joining: boolean
+  /** The early follow-up lookup (Flock only). */
+  followUp: boolean
 }
 
 interface Teardown {
@@ -185,6 +212,11 @@ export class TopicDiscoveryCore {
   /** Cycles whose query was cancelled and has not reported its end yet. */
   private readonly draining = new Map<number, Cycle>()
   private timer: Timer | null = null
+  /** No client-mode cycle has completed since creation / resume: the next one is followed up. */
+  private followUpArmed: boolean
+  private readonly followUpEnabled: boolean
+  /** When the follow-up lookup is due, null when none. */
+  private followUpAt: number | null = null
   private teardown: Teardown | null = null
   private tornDown = false
 
@@ -198,6 +230,8 @@ export class TopicDiscoveryCore {
     this.isSuspended = options.suspended ?? false
     this.waitingPredecessor = options.waitForPredecessor ?? false
     this.limit = options.limit ?? Number.POSITIVE_INFINITY
+    this.followUpEnabled = options.followUp ?? true
+    this.followUpArmed = this.followUpEnabled
   }
 
   // -------------------------------------------------------------------------
@@ -260,7 +294,13 @@ export class TopicDiscoveryCore {
 
   /** When the refresh timer fires, +Infinity when none is set. */
   nextDeadline(): number {
-    return this.timer === null ? Number.POSITIVE_INFINITY : this.timer.deadline
+    const t = this.timer === null ? Number.POSITIVE_INFINITY : this.timer.deadline
+    return this.followUpAt !== null && this.followUpAt < t ? this.followUpAt : t
+  }
+
+  /** When the follow-up lookup is due (null: none scheduled). */
+  get followUpDeadline(): number | null {
+    return this.followUpAt
   }
 
   /**
@@ -270,6 +310,10 @@ export class TopicDiscoveryCore {
    * refresh ticket, or null when nothing was due or it was rescheduled.
    */
   handleTimeout(now: number): RefreshTicket | null {
+    if (this.followUpAt !== null && now >= this.followUpAt) {
+      this.followUpAt = null
+      this.startFollowUp()
+    }
     const t = this.timer
     if (t === null || now < t.deadline) return null
     this.timer = null
@@ -358,6 +402,8 @@ export class TopicDiscoveryCore {
     const server = this.serverHandles > 0
     const client = this.clientHandles > 0
     if (this.isSuspended) return RefreshTicket.Settled({ ok: undefined })
+    // a real refresh replaces a running follow-up lookup (which neither announces nor has waiters)
+    if (this.current !== null && this.current.followUp) this.supersede(this.current)
     if (server === this.isServer && client === this.isClient) {
       if (this.current !== null) return RefreshTicket.Pending({ cycle: this.current.id })
     } else {
@@ -370,7 +416,7 @@ export class TopicDiscoveryCore {
 
   /** `flushed()` (§7.5), after the owner awaited the swarm's listen: the in-flight cycle, or true. */
   flushed(): RefreshTicket {
-    return this.current === null ? RefreshTicket.Settled({ ok: true }) : RefreshTicket.Pending({ cycle: this.current.id })
+    return this.current === null || this.current.followUp ? RefreshTicket.Settled({ ok: true }) : RefreshTicket.Pending({ cycle: this.current.id })
   }
 
   /** The older discovery of this topic finished tearing down. */
@@ -416,7 +462,7 @@ export class TopicDiscoveryCore {
         // a connection may change mid-query and the budget be overshot by one: accepted (§9.6)
         if (!this.isConnected(id)) this.budget--
       }
-      out.push(peer)
+      out.push(c.joining && this.isServer ? { publicKey: peer.publicKey, relayAddresses: peer.relayAddresses, mutual: true } : peer)
     }
     return out
   }
@@ -445,7 +491,19 @@ export class TopicDiscoveryCore {
     const c = this.current
     if (c === null || c.id !== cycle || c.phase !== "query") return
     this.current = null
-    if (this.active()) this.scheduleRefresh(now, false)
+    if (c.followUp) {
+      // the refresh timer set by the first cycle stands; a follow-up never clears the unannounce flag
+      if (result.ok && nodes !== null) this.nodes = copyNodes(nodes)
+      this.settle(c, result.ok)
+      return
+    }
+    if (this.active()) {
+      this.scheduleRefresh(now, false)
+      if (this.followUpArmed && this.isClient) {
+        this.followUpArmed = false
+        this.followUpAt = now + FOLLOW_UP_DELAY + Math.round(this.random() * FOLLOW_UP_JITTER)
+      }
+    }
     if (result.ok) {
       if (nodes !== null) this.nodes = copyNodes(nodes)
       // the latest query was a lookup (-and-unannounce) that completed: nothing left announced
@@ -481,6 +539,7 @@ export class TopicDiscoveryCore {
   resume(now: number): RefreshTicket | null {
     if (!this.isSuspended) return null
     this.isSuspended = false
+    this.followUpArmed = this.followUpEnabled
     return this.refresh(now)
   }
 
@@ -493,10 +552,19 @@ export class TopicDiscoveryCore {
   }
 
   private startCycle(): number {
-    const c: Cycle = { id: ++this.cycles, phase: "predecessor", clear: false, kind: null, aborted: false }
+    const c: Cycle = { id: ++this.cycles, phase: "predecessor", clear: false, kind: null, aborted: false, joining: this.followUpArmed, followUp: false }
     this.current = c
     if (!this.waitingPredecessor) this.proceed(c)
     return c.id
+  }
+
+  /** The follow-up lookup is due: run it unless a refresh is in flight (that one finds the same peers) or we left client mode. */
+  private startFollowUp(): void {
+    if (this.current !== null || !this.active() || !this.isClient || this.teardown !== null) return
+    const c: Cycle = { id: ++this.cycles, phase: "query", clear: false, kind: "lookup", aborted: false, joining: true, followUp: true }
+    this.current = c
+    // the tail of the first refresh: its `limit` budget and discovered keys carry on
+    this.out.push(DiscoveryOutput.Query({ cycle: c.id, kind: "lookup", clear: false, closestNodes: this.nodes }))
   }
 
   private proceed(c: Cycle): void {
@@ -555,6 +623,7 @@ export class TopicDiscoveryCore {
       return
     }
     this.timer = null
+    this.followUpAt = null
     const td: Teardown = { reasons: new Set([reason]), nodesBefore: this.nodes, waitCycle: null, unannouncing: false }
     this.teardown = td
     const c = this.current

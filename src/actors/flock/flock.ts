@@ -97,7 +97,8 @@ const settle = <A>(p: Promise<A> | A | undefined): Promise<void> => Promise.reso
 export const makeFlock = (config: FlockConfig, events: FlockEvents): Effect.Effect<FlockRuntime, never, Scope.Scope> =>
   Effect.gen(function*() {
     const scope = yield* Effect.scope
-    const run = Effect.runForkWith(yield* Effect.context<never>())
+    const context = yield* Effect.context<never>()
+    const run = Effect.runForkWith(context)
     const runPromise = Effect.runPromiseWith(yield* Effect.context<never>())
     const random = config.random ?? Math.random
     const dht = config.dht
@@ -198,7 +199,8 @@ export const makeFlock = (config: FlockConfig, events: FlockEvents): Effect.Effe
     // ---- topics (§5.1, §5.2, §7) ----
     const startDiscovery = (topic: Uint8Array, options: HandleOptions, predecessor: DiscoveryActor | undefined): DiscoveryActor & { readonly scope: Scope.Closeable } => {
       const child = Effect.runSync(Scope.fork(scope))
-      const actor = Effect.runSync(
+      // in the Flock's context (its Clock: the refresh and follow-up timers run on TestClock in tests)
+      const actor = Effect.runSyncWith(context)(
         Scope.provide(child)(
           makeDiscoveryActor(
             {

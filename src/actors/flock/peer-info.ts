@@ -81,6 +81,8 @@ export class PeerInfo {
   forceRelaying = false
   /** In the dial queue. */
   queued = false
+  /** Flock only: its dial waits out the tie-break loser's grace (`LOSER_DIAL_GRACE`). */
+  deferred = false
   /** The last connection was outbound (`server` is the negation). */
   client = false
   /** Topics under which it was found (or, inbound, which it shares with us); copies; never removed. */
@@ -203,8 +205,8 @@ export class PeerInfo {
     return true
   }
 
-  /** Nothing holds it (§11): not banned, queued, pinned or waiting for a retry. */
+  /** Nothing holds it (§11): not banned, queued, pinned, waiting for a retry or deferred. */
   shouldGC(): boolean {
-    return !(this.banned || this.queued || this.explicit || this.waiting)
+    return !(this.banned || this.queued || this.explicit || this.waiting || this.deferred)
   }
 }

@@ -13,7 +13,10 @@
  * user firewall refused, `handleDialFirewalled(id)`).
  *
  * Inputs (the owner's events and commands):
- * - discovery: `handlePeer(now, topic, peer)` for each peer a topic query yields;
+ * - discovery: `handlePeer(now, topic, peer)` for each peer a topic query yields
+ *   (`peer.mutual`: found in the join phase of a topic we announce; if our
+ *   key loses the §10 tie-break, its dial waits `LOSER_DIAL_GRACE` and is
+ *   skipped when its connection arrives meanwhile: Flock only);
  *   `joinTopic(topic)` / `leaveTopic(now, topic, { closeConnections })`.
  * - pinned peers: `joinPeer(now, key)` / `leavePeer(now, key)`.
  * - outbound dials: after `Dial`, run the user firewall, then
@@ -38,8 +41,8 @@
  */
 import * as Data from "effect/Data"
 import { equalBytes, toHex } from "../../protocol/encoding.js"
-import { DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BANNED_PEERS } from "./constants.js"
-import { keepNewConnection } from "./dedup.js"
+import { DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BANNED_PEERS, LOSER_DIAL_GRACE } from "./constants.js"
+import { isExpectedInitiator, keepNewConnection } from "./dedup.js"
 import {
   canDialPinned,
   canDialQueued,
@@ -149,6 +152,8 @@ export interface SwarmCoreOptions {
   readonly maxBannedPeers?: number | undefined
   /** A flush settles false at the latest this long after `beginFlush`; default 60 s. */
   readonly flushTimeout?: number | undefined
+  /** The tie-break loser's dial grace for mutually found peers (Flock only); default `LOSER_DIAL_GRACE`, 0 disables it. */
+  readonly loserDialGrace?: number | undefined
 }
 
 /** A read-only view of one registered connection. */
@@ -204,6 +209,9 @@ export class SwarmCore {
   private readonly relayConfigured: boolean
   private readonly maxBannedPeers: number
   private readonly flushTimeout: number
+  private readonly loserDialGrace: number
+  /** Peers whose dial waits out the loser's grace, with their deadlines (insertion order = deadline order). */
+  private readonly deferred = new Map<PeerInfo, number>()
   private readonly backoffs: Backoffs | undefined
   private readonly jitter: number | undefined
 
@@ -246,6 +254,7 @@ export class SwarmCore {
     this.relayConfigured = options.relayConfigured ?? false
     this.maxBannedPeers = options.maxBannedPeers ?? DEFAULT_MAX_BANNED_PEERS
     this.flushTimeout = options.flushTimeout ?? DEFAULT_FLUSH_TIMEOUT
+    this.loserDialGrace = options.loserDialGrace ?? LOSER_DIAL_GRACE
     this.backoffs = options.backoffs
     this.jitter = options.jitter
     this.queue = new DialQueue(this.random)
@@ -301,6 +310,11 @@ export class SwarmCore {
 
   get queueLength(): number {
     return this.queue.length
+  }
+
+  /** Peers whose dial waits out the loser's grace (Flock only). */
+  get deferredPeers(): number {
+    return this.deferred.size
   }
 
   /** Flushes not settled yet. */
@@ -368,12 +382,17 @@ export class SwarmCore {
   nextDeadline(): number {
     let d = this.retry.nextDeadline()
     for (const f of this.flushes) if (f.deadline < d) d = f.deadline
+    for (const at of this.deferred.values()) {
+      if (at < d) d = at
+      break
+    }
     return d
   }
 
   handleTimeout(now: number): void {
     const batch = this.retry.handleTimeout(now)
     if (batch.length > 0) this.requeue(batch, now)
+    if (this.deferred.size > 0) this.releaseDeferred(now)
     if (this.flushes.length > 0) {
       const keep: Array<FlushWaiter> = []
       for (const f of this.flushes) {
@@ -415,14 +434,29 @@ export class SwarmCore {
     return closed
   }
 
-  /** A topic query yielded a peer (§9.1). */
-  handlePeer(now: number, topic: Uint8Array, found: { readonly publicKey: Uint8Array; readonly relayAddresses?: ReadonlyArray<RelayAddress> | null | undefined }): void {
+  /**
+   * A topic query yielded a peer (§9.1). `mutual`: it was found in the join
+   * phase of a topic we announce, so it may be dialling us at this moment.
+   */
+  handlePeer(
+    now: number,
+    topic: Uint8Array,
+    found: { readonly publicKey: Uint8Array; readonly relayAddresses?: ReadonlyArray<RelayAddress> | null | undefined; readonly mutual?: boolean | undefined }
+  ): void {
     if (this.isDestroyed) return
     const peer = this.upsertPeer(found.publicKey, found.relayAddresses ?? null, true)
     if (peer === null) return
     if (peer.addTopic(topic)) this.emit(SwarmOutput.Topic({ peer, topic: peer.topics[peer.topics.length - 1]! }))
-    if (this.byKey.has(peer.key)) return
+    if (this.byKey.has(peer.key) || peer.deferred) return
     if (!peer.prioritized || peer.server) peer.reset()
+    // Decision (issue 19, zero duplicates surfaced): when both sides likely dial, the side whose dial would lose the §10 tie-break waits LOSER_DIAL_GRACE and dials only if no connection from the peer arrived; §10 itself is unchanged.
+    if (found.mutual === true && this.loserDialGrace > 0 && !peer.explicit && !peer.queued && !isExpectedInitiator(this.publicKey, peer.publicKey)) {
+      if (peer.banned || this.isSuspended) return
+      peer.deferred = true
+      peer.enqueueTick = this.flushTick
+      this.deferred.set(peer, now + this.loserDialGrace)
+      return
+    }
     if (peer.updatePriority()) this.enqueue(peer, now)
   }
 
@@ -715,6 +749,8 @@ export class SwarmCore {
     this.openIds.add(id)
     this.serverCount++
     peer.client = false
+    // the connection the loser's grace waited for arrived: no dial
+    if (peer.deferred) this.undefer(peer, true)
     this.emit(SwarmOutput.Connection({ id, peer, direction: "inbound" }))
     this.emitUpdate()
   }
@@ -748,6 +784,7 @@ export class SwarmCore {
     for (const r of this.conns.values()) this.destroyRecord(r, "suspended")
     this.isSuspended = true
     // Decision: forgotten retries clear `waiting` (the reference leaves it set on peers its replaced timer held, so they are never collected).
+    for (const p of [...this.deferred.keys()]) this.undefer(p, false)
     const dropped = this.retry.clear().concat(this.queue.clear())
     for (const p of dropped) {
       p.waiting = false
@@ -773,6 +810,7 @@ export class SwarmCore {
     if (this.isDestroyed) return
     this.isDestroyed = true
     this.retry.destroy()
+    for (const p of [...this.deferred.keys()]) this.undefer(p, false)
     this.settleFlushes(false)
     for (const r of this.conns.values()) this.destroyRecord(r, "destroyed")
   }
@@ -799,7 +837,8 @@ export class SwarmCore {
       return id
     }
     // Decision: only dials from the queue count as pending; the reference also counts pinned dials, which never report, so its flush could hang.
-    let pending = 0
+    // a peer waiting out the loser's grace counts as queued
+    let pending = this.deferred.size
     for (const r of this.byKey.values()) if (r.direction === "outbound" && r.phase !== "open" && r.counted) pending++
     if (this.queue.length === 0 && pending === 0) {
       this.emit(SwarmOutput.Flushed({ flush: id, result: true }))
@@ -903,6 +942,37 @@ export class SwarmCore {
       this.queue.add(peer, peer.priority)
     }
     this.attemptDials(now)
+  }
+
+  /** Grace over for these peers: dial the ones no connection arrived from (the grace always ends in a dial or a connection). */
+  private releaseDeferred(now: number): void {
+    const due: Array<PeerInfo> = []
+    for (const [peer, at] of this.deferred) {
+      if (at > now) break
+      due.push(peer)
+    }
+    if (due.length === 0) return
+    for (const peer of due) {
+      this.deferred.delete(peer)
+      peer.deferred = false
+      if (this.peerMap.get(peer.key) !== peer || this.byKey.has(peer.key) || peer.queued || !peer.updatePriority()) {
+        this.flushMaybe(peer)
+        this.maybeDeletePeer(peer)
+        continue
+      }
+      // queued with the tick it was deferred at: a flush begun meanwhile waits for it
+      peer.queued = true
+      this.queue.add(peer, peer.priority)
+    }
+    this.attemptDials(now)
+  }
+
+  /** Drop a peer's grace (a connection from it arrived, or suspend / destroy). */
+  private undefer(peer: PeerInfo, processed: boolean): void {
+    this.deferred.delete(peer)
+    peer.deferred = false
+    if (processed) this.flushMaybe(peer)
+    else this.maybeDeletePeer(peer)
   }
 
   /** The dial loop (§9.5). */
