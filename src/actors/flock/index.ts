@@ -89,6 +89,15 @@
  *   discovery from its map once `TeardownDone { reason: "destroy" }`).
  * - `TeardownDone { reason }`: settle `destroy()` / `suspend()`.
  *
+ * Beyond the reference, for peers that join together: the discovery core
+ * runs one follow-up lookup shortly after its first client-mode cycle
+ * (`FOLLOW_UP_DELAY` + jitter) and marks the peers of that join phase
+ * `mutual` in its `handleReply` output; the owner passes them on with
+ * `handlePeer` unchanged, and the swarm core holds its dial to a mutual
+ * peer whose key wins the §10 tie-break for up to `LOSER_DIAL_GRACE`
+ * (that peer's own dial usually arrives first), through its ordinary
+ * `nextDeadline` / `handleTimeout`.
+ *
  * The remaining pieces (`PeerInfo`, `RetryTimer`, `DialQueue`, the
  * policies, the dedup rule) are used by `SwarmCore` and exported for
  * tests and for owners that need a single rule.
