@@ -29,4 +29,17 @@ describe("Flock over an in-memory DHT", () => {
     await a.destroy()
     await b.destroy()
   })
+
+  it("port opt gets passed on to the DHT the Flock makes (swarm.js #29); that DHT is destroyed with the Flock", async () => {
+    const base = 20_000 + Math.floor(Math.random() * 40_000)
+    const f = new Flock({ port: [base, base + 100], host: "127.0.0.1", bootstrap: [] })
+    const dht = f.dht as unknown as { ready(): Promise<void>; destroyed: boolean; handle: { sockets(): { server: { local: { port: number } } } } }
+    await dht.ready()
+    // the server socket's port (address() names the client socket while the node is firewalled, as hyperdht's does)
+    const port = dht.handle.sockets().server.local.port
+    expect(port).toBeGreaterThanOrEqual(base)
+    expect(port).toBeLessThanOrEqual(base + 100)
+    await f.destroy()
+    expect(dht.destroyed).toBe(true)
+  })
 })

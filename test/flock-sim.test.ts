@@ -444,4 +444,67 @@ describe("Flock on TestClock (in-memory DHT)", () => {
       expect(client.connections.size).toBe(0)
       yield* destroyAll(n)
     }))
+
+  it.effect("two servers, one client - refreshing a peer discovery instance discovers new server (swarm.js #17)", () =>
+    Effect.gen(function*() {
+      const n = yield* makeNet
+      const s1 = n.flock()
+      const s2 = n.flock()
+      const client = n.flock()
+      const cc = connections(client)
+      yield* settle(() => s1.join(topicOf(30), { client: false }).flushed())
+      const discovery = client.join(topicOf(30), { server: false })
+      yield* settle(() => client.flush())
+      yield* advance(1000, 10)
+      expect(cc.length).toBe(1)
+      yield* settle(() => s2.join(topicOf(30), { client: false }).flushed())
+      yield* advance(1000, 10)
+      expect(cc.length).toBe(1) // not found until the handle refreshes
+      yield* settle(() => discovery.refresh())
+      expect(yield* advanceUntil(() => cc.length === 2, 1000)).toBe(true)
+      yield* destroyAll(n)
+    }))
+
+  it.effect("multiple discovery sessions with different opts: destroying the client handle keeps the server handle accepting (swarm.js #22)", () =>
+    Effect.gen(function*() {
+      const n = yield* makeNet
+      const a = n.flock()
+      const b = n.flock()
+      const ca = connections(a)
+      const clientHandle = a.join(topicOf(31), { server: false, client: true })
+      yield* settle(() => a.join(topicOf(31), { server: true, client: false }).flushed())
+      yield* settle(() => clientHandle.destroy())
+      expect(a.status(topicOf(31))?.isServer).toBe(true)
+      b.join(topicOf(31), { server: false, client: true })
+      expect(yield* advanceUntil(() => ca.length === 1, 2000)).toBe(true)
+      yield* destroyAll(n)
+    }))
+
+  it.effect("closing all discovery sessions clears all peer-discovery objects (swarm.js #23)", () =>
+    Effect.gen(function*() {
+      const n = yield* makeNet
+      const a = n.flock()
+      const h1 = a.join(topicOf(32))
+      const h2 = a.join(topicOf(33), { server: false })
+      yield* settle(() => Promise.all([h1.flushed(), h2.flushed()]))
+      expect([...a.topics()].length).toBe(2)
+      yield* settle(() => Promise.all([h1.destroy(), h2.destroy()]))
+      expect(yield* advanceUntil(() => [...a.topics()].length === 0, 2000)).toBe(true)
+      expect(n.net.announced(topicOf(32))).toEqual([])
+      yield* destroyAll(n)
+    }))
+
+  it.effect("PeerInfo is collected when the connection closes: server side at once, client side once its retries ran out (swarm.js #24, #25)", () =>
+    Effect.gen(function*() {
+      const n = yield* makeNet
+      const server = n.flock()
+      const client = n.flock({ backoffs: [0, 0, 0, 0] })
+      const cc = connections(client)
+      yield* settle(() => server.join(topicOf(34), { client: false }).flushed())
+      client.join(topicOf(34), { server: false })
+      expect(yield* advanceUntil(() => cc.length === 1 && server.peers.size === 1, 1000)).toBe(true)
+      yield* settle(() => server.destroy())
+      expect(yield* advanceUntil(() => client.peers.size === 0, 5000)).toBe(true)
+      yield* destroyAll(n)
+    }))
 })
