@@ -10,12 +10,11 @@
  * - a server whose firewall hook rejects: the client's socket errors;
  * - `server.close()` leaves no announcement behind (FIND_PEER finds nothing).
  */
-import HyperDHT from "hyperdht"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Gateway } from "../src/index.js"
 import { drain, pattern, pump } from "./support/bytes.js"
-import { nodeMakers } from "./support/nodes.js"
-import { type Closable, HOST, onFreePort, randomPort, tracker, withTimeout } from "./support/live.js"
+import { nodeMakers, startMixedNetwork } from "./support/nodes.js"
+import { tracker, withTimeout } from "./support/live.js"
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Any = any
@@ -38,12 +37,7 @@ const opened = (s: Any): Promise<void> =>
   })
 
 beforeAll(async () => {
-  const boot = await onFreePort("reference bootstrapper", (port) => HyperDHT.bootstrapper(port, HOST, { host: HOST }), net.track)
-  bootPort = boot.port
-  const persistent: Array<Closable & { ready(): Promise<unknown> }> = []
-  for (let i = 0; i < 3; i++) persistent.push(refNode({ ephemeral: false, firewalled: false, port: randomPort() }))
-  for (let i = 0; i < 3; i++) persistent.push(omegaNode({ ephemeral: false, firewalled: false }))
-  await withTimeout(Promise.all(persistent.map((n) => n.ready())), 20_000, "network ready")
+  await startMixedNetwork(net.track, (port) => (bootPort = port))
 }, 60_000)
 
 afterAll(async () => {

@@ -9,24 +9,18 @@ import Hyperswarm from "hyperswarm"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Flock } from "../src/api/flock.js"
 import { Gateway } from "../src/index.js"
-import { type Closable, HOST, onFreePort, randomPort, sleep, tracker, withTimeout } from "./support/live.js"
-import { nodeMakers } from "./support/nodes.js"
+import { HOST, sleep, tracker, withTimeout } from "./support/live.js"
+import { startMixedNetwork } from "./support/nodes.js"
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Any = any
 
 const net = tracker()
 let bootPort = 0
-const { refNode, omegaNode } = nodeMakers(net.track, () => bootPort)
 const bootstrap = () => [`${HOST}:${bootPort}`]
 
 beforeAll(async () => {
-  const boot = await onFreePort("reference bootstrapper", (port) => HyperDHT.bootstrapper(port, HOST, { host: HOST }), net.track)
-  bootPort = boot.port
-  const persistent: Array<Closable & { ready(): Promise<unknown> }> = []
-  for (let i = 0; i < 3; i++) persistent.push(refNode({ ephemeral: false, firewalled: false, port: randomPort() }))
-  for (let i = 0; i < 3; i++) persistent.push(omegaNode({ ephemeral: false, firewalled: false }))
-  await withTimeout(Promise.all(persistent.map((n) => n.ready())), 20_000, "network ready")
+  await startMixedNetwork(net.track, (port) => (bootPort = port))
 }, 60_000)
 
 afterAll(async () => {

@@ -23,9 +23,8 @@ import * as Stream from "effect/Stream"
 import type { FlockDht, FlockKeyPair, FlockSocket } from "../actors/flock/dht-contract.js"
 import type { HandleOptions } from "../actors/flock/discovery.js"
 import { FlockError } from "../actors/flock/errors.js"
-import { type FlockRuntime, makeFlock } from "../actors/flock/flock.js"
+import { type FlockBehaviour, type FlockRuntime, makeFlock } from "../actors/flock/flock.js"
 import type { PeerInfo } from "../actors/flock/peer-info.js"
-import type { Backoffs } from "../actors/flock/retry.js"
 import type { Direction, SwarmStats } from "../actors/flock/swarm.js"
 import type { GatewaySocket } from "../actors/session/host.js"
 import * as Connections from "./connections.js"
@@ -35,18 +34,9 @@ import { Gateway as GatewayFacade } from "./Gateway.js"
 export { FlockError }
 export type { PeerInfo }
 
-export interface FlockServiceOptions {
+export interface FlockServiceOptions extends FlockBehaviour {
   /** Our identity; default: a random key pair from the Gateway's crypto. */
   readonly keyPair?: FlockKeyPair | undefined
-  readonly maxPeers?: number | undefined
-  readonly maxParallel?: number | undefined
-  readonly maxClientConnections?: number | undefined
-  readonly maxServerConnections?: number | undefined
-  readonly firewall?: ((remotePublicKey: Uint8Array, payload: unknown, address: unknown) => boolean | Promise<boolean>) | undefined
-  readonly relayThrough?: unknown
-  readonly backoffs?: Backoffs | undefined
-  readonly jitter?: number | undefined
-  readonly random?: (() => number) | undefined
 }
 
 /** One connection the Flock accepted, with the peer it belongs to. */
@@ -101,20 +91,7 @@ const make = (options: FlockServiceOptions = {}): Effect.Effect<FlockApi, never,
     // graceful destroy below (unannounce needs them alive)
     const inner = yield* Scope.fork(yield* Effect.scope)
     const runtime = yield* Scope.provide(inner)(makeFlock(
-      {
-        dht: facade as unknown as FlockDht,
-        ownsDht: false,
-        keyPair,
-        maxPeers: options.maxPeers,
-        maxParallel: options.maxParallel,
-        maxClientConnections: options.maxClientConnections,
-        maxServerConnections: options.maxServerConnections,
-        firewall: options.firewall,
-        relayThrough: options.relayThrough,
-        backoffs: options.backoffs,
-        jitter: options.jitter,
-        random: options.random
-      },
+      { ...options, dht: facade as unknown as FlockDht, ownsDht: false, keyPair },
       {
         connection: (socket: FlockSocket, peer, direction) => {
           PubSub.publishUnsafe(hub, { connection: Connections.fromSocket(socket as GatewaySocket), peer, direction })

@@ -25,10 +25,9 @@ import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import type { FlockDht, FlockKeyPair, FlockSocket } from "../actors/flock/dht-contract.js"
 import { FlockError, PeerFirewalled } from "../actors/flock/errors.js"
-import { type FlockRuntime, makeFlock, type TopicHandle } from "../actors/flock/flock.js"
+import { type FlockBehaviour, type FlockRuntime, makeFlock, type TopicHandle } from "../actors/flock/flock.js"
 import type { DiscoveryActor } from "../actors/flock/discovery-actor.js"
 import type { PeerInfo } from "../actors/flock/peer-info.js"
-import type { Backoffs } from "../actors/flock/retry.js"
 import type { SwarmStats } from "../actors/flock/swarm.js"
 import { toHex } from "../protocol/encoding.js"
 import { Gateway, type GatewayOptions } from "./Gateway.js"
@@ -36,7 +35,7 @@ import { Gateway, type GatewayOptions } from "./Gateway.js"
 export { FlockError, PeerFirewalled }
 export type { FlockDht, FlockSocket, PeerInfo }
 
-export interface FlockOptions {
+export interface FlockOptions extends FlockBehaviour {
   readonly keyPair?: FlockKeyPair | undefined
   readonly seed?: Uint8Array | undefined
   /** A hyperdht-compatible node (Omega's Gateway or hyperdht); the Flock never destroys it. */
@@ -46,27 +45,12 @@ export interface FlockOptions {
   readonly port?: GatewayOptions["port"]
   readonly host?: GatewayOptions["host"]
   readonly randomPunchInterval?: number | undefined
-  readonly maxPeers?: number | undefined
-  readonly maxParallel?: number | undefined
-  readonly maxClientConnections?: number | undefined
-  /** Enforced (the reference accepts and ignores it). Default unbounded. */
-  readonly maxServerConnections?: number | undefined
-  /** `(remotePublicKey, payload, address)`: truthy (or a promise of it) rejects and bans the key. */
-  readonly firewall?: ((remotePublicKey: Uint8Array, payload: unknown, address: unknown) => boolean | Promise<boolean>) | undefined
-  /** A relay key, keys, or `(force, flock) => key | keys | null` (hyperswarm's option). */
-  readonly relayThrough?: unknown
-  readonly handshakeClearWait?: number | undefined
-  /** Retry periods S, M, L, X in ms (hyperswarm's `backoffs`). */
-  readonly backoffs?: Backoffs | undefined
-  readonly jitter?: number | undefined
   /**
    * Run the Flock's fibers in this Effect context (its Clock, logger,
    * scheduler): an Effect application embedding the facade, or a test on
    * TestClock. Default: Effect's default services.
    */
   readonly context?: Context.Context<never> | undefined
-  /** Uniform in [0, 1): the Flock's randomness (seeded in tests). Default Math.random. */
-  readonly random?: (() => number) | undefined
 }
 
 /** What `join` returns (hyperswarm's PeerDiscoverySession). */
@@ -162,22 +146,7 @@ export class Flock extends EventEmitter {
     this.context = opts.context
     this.scope = Effect.runSync(Scope.make())
     const build = Scope.provide(this.scope)(makeFlock(
-      {
-        dht: this.dht,
-        ownsDht: this.ownsDht,
-        keyPair: this.keyPair,
-        maxPeers: opts.maxPeers,
-        maxParallel: opts.maxParallel,
-        maxClientConnections: opts.maxClientConnections,
-        maxServerConnections: opts.maxServerConnections,
-        firewall: opts.firewall,
-        relayThrough: opts.relayThrough,
-        handshakeClearWait: opts.handshakeClearWait,
-        backoffs: opts.backoffs,
-        jitter: opts.jitter,
-        random: opts.random,
-        self: this
-      },
+      { ...opts, dht: this.dht, ownsDht: this.ownsDht, keyPair: this.keyPair, self: this },
       {
         connection: (socket, peer) => {
           this.connections.add(socket)

@@ -16,9 +16,7 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type { FlockAddress, FlockDht, FlockKeyPair, FlockQuery } from "./dht-contract.js"
@@ -33,6 +31,7 @@ import {
   type TopicDiscoveryOptions
 } from "./discovery.js"
 import { FlockError } from "./errors.js"
+import { actorLoop } from "./mailbox.js"
 
 export type DiscoveryMessage = Data.TaggedEnum<{
   AddHandle: { readonly options: HandleOptions; readonly reply: Deferred.Deferred<HandleId, FlockError>; readonly refreshed: Deferred.Deferred<boolean, FlockError> }
@@ -271,50 +270,29 @@ export const makeDiscoveryActor = (options: TopicDiscoveryOptions, env: Discover
           for (let out = core.poll(); out !== undefined; out = core.poll()) execute(out)
         }))
 
-    const loop = Effect.gen(function*() {
-      while (true) {
-        const deadline = core.nextDeadline()
-        let msg: DiscoveryMessage | null
-        if (deadline === Number.POSITIVE_INFINITY) msg = yield* Queue.take(mailbox)
-        else {
-          const now = yield* Clock.currentTimeMillis
-          const got = yield* Queue.take(mailbox).pipe(Effect.timeoutOption(Duration.millis(Math.max(0, deadline - now))))
-          msg = Option.isSome(got) ? got.value : null
-        }
-        yield* step(msg)
-      }
-    })
+    const loop = actorLoop(mailbox, () => core.nextDeadline(), step)
 
-    const fail = (cause: Cause.Cause<unknown>) =>
-      Effect.gen(function*() {
-        const error = new FlockError({ reason: "actor-failed", detail: `the discovery of topic ${core.topicKey}`, cause: Cause.squash(cause) })
-        yield* Effect.logError("Flock discovery actor failed", cause)
-        for (const q of queries.values()) {
-          try {
-            q.destroy()
-          } catch {
-            // ignore
-          }
-        }
-        for (const list of waiters.values()) for (const d of list) Deferred.doneUnsafe(d, Effect.fail(error))
-        for (const d of [...teardownWaiters.destroy, ...teardownWaiters.suspend]) Deferred.doneUnsafe(d, Effect.void)
-        Deferred.doneUnsafe(gone, Effect.void)
-        env.failed(error)
-      })
-
-    // interrupted (its scope closed): whoever waits on it is let go
-    const stopped = Effect.sync(() => {
+    /** The actor ended (failed or interrupted): its queries stop and whoever waits on it is let go. */
+    const release = (refreshes: Effect.Effect<boolean, FlockError>) => {
       for (const q of queries.values()) {
         try {
           q.destroy()
         } catch {
-          // ignore
+          // a query that cannot be destroyed ends on its own
         }
       }
-      for (const list of waiters.values()) for (const d of list) Deferred.doneUnsafe(d, Effect.succeed(false))
+      for (const list of waiters.values()) for (const d of list) Deferred.doneUnsafe(d, refreshes)
       for (const d of [...teardownWaiters.destroy, ...teardownWaiters.suspend]) Deferred.doneUnsafe(d, Effect.void)
       Deferred.doneUnsafe(gone, Effect.void)
-    })
+    }
+    const fail = (cause: Cause.Cause<unknown>) =>
+      Effect.gen(function*() {
+        const error = new FlockError({ reason: "actor-failed", detail: `the discovery of topic ${core.topicKey}`, cause: Cause.squash(cause) })
+        yield* Effect.logError("Flock discovery actor failed", cause)
+        release(Effect.fail(error))
+        env.failed(error)
+      })
+    const stopped = Effect.sync(() => release(Effect.succeed(false)))
     yield* Effect.forkIn(
       loop.pipe(
         Effect.onInterrupt(() => stopped),

@@ -25,22 +25,32 @@ import { makeSwarmActor, type SwarmActor, type SwarmEvents, SwarmMessage } from 
 import type { Backoffs } from "./retry.js"
 import type { Direction } from "./swarm.js"
 
-export interface FlockConfig {
+/** How a Flock behaves: the options both faces take (hyperswarm's names). */
+export interface FlockBehaviour {
+  /** Soft cap on topic-driven connections (default 64). */
+  readonly maxPeers?: number | undefined
+  /** Outbound dials at once (default 3). */
+  readonly maxParallel?: number | undefined
+  readonly maxClientConnections?: number | undefined
+  /** Enforced (the reference accepts and ignores it). Default unbounded. */
+  readonly maxServerConnections?: number | undefined
+  /** `(remotePublicKey, payload, address)`: truthy (or a promise of it) rejects and bans the key. */
+  readonly firewall?: ((remotePublicKey: Uint8Array, payload: unknown, address: unknown) => boolean | Promise<boolean>) | undefined
+  /** A relay key, keys, or `(force, flock) => key | keys | null` (hyperswarm's option). */
+  readonly relayThrough?: unknown
+  readonly handshakeClearWait?: number | undefined
+  /** Retry periods S, M, L, X in ms (hyperswarm's `backoffs`). */
+  readonly backoffs?: Backoffs | undefined
+  readonly jitter?: number | undefined
+  /** Uniform in [0, 1): the Flock's randomness (seeded in tests). Default Math.random. */
+  readonly random?: (() => number) | undefined
+}
+
+export interface FlockConfig extends FlockBehaviour {
   readonly dht: FlockDht
   /** The Flock made the DHT (and destroys it); false for a user-supplied one. */
   readonly ownsDht: boolean
   readonly keyPair: FlockKeyPair
-  readonly maxPeers?: number | undefined
-  readonly maxParallel?: number | undefined
-  readonly maxClientConnections?: number | undefined
-  readonly maxServerConnections?: number | undefined
-  readonly firewall?: ((remotePublicKey: Uint8Array, payload: unknown, address: unknown) => boolean | Promise<boolean>) | undefined
-  readonly relayThrough?: unknown
-  readonly handshakeClearWait?: number | undefined
-  readonly backoffs?: Backoffs | undefined
-  readonly jitter?: number | undefined
-  /** Uniform in [0, 1); Math.random by default (tests pass a seeded one). */
-  readonly random?: (() => number) | undefined
   /** What `relayThrough(force, flock)` gets as its second argument. */
   readonly self?: unknown
   /** Bound on a graceful destroy's wait for streams to close (ms). Default 10 000. */

@@ -18,16 +18,15 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import type { FlockAddress, FlockDht, FlockKeyPair, FlockSocket } from "./dht-contract.js"
 import { relayThroughFor } from "./dial-policy.js"
 import type { DiscoveredPeer } from "./discovery.js"
 import { FlockError } from "./errors.js"
+import { actorLoop } from "./mailbox.js"
 import type { DialFailure, PeerInfo } from "./peer-info.js"
 import { makeSession, runSession, type Session, SessionMessage } from "./session.js"
 import { type BanReason, type ConnId, type Direction, SwarmCore, type SwarmCoreOptions, SwarmOutput } from "./swarm.js"
@@ -321,20 +320,10 @@ export const makeSwarmActor = (options: SwarmActorOptions, events: SwarmEvents):
           for (let out = core.poll(); out !== undefined; out = core.poll()) execute(out, now)
         }))
 
-    const loop = Effect.gen(function*() {
-      while (true) {
-        if (core.destroyed && sessions.size === 0 && destroyWaiters.length > 0) {
-          for (const d of destroyWaiters.splice(0)) Deferred.doneUnsafe(d, Effect.void)
-        }
-        const deadline = core.nextDeadline()
-        let msg: SwarmMessage | null
-        if (deadline === Number.POSITIVE_INFINITY) msg = yield* Queue.take(mailbox)
-        else {
-          const now = yield* Clock.currentTimeMillis
-          const got = yield* Queue.take(mailbox).pipe(Effect.timeoutOption(Duration.millis(Math.max(0, deadline - now))))
-          msg = Option.isSome(got) ? got.value : null
-        }
-        yield* step(msg)
+    const loop = actorLoop(mailbox, () => core.nextDeadline(), step, () => {
+      // a destroy is done once every stream has reported its close
+      if (core.destroyed && sessions.size === 0 && destroyWaiters.length > 0) {
+        for (const d of destroyWaiters.splice(0)) Deferred.doneUnsafe(d, Effect.void)
       }
     })
 
