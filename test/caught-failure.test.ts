@@ -5,37 +5,23 @@
  * child process (the built package), which reports what it caught and that it
  * is still alive a while later.
  */
-import { spawn } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { pathToFileURL } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { distIndex, ensureBuilt } from "./support/build.js"
+import { type ChildRun, runNodeChild } from "./support/child.js"
 
 const dir = mkdtempSync(join(tmpdir(), "omega-caught-"))
 
 beforeAll(() => ensureBuilt(), 250_000)
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
-const run = (source: string): Promise<{ code: number | null; stdout: string; stderr: string }> => {
+const run = (source: string): Promise<ChildRun> => {
   const file = join(dir, `child-${Math.random().toString(36).slice(2)}.mjs`)
   writeFileSync(file, source)
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [file], { stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL")
-      reject(new Error(`child did not exit\nstdout:\n${stdout}\nstderr:\n${stderr}`))
-    }, 30_000)
-    child.on("close", (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-  })
+  return runNodeChild([file], { timeoutMs: 30_000, what: "the child" })
 }
 
 describe("a caught failure never kills the process", () => {

@@ -5,41 +5,26 @@
  * its time limit. server.mjs and client.mjs take arguments: two-computers.mjs
  * runs them.
  */
-import { spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ensureBuilt, root } from "./support/build.js"
+import { type ChildRun, runNodeChild } from "./support/child.js"
 
 const dir = join(root, "examples")
 const examples = readdirSync(dir).filter((f) => f.endsWith(".mjs")).sort()
 /** Examples another example runs (they need its arguments). */
 const runBy: Record<string, string> = { "server.mjs": "two-computers.mjs", "client.mjs": "two-computers.mjs" }
 
-const children = new Set<ReturnType<typeof spawn>>()
+const children = new Set<ChildProcess>()
 beforeAll(() => ensureBuilt(), 250_000)
 afterAll(() => {
   for (const c of children) c.kill("SIGKILL")
 })
 
-const runExample = (file: string, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join("examples", file)], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
-    children.add(child)
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL")
-      reject(new Error(`${file} did not finish within ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`))
-    }, timeoutMs)
-    child.on("close", (code) => {
-      clearTimeout(timer)
-      children.delete(child)
-      resolve({ code, stdout, stderr })
-    })
-  })
+const runExample = (file: string, timeoutMs: number): Promise<ChildRun> =>
+  runNodeChild([join("examples", file)], { cwd: root, timeoutMs, what: file, children })
 
 describe("examples", () => {
   it("the list: the seed's isolated DHT, mutable records, an Effect app, the two-computer example", () => {

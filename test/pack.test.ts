@@ -19,13 +19,14 @@
  * a preloaded guard that refuses any datagram or DNS lookup beyond loopback
  * and reports it.
  */
-import { spawn, spawnSync } from "node:child_process"
+import { spawnSync } from "node:child_process"
 import dgram from "node:dgram"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { runNodeChild } from "./support/child.js"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 const manifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { name: string; dependencies: Record<string, string> }
@@ -256,25 +257,7 @@ let installOutput = ""
 
 /** Run `node [--import guard] file args` in the consumer project; killed after `timeoutMs`. */
 const runNode = (args: ReadonlyArray<string>, env: Record<string, string>, timeoutMs = 30_000): Promise<Run> =>
-  new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "./guard.mjs", ...args], { cwd: dir, env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL")
-      reject(new Error(`node ${args.join(" ")} did not exit within ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`))
-    }, timeoutMs)
-    child.on("error", (e) => {
-      clearTimeout(timer)
-      reject(e)
-    })
-    child.on("close", (code) => {
-      clearTimeout(timer)
-      resolve({ code, stdout, stderr })
-    })
-  })
+  runNodeChild(["--import", "./guard.mjs", ...args], { cwd: dir, env: childEnv(env), timeoutMs, what: `node ${args.join(" ")}` })
 
 /** A UDP port free on this host right now. */
 const freePort = (): Promise<number> =>

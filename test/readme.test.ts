@@ -11,11 +11,12 @@
  * an excerpt: its lines must appear, in order, in that file (which the
  * examples test runs).
  */
-import { spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ensureBuilt, root } from "./support/build.js"
+import { type ChildRun, runNodeChild } from "./support/child.js"
 
 interface Block {
   readonly info: string
@@ -70,32 +71,15 @@ const printed = (stdout: string, expected: string): boolean => {
   return true
 }
 
-const children = new Set<ReturnType<typeof spawn>>()
+const children = new Set<ChildProcess>()
 beforeAll(() => ensureBuilt(), 250_000)
 afterAll(() => {
   for (const c of children) c.kill("SIGKILL")
 })
 
-const runModule = (code: string, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-  new Promise((resolve, reject) => {
-    // evaluated with the repository as its directory: `@omegajs/gateway` is this package, `effect` its dependency
-    const child = spawn(process.execPath, ["--input-type=module"], { cwd: root, stdio: ["pipe", "pipe", "pipe"] })
-    children.add(child)
-    let stdout = ""
-    let stderr = ""
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d))
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d))
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL")
-      reject(new Error(`did not finish within ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`))
-    }, timeoutMs)
-    child.on("close", (exit) => {
-      clearTimeout(timer)
-      children.delete(child)
-      resolve({ code: exit, stdout, stderr })
-    })
-    child.stdin.end(code)
-  })
+const runModule = (code: string, timeoutMs: number): Promise<ChildRun> =>
+  // evaluated with the repository as its directory: `@omegajs/gateway` is this package, `effect` its dependency
+  runNodeChild(["--input-type=module"], { cwd: root, input: code, timeoutMs, what: "the README program", children })
 
 describe("README", () => {
   it("has runnable snippets for both APIs, and excerpts of the examples", () => {
