@@ -860,10 +860,17 @@ export class UdxStreamCore {
       const region = doff > 0 && doff < body ? doff : body
       const n = Math.min(region >> 3, 1024)
       let p = UDX_HEADER
+      // a block must lie within [remoteAcked, seqNext]: compared as offsets
+      // from remoteAcked (three pairwise sdiff checks let a block of up to
+      // 2^31 sequence numbers through across the wrap, and sackRange walks it)
+      const acked = this.remoteAcked
+      const limit = (this.seqNext - acked) >>> 0
       for (let k = 0; k < n; k++, p += 8) {
         const start = u32(buf, p)
         const end = u32(buf, p + 4)
-        if (sdiff(start, this.remoteAcked) < 0 || sdiff(end, start) <= 0 || sdiff(end, this.seqNext) > 0) continue
+        const a = (start - acked) >>> 0
+        const b = (end - acked) >>> 0
+        if (a >= b || b > limit) continue
         this.sackRange(start, end, now)
       }
     }
@@ -1291,6 +1298,10 @@ export class UdxStreamCore {
   }
 
   private transmitPacket(p: OutPacket, now: number): void {
+    // a tail loss probe resends a packet still in flight: it leaves the pipe
+    // (and the send-time list) before it re-enters at the tail, else it
+    // would be counted twice and linked twice
+    if (p.inPipe) this.removeFromPipe(p)
     if (this.inflight === 0) {
       this.firstSentTime = now
       this.deliveredTime = now
