@@ -20,8 +20,14 @@ import {
   isReserved,
   isUnstable,
   matchAddress,
+  capPace,
+  FAST_PACE,
+  MIN_PROBE_RATE,
+  paceRate,
   parseIPv4,
+  type PunchPace,
   RandomPunchLimiter,
+  REFERENCE_PACE,
   type RemoteAddress,
   shouldFastOpen,
   strategyFor,
@@ -645,6 +651,84 @@ describe("PunchCore: birthday strategy", () => {
   })
 })
 
+describe("PunchCore: paced random strategies (FAST_PACE and other paces)", () => {
+  const remote = [V("9.9.9.9", 5000)]
+
+  it("random probes at FAST_PACE: 1750 in bursts of 10 every 5 ms, then 300 one every 100 ms; exhausted one spacing after the last", () => {
+    const c = core({ remoteFirewall: RANDOM, remoteAddresses: remote, random: seededRandom(7) })
+    expect(c.start(100, FAST_PACE)).toBe(true)
+    expect(c.probeRate).toBe(2000)
+    const { probes, endedAt } = run(c, 100)
+    expect(probes.length).toBe(1750 + 300)
+    probes.slice(0, 1750).forEach((p, i) => expect(p.t).toBe(100 + 5 * Math.floor(i / 10)))
+    // the 175th burst is the fast phase's last; the slow phase starts one fast spacing later
+    const slowStart = 100 + 5 * 175
+    probes.slice(1750).forEach((p, i) => expect(p.t).toBe(slowStart + 100 * i))
+    expect(endedAt).toBe(slowStart + 100 * 300)
+    expect(probes.every((p) => p.socket === 0 && p.ttl === 64 && p.to.host === "9.9.9.9")).toBe(true)
+    // half the probes (and more) go to distinct ports: the birthday odds hold
+    expect(new Set(probes.slice(0, 1750).map((p) => p.to.port)).size).toBeGreaterThan(1700)
+  })
+
+  it("probeRate follows the phases and is 0 once ended", () => {
+    const c = core({ remoteFirewall: RANDOM, remoteAddresses: remote })
+    expect(c.probeRate).toBe(0)
+    c.start(0, FAST_PACE)
+    run(c, 0, { until: 5 * 173 }) // 174 bursts of 10 sent
+    expect(c.probeRate).toBe(2000)
+    run(c, 5 * 173, { until: 5 * 174 }) // the fast phase's last burst
+    expect(c.probeRate).toBe(10)
+    c.destroy()
+    expect(c.probeRate).toBe(0)
+  })
+
+  it("the birthday strategy at FAST_PACE: pace.sockets sockets, the cycle in bursts (first full cycle TTL 5)", () => {
+    const pace: PunchPace = { phases: [{ probes: 100, every: 5, burst: 10 }, { probes: 3, every: 50, burst: 1 }], sockets: 32 }
+    const c = core({ localFirewall: RANDOM, remoteAddresses: [V("8.8.8.8", 4000)] })
+    expect(c.start(0, pace)).toBe(true)
+    const { probes, endedAt } = run(c, 0)
+    expect(c.heldSockets).toBe(32)
+    const cycle = probes.slice(31)
+    expect(cycle.length).toBe(103)
+    cycle.slice(0, 100).forEach((p, j) => {
+      expect(p.t).toBe(100 + 5 * Math.floor(j / 10))
+      expect(p.socket).toBe(j % 32)
+      expect(p.ttl).toBe(j < 32 ? 5 : 64)
+    })
+    expect(cycle.slice(100).map((p) => [p.t, p.socket])).toEqual([[150, 100 % 32], [200, 101 % 32], [250, 102 % 32]])
+    expect(endedAt).toBe(300)
+  })
+
+  it("the reference pace is the default: start(now) and start(now, REFERENCE_PACE) send the same", () => {
+    const seq = (pace?: PunchPace) => {
+      const c = core({ remoteFirewall: RANDOM, random: seededRandom(3) })
+      if (pace === undefined) c.start(0)
+      else c.start(0, pace)
+      return run(c, 0).probes.map((p) => `${p.t}:${p.to.port}`)
+    }
+    expect(seq(REFERENCE_PACE)).toEqual(seq())
+  })
+
+  it("a pace without probes ends the punch at once (Exhausted)", () => {
+    const c = core({ remoteFirewall: RANDOM })
+    expect(c.start(0, { phases: [], sockets: 256 })).toBe(true)
+    expect(c.pollTransmit(0)).toBe(null)
+    expect(c.outcome).toEqual({ _tag: "Exhausted" })
+  })
+
+  it("property: at any pace the first probe still connects the initiator, whichever phase it arrives in", () => {
+    for (const at of [0, 3, 400, 900, 5000, 20_000]) {
+      const c = core({ remoteFirewall: RANDOM, remoteAddresses: remote })
+      c.start(0, FAST_PACE)
+      run(c, 0, { until: at })
+      expect(c.onProbeReceived(0, { host: "9.9.9.9", port: 1234 })).toBe(true)
+      expect(c.outcome).toEqual({ _tag: "Connected", socket: 0, address: { host: "9.9.9.9", port: 1234 } })
+      expect(c.pollTransmit(at + 1000)).toBe(null)
+      expect(c.nextDeadline()).toBe(Number.POSITIVE_INFINITY)
+    }
+  })
+})
+
 describe("PunchCore: no strategy", () => {
   it.each([
     ["RANDOM / RANDOM", RANDOM, RANDOM, [V("8.8.8.8", 1)]],
@@ -993,8 +1077,10 @@ describe("decisions", () => {
 })
 
 describe("RandomPunchLimiter", () => {
-  it("one at a time, then 20 s after the last one ended", () => {
-    const l = new RandomPunchLimiter()
+  it("reference(): one at a time, then 20 s after the last one ended, at the reference's pace", () => {
+    const l = RandomPunchLimiter.reference()
+    expect(l.acquire(0)?.pace).toEqual(REFERENCE_PACE)
+    l.abandon()
     expect(l.isLimited(0)).toBe(false) // a virtual clock at 0 is not "just after" a punch
     expect(l.tryAcquire(0)).toBe(true)
     expect(l.tryAcquire(1)).toBe(false)
@@ -1021,5 +1107,77 @@ describe("RandomPunchLimiter", () => {
     l.defer(100)
     expect(l.isLimited(1099)).toBe(true)
     expect(l.isLimited(1100)).toBe(false)
+  })
+})
+
+describe("RandomPunchLimiter: the node's budget (default)", () => {
+  it("back to back: no interval, a grant right after the last one ended", () => {
+    const l = new RandomPunchLimiter()
+    const a = l.acquire(0)!
+    expect(a.pace).toEqual(FAST_PACE)
+    l.release(10, a)
+    const b = l.acquire(10)
+    expect(b).not.toBe(null)
+    expect(l.active).toBe(1)
+  })
+
+  it("concurrent punches up to the probe-rate budget; a slowed punch gives its rate back; at most `limit` at once", () => {
+    const l = new RandomPunchLimiter()
+    const grants = [0, 1, 2, 3].map(() => l.acquire(0)!)
+    expect(grants.every((g) => g.rate === 2000)).toBe(true)
+    expect(l.probeRate).toBe(8000)
+    expect(l.acquire(0)).toBe(null)
+    l.lower(grants[0]!, 10)
+    const capped = l.acquire(0)!
+    expect(capped.rate).toBe(1800) // 1990 left: bursts of 9 every 5 ms
+    expect(capped.pace.phases[0]).toEqual({ probes: 1750, every: 5, burst: 9 })
+    expect(capped.pace.phases[1]).toEqual(FAST_PACE.phases[1])
+    for (const g of grants) l.lower(g, 0)
+    l.lower(capped, 0)
+    for (let i = l.active; i < 8; i++) expect(l.acquire(0)).not.toBe(null)
+    expect(l.active).toBe(8)
+    expect(l.acquire(0)).toBe(null)
+  })
+
+  it("birthday punches reserve their sockets: four at once, a fifth refused (a random-probes one still granted)", () => {
+    const l = new RandomPunchLimiter({ maxProbeRate: Infinity })
+    const b = [0, 1, 2, 3].map(() => l.acquire(0, true)!)
+    expect(b.every((g) => g.sockets === 256)).toBe(true)
+    expect(l.sockets).toBe(1024)
+    expect(l.acquire(0, true)).toBe(null)
+    const r = l.acquire(0, false)!
+    expect(r.sockets).toBe(1)
+    l.release(5, b[0])
+    l.release(5, r)
+    expect(l.acquire(5, true)?.pace.sockets).toBe(256)
+  })
+
+  it("fewer sockets left than a full birthday: the punch gets what is left (at least 64)", () => {
+    const l = new RandomPunchLimiter({ maxSockets: 300, maxProbeRate: Infinity })
+    expect(l.acquire(0, true)?.sockets).toBe(256)
+    expect(l.isLimited(0, true)).toBe(true) // 44 left
+    const l2 = new RandomPunchLimiter({ maxSockets: 400, maxProbeRate: Infinity })
+    l2.acquire(0, true)
+    expect(l2.acquire(0, true)?.pace.sockets).toBe(144)
+  })
+
+  it("release and abandon are idempotent per grant; neither frees another punch's grant", () => {
+    const l = new RandomPunchLimiter()
+    const a = l.acquire(0)!
+    const b = l.acquire(0)!
+    l.release(1, a)
+    l.release(2, a)
+    l.abandon(a)
+    expect(l.active).toBe(1)
+    expect(l.probeRate).toBe(b.rate)
+  })
+
+  it("capPace: bursts shrink first, then the spacing grows; never below one probe per step", () => {
+    expect(capPace(FAST_PACE, 10_000)).toEqual(FAST_PACE)
+    expect(paceRate(capPace(FAST_PACE, 1000))).toBe(1000)
+    const slow = capPace(FAST_PACE, MIN_PROBE_RATE)
+    expect(slow.phases[0]).toEqual({ probes: 1750, every: 20, burst: 1 })
+    expect(slow.phases[1]).toEqual(FAST_PACE.phases[1])
+    expect(paceRate(slow)).toBeLessThanOrEqual(MIN_PROBE_RATE)
   })
 })

@@ -65,7 +65,12 @@ export interface GatewayOptions extends GatewayConfig {
   readonly crypto?: Layer.Layer<Crypto>
   /** Secret-stream keepalive of connections in ms (default 5000); false turns it off. */
   readonly connectionKeepAlive?: number | false
-  /** Minimum time between two random (randomizing-NAT) punches of this node in ms (default 20 000). */
+  /**
+   * Random (randomizing-NAT) punches: unset, a per-node budget (up to 8 at
+   * once, 8000 probes/s and 1024 birthday sockets in all, back to back);
+   * set, the reference's rule instead: one at a time, this many ms apart
+   * (hyperdht's default is 20 000).
+   */
   readonly randomPunchInterval?: number
 }
 

@@ -32,7 +32,7 @@ import type { ConnectionHost } from "../session/host.js"
 import { SERVER } from "../routing/rpc.js"
 import type { UdxStream } from "../session/udx.js"
 import { DEFAULT_LINGER } from "../session/udx-stream.js"
-import { isUnstable } from "./decide.js"
+import { isUnstable, type RandomPunchGrant } from "./decide.js"
 import { NatAnalyzer, NatSamplingPlan } from "./nat.js"
 import { type PunchOutcome, PunchCore, type RemoteAddress } from "./puncher.js"
 
@@ -47,7 +47,7 @@ export interface PoolResponse {
 type Msg =
   | { readonly _tag: "Probe"; readonly socket: number; readonly from: Endpoint }
   | { readonly _tag: "Wake" }
-  | { readonly _tag: "Start"; readonly done: Deferred.Deferred<boolean> }
+  | { readonly _tag: "Start"; readonly done: Deferred.Deferred<boolean>; readonly grant: RandomPunchGrant | null }
   | { readonly _tag: "Sample" }
   | { readonly _tag: "PingResult"; readonly node: IPv4Address; readonly to: IPv4Address | null }
   | { readonly _tag: "AddSample"; readonly to: IPv4Address; readonly from: Endpoint }
@@ -84,6 +84,8 @@ export class HolepunchAttempt {
   private wakeArmed = Infinity
   private keep = -1
   private stopped = false
+  /** The random-punch grant the strategy runs under (its pace; lowered as the punch slows down). */
+  private grant: RandomPunchGrant | null = null
   remoteFirewall: number
   remoteAddresses: ReadonlyArray<RemoteAddress>
 
@@ -222,12 +224,16 @@ export class HolepunchAttempt {
     Queue.offerUnsafe(this.mailbox, { _tag: "SendProbe", to, low: false })
   }
 
-  /** Start the punch strategy; false when none applies. */
-  start(): Effect.Effect<boolean> {
+  /**
+   * Start the punch strategy, a random one at the pace of `grant` (the
+   * node's random-punch limiter's; without one, the reference's pace); false
+   * when none applies.
+   */
+  start(grant: RandomPunchGrant | null = null): Effect.Effect<boolean> {
     return Effect.suspend(() => {
       if (this.stopped) return Effect.succeed(false)
       const done = Deferred.makeUnsafe<boolean>()
-      Queue.offerUnsafe(this.mailbox, { _tag: "Start", done })
+      Queue.offerUnsafe(this.mailbox, { _tag: "Start", done, grant })
       return Deferred.await(done)
     })
   }
@@ -278,7 +284,8 @@ export class HolepunchAttempt {
         return
       case "Start": {
         this.core.setLocalFirewall(this.nat.firewall)
-        Deferred.doneUnsafe(m.done, Effect.succeed(this.core.start(now)))
+        if (m.grant !== null) this.grant = m.grant
+        Deferred.doneUnsafe(m.done, Effect.succeed(m.grant === null ? this.core.start(now) : this.core.start(now, m.grant.pace)))
         return
       }
       case "Sample":
@@ -343,6 +350,8 @@ export class HolepunchAttempt {
       } else if (this.openSocket(a.socket) !== null) core.socketOpened(a.socket, now)
       else core.socketOpenFailed(a.socket, now)
     }
+    // a punch past its fast phase gives the probe rate it no longer uses back to the node
+    if (this.grant !== null && core.isRandom) this.host.randomPunches.lower(this.grant, core.probeRate)
     const outcome = core.outcome
     if (outcome !== null) return this.settle(outcome)
     const deadline = core.nextDeadline()

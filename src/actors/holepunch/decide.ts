@@ -19,9 +19,13 @@
  *   addresses include the client's `remoteAddress` fires one probe at once.
  * - §6.7: which strategy a (local, remote) pair of classes gets, and the
  *   verified address the random strategies need.
- * - §6.5 step 10.2, §6.6 step 9, §8.3: at most one random punch at a time per
- *   DHT instance, and none until `randomPunchInterval` (20 s) after the last
- *   one ended.
+ * - §6.5 step 10.2, §6.6 step 9, §8.3: the reference allows one random punch
+ *   at a time per DHT instance, and none until `randomPunchInterval` (20 s)
+ *   after the last one ended. Ours (by default) bounds what random punches
+ *   cost the node instead: punches at once, probes per second summed over
+ *   them, and punch sockets held; each punch gets a pace (`PunchPace`) from
+ *   what is left. `RandomPunchLimiter.reference()` restores the reference's
+ *   rule and pace.
  */
 import { FIREWALL_CONSISTENT, FIREWALL_OPEN, FIREWALL_RANDOM, FIREWALL_UNKNOWN } from "../../protocol/connect.js"
 import type { IPv4Address } from "../../protocol/encoding.js"
@@ -202,38 +206,144 @@ export const firstPublicAddress = <A extends IPv4Address>(addresses: ReadonlyArr
 }
 
 // ---------------------------------------------------------------------------
+// Punch pace
+// ---------------------------------------------------------------------------
+
+/** A run of `probes` probes, `burst` at a time, one burst every `every` ms. */
+export interface PunchPhase {
+  readonly probes: number
+  readonly every: number
+  readonly burst: number
+}
+
+/**
+ * How fast a random strategy probes (random probes from our one socket, or
+ * the birthday strategy's cycle over its sockets), phase after phase, and
+ * how many sockets the birthday strategy opens (ours included).
+ */
+export interface PunchPace {
+  readonly phases: ReadonlyArray<PunchPhase>
+  readonly sockets: number
+}
+
+/** The reference (§6.7): 1750 probes 20 ms apart, 256 birthday sockets. */
+export const REFERENCE_PACE: PunchPace = { phases: [{ probes: 1750, every: 20, burst: 1 }], sockets: 256 }
+
+/**
+ * Ours: the 1750 probes at 2000 per second (10 every 5 ms) — with 256
+ * birthday sockets a probe hits with p = 256/65536, so half the punches
+ * connect within 174 probes (~90 ms) and 98% within 1024 (~0.5 s) — then 300
+ * probes 100 ms apart, so the punch stays up as long as the reference's (its
+ * birthday sockets' TTL-64 cycle reaches us through the ports we probed
+ * before they were open).
+ */
+export const FAST_PACE: PunchPace = {
+  phases: [{ probes: 1750, every: 5, burst: 10 }, { probes: 300, every: 100, burst: 1 }],
+  sockets: 256
+}
+
+/** Probes per second of a phase. */
+export const phaseRate = (p: PunchPhase): number => (p.burst * 1000) / p.every
+
+/** The highest rate of a pace (its first phase's, normally). */
+export const paceRate = (pace: PunchPace): number => pace.phases.reduce((m, p) => Math.max(m, phaseRate(p)), 0)
+
+/** `pace` with no phase faster than `rate` probes per second (bursts shrink first, then the spacing grows). */
+export const capPace = (pace: PunchPace, rate: number): PunchPace => ({
+  sockets: pace.sockets,
+  phases: pace.phases.map((p) => {
+    if (phaseRate(p) <= rate) return p
+    const burst = Math.floor((rate * p.every) / 1000)
+    return burst >= 1 ? { ...p, burst } : { ...p, burst: 1, every: Math.ceil(1000 / rate) }
+  })
+})
+
+// ---------------------------------------------------------------------------
 // Random-punch limiter
 // ---------------------------------------------------------------------------
 
 export interface RandomPunchLimiterOptions {
-  /** Minimum time between the end of one random punch and the start of the next (ms). Default 20 000. */
+  /** Minimum time between the end of one random punch and the start of the next (ms). Default 0 (the reference: 20 000). */
   readonly interval?: number
-  /** Random punches allowed at once. Default 1. */
+  /** Random punches allowed at once. Default 8 (the reference: 1). */
   readonly limit?: number
+  /** Probes per second summed over the running random punches. Default 8000 (four punches at full pace). */
+  readonly maxProbeRate?: number
+  /** Punch sockets summed over the running random punches. Default 1024 (four birthday punches). */
+  readonly maxSockets?: number
+  /** The pace of a punch when the budget allows it in full. Default `FAST_PACE`. */
+  readonly pace?: PunchPace
 }
 
+/** A random punch's share of the node's budget: its pace and what it holds (until `release`). */
+export interface RandomPunchGrant {
+  readonly pace: PunchPace
+  /** Probes per second reserved (lowered with `lower` when the punch slows down). */
+  rate: number
+  /** Sockets reserved (the birthday strategy's, else 1). */
+  readonly sockets: number
+  released: boolean
+}
+
+/** Below this a punch is not started (the reference's 20 ms spacing). */
+export const MIN_PROBE_RATE = 50
+/** A birthday punch needs at least this many sockets to be worth starting. */
+export const MIN_BIRTHDAY_SOCKETS = 64
+
 /**
- * One per DHT instance. A random punch holds a slot from the moment the dial
- * commits to it (before the punching update is sent) until the puncher
- * connects or is destroyed (`release`, which starts the interval). A commit
- * whose request fails before any punching started gives the slot back with
- * `abandon` (no interval), as the reference does.
+ * One per DHT instance. A random punch holds a grant from the moment the
+ * dial (or the server) commits to it until the puncher connects or is
+ * destroyed (`release`, which starts the interval). A commit whose request
+ * fails before any punching started gives the grant back with `abandon`
+ * (no interval), as the reference does.
+ *
+ * A grant is refused when `limit` punches run, when the last one ended
+ * less than `interval` ago, when less than `MIN_PROBE_RATE` of
+ * `maxProbeRate` is left, or (birthday) when fewer than
+ * `MIN_BIRTHDAY_SOCKETS` of `maxSockets` are left; otherwise the punch gets
+ * `pace` capped to the probe rate left and the sockets left. The running
+ * punches together never exceed `maxProbeRate` nor `maxSockets`.
  */
 export class RandomPunchLimiter {
   readonly interval: number
   readonly limit: number
-  private activeCount = 0
+  readonly maxProbeRate: number
+  readonly maxSockets: number
+  readonly pace: PunchPace
+  private readonly grants = new Set<RandomPunchGrant>()
   /** -Infinity: no random punch ended yet (a virtual clock may start at 0). */
   private endedAt = Number.NEGATIVE_INFINITY
 
   constructor(options: RandomPunchLimiterOptions = {}) {
-    this.interval = options.interval ?? 20_000
-    this.limit = options.limit ?? 1
+    this.interval = options.interval ?? 0
+    this.limit = options.limit ?? 8
+    this.maxProbeRate = options.maxProbeRate ?? 8000
+    this.maxSockets = options.maxSockets ?? 1024
+    this.pace = options.pace ?? FAST_PACE
   }
 
-  /** Random punches holding a slot. */
+  /** The reference's rule (§6.5 step 10.2): one at a time, `interval` (20 s) apart, at the reference's pace. */
+  static reference(interval = 20_000): RandomPunchLimiter {
+    return new RandomPunchLimiter({ interval, limit: 1, maxProbeRate: Infinity, maxSockets: Infinity, pace: REFERENCE_PACE })
+  }
+
+  /** Random punches holding a grant. */
   get active(): number {
-    return this.activeCount
+    return this.grants.size
+  }
+
+  /** Probes per second reserved by the running punches. */
+  get probeRate(): number {
+    let r = 0
+    for (const g of this.grants) r += g.rate
+    return r
+  }
+
+  /** Sockets reserved by the running punches. */
+  get sockets(): number {
+    let n = 0
+    for (const g of this.grants) n += g.sockets
+    return n
   }
 
   /** When the last random punch ended (or was deferred), -Infinity if never. */
@@ -241,36 +351,58 @@ export class RandomPunchLimiter {
     return this.endedAt
   }
 
-  /** A random punch may not start now. */
-  isLimited(now: number): boolean {
-    return this.activeCount >= this.limit || now - this.endedAt < this.interval
+  /** A random punch (a birthday one when `birthday`) may not start now. */
+  isLimited(now: number, birthday = false): boolean {
+    if (this.grants.size >= this.limit || now - this.endedAt < this.interval) return true
+    if (this.maxProbeRate - this.probeRate < MIN_PROBE_RATE) return true
+    return birthday && this.maxSockets - this.sockets < Math.min(MIN_BIRTHDAY_SOCKETS, this.pace.sockets)
   }
 
-  /** When a random punch could start if no slot were held (the end of the interval). */
+  /** When a random punch could start if no grant were held (the end of the interval). */
   readyAt(): number {
     return this.endedAt + this.interval
   }
 
-  /** Take a slot if not limited. */
-  tryAcquire(now: number): boolean {
-    if (this.isLimited(now)) return false
-    this.activeCount++
-    return true
+  /** A grant for a random punch (`birthday`: ours is the birthday strategy), or null when limited. */
+  acquire(now: number, birthday = false): RandomPunchGrant | null {
+    if (this.isLimited(now, birthday)) return null
+    const pace0 = birthday ? { ...this.pace, sockets: Math.min(this.pace.sockets, this.maxSockets - this.sockets) } : this.pace
+    const pace = capPace(pace0, this.maxProbeRate - this.probeRate)
+    const grant: RandomPunchGrant = { pace, rate: paceRate(pace), sockets: birthday ? pace.sockets : 1, released: false }
+    this.grants.add(grant)
+    return grant
   }
 
-  /** The random punch ended (connected, exhausted or destroyed): free the slot and start the interval. */
-  release(now: number): void {
-    if (this.activeCount > 0) this.activeCount--
+  /** Take a grant if not limited (true when taken); `release`/`abandon` without a grant give back the oldest. */
+  tryAcquire(now: number): boolean {
+    return this.acquire(now) !== null
+  }
+
+  /** The punch slowed down to `rate` probes per second: the rest of its reservation goes back to the budget. */
+  lower(grant: RandomPunchGrant, rate: number): void {
+    if (!grant.released && rate < grant.rate) grant.rate = rate
+  }
+
+  /** The random punch ended (connected, exhausted or destroyed): free its grant and start the interval. */
+  release(now: number, grant?: RandomPunchGrant): void {
+    this.drop(grant)
     if (now > this.endedAt) this.endedAt = now
   }
 
-  /** Give a slot back without starting the interval (the commit failed before punching). */
-  abandon(): void {
-    if (this.activeCount > 0) this.activeCount--
+  /** Give a grant back without starting the interval (the commit failed before punching). */
+  abandon(grant?: RandomPunchGrant): void {
+    this.drop(grant)
   }
 
   /** Count `now` as the end of a random punch ("defer random punches" on start and resume). */
   defer(now: number): void {
     if (now > this.endedAt) this.endedAt = now
+  }
+
+  private drop(grant: RandomPunchGrant | undefined): void {
+    const g = grant ?? this.grants.values().next().value
+    if (g === undefined || g.released) return
+    g.released = true
+    this.grants.delete(g)
   }
 }

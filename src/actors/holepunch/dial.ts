@@ -576,13 +576,17 @@ class Dial {
       const random = isRandomPunch(attempt.nat.firewall, attempt.remoteFirewall)
       const limiter = host.randomPunches
       const now = host.handle.clock.currentTimeMillisUnsafe()
-      if (random && !limiter.tryAcquire(now)) {
+      const grant = random ? limiter.acquire(now, attempt.nat.firewall >= C.FIREWALL_RANDOM) : null
+      if (random && grant === null) {
         yield* abort(serverRelay)
         attempt.stop()
-        this.attempts.push({ path: "punch", outcome: "another random punch is running or ended less than randomPunchInterval ago" })
-        return yield* this.error("HOLEPUNCH_ABORTED", "random punches are rate limited (one at a time, randomPunchInterval apart)")
+        const why = limiter.interval > 0
+          ? "another random punch is running or ended less than randomPunchInterval ago"
+          : `the node's random-punch budget is spent (${limiter.active} running, ${Math.round(limiter.probeRate)} probes/s, ${limiter.sockets} sockets)`
+        this.attempts.push({ path: "punch", outcome: why })
+        return yield* this.error("HOLEPUNCH_ABORTED", `random punches are rate limited: ${why}`)
       }
-      const release = () => (random ? Effect.sync(() => limiter.release(host.handle.clock.currentTimeMillisUnsafe())) : Effect.void)
+      const release = () => (grant !== null ? Effect.sync(() => limiter.release(host.handle.clock.currentTimeMillisUnsafe(), grant)) : Effect.void)
       const punched = yield* Effect.gen({ self: this }, function*() {
         const reply = yield* update(serverAddress, won.relayAddress, {
           error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: true,
@@ -590,7 +594,7 @@ class Dial {
           token: Derive.addressToken(c, localSecret, serverAddress.host), remoteToken: probe.token
         })
         if (!reply.payload.punching) return yield* this.error("REMOTE_NOT_HOLEPUNCHING")
-        const started = yield* attempt.start()
+        const started = yield* attempt.start(grant)
         if (!started) return yield* this.error("REMOTE_NOT_HOLEPUNCHABLE")
         return yield* Deferred.await(attempt.outcome)
       }).pipe(stopOnFailure, Effect.ensuring(release()))

@@ -16,14 +16,17 @@
  *   unverified addresses are only probed in rounds 4 and 8 (1-based). The
  *   non-initiator waits 1 s before its first round (the server has already
  *   fired its fast-open probe). The attempt is exhausted 1 s after round 10.
- * - random probes (L CONSISTENT, R RANDOM, needs V): 1750 TTL-64 probes
- *   from socket 0, 20 ms apart, to V.host on a uniformly random port in
- *   [1000, 65535]; exhausted 20 ms after the last.
+ * - random probes (L CONSISTENT, R RANDOM, needs V): TTL-64 probes from
+ *   socket 0 to V.host, each on a uniformly random port in [1000, 65535],
+ *   at the pace given to `start` (`PunchPace`: phases of `probes` probes,
+ *   `burst` of them every `every` ms); exhausted one spacing after the
+ *   last. The reference's pace (the default): 1750 probes 20 ms apart.
  * - birthday (L RANDOM, R CONSISTENT, needs V): open pool sockets one at a
- *   time until 256 are held (socket 0 included), each sending one TTL-5
- *   probe to V as soon as it is open; 100 ms after the last one, cycle over
- *   all held sockets sending one probe to V every 20 ms, TTL 5 for the first
- *   full cycle and TTL 64 after, 1750 probes; exhausted 20 ms after the last.
+ *   time until `pace.sockets` (256) are held (socket 0 included), each
+ *   sending one TTL-5 probe to V as soon as it is open; 100 ms after the
+ *   last one, cycle over all held sockets sending probes to V at the pace's
+ *   phases, TTL 5 for the first full cycle and TTL 64 after; exhausted one
+ *   spacing after the last.
  * - RANDOM on both sides, an UNKNOWN side, a random strategy without V, or
  *   no remote address at all: `start` returns false and nothing is sent.
  *
@@ -40,14 +43,25 @@
  * bursts), as a chain of sleeps would.
  */
 import type { IPv4Address } from "../../protocol/encoding.js"
-import { coerceFirewall, firstVerified, type RemoteAddress, type Strategy, strategyFor } from "./decide.js"
+import {
+  coerceFirewall,
+  firstVerified,
+  type PunchPace,
+  phaseRate,
+  REFERENCE_PACE,
+  type RemoteAddress,
+  type Strategy,
+  strategyFor
+} from "./decide.js"
 
-export type { RemoteAddress, Strategy } from "./decide.js"
+export type { PunchPace, PunchPhase, RemoteAddress, Strategy } from "./decide.js"
+export { FAST_PACE, REFERENCE_PACE } from "./decide.js"
 
 export const LOW_TTL = 5
 export const DEFAULT_TTL = 64
 export const CONSISTENT_ROUNDS = 10
 export const CONSISTENT_INTERVAL = 1000
+/** The reference's pace (`REFERENCE_PACE`): probes per punch, their spacing, birthday sockets. */
 export const RANDOM_PROBES = 1750
 export const PROBE_INTERVAL = 20
 export const BIRTHDAY_SOCKETS = 256
@@ -123,6 +137,8 @@ export class PunchCore {
   private opening = -1
   private roundsRun = 0
   private remaining = 0
+  private pace: PunchPace = REFERENCE_PACE
+  private phaseIndex = 0
   private cursor = 0
   private lowTtlCycles = 1
 
@@ -168,6 +184,13 @@ export class PunchCore {
   /** A random strategy was started: the attempt holds a random-punch limiter slot until it ends. */
   get isRandom(): boolean {
     return this.chosen === "random-probes" || this.chosen === "birthday"
+  }
+
+  /** Probes per second of the running random strategy's current phase (0 when none runs). */
+  get probeRate(): number {
+    if (this.phase !== "random-probes" && this.phase !== "birthday-cycle" && this.phase !== "birthday-open") return 0
+    const p = this.pace.phases[this.phaseIndex]
+    return p === undefined ? 0 : phaseRate(p)
   }
 
   /** Sockets held: 0 .. heldSockets-1. */
@@ -218,12 +241,14 @@ export class PunchCore {
   }
 
   /**
-   * Start the strategy the classes call for. Returns false when none applies
-   * (or the attempt already ended); the caller then aborts. Only the first
-   * call decides; later calls return the same answer.
+   * Start the strategy the classes call for, the random ones at `pace`
+   * (default: the reference's). Returns false when none applies (or the
+   * attempt already ended); the caller then aborts. Only the first call
+   * decides; later calls return the same answer.
    */
-  start(now: number): boolean {
+  start(now: number, pace: PunchPace = REFERENCE_PACE): boolean {
     if (this.started !== null) return this.started
+    this.pace = pace
     this.started = this.begin(now)
     return this.started
   }
@@ -276,7 +301,7 @@ export class PunchCore {
     this.opening = -1
     this.held++
     this.queue.push(probe(socket, this.target, LOW_TTL))
-    if (this.held < BIRTHDAY_SOCKETS) this.requestSocket()
+    if (this.held < this.pace.sockets) this.requestSocket()
     else this.beginCycle(now)
     return true
   }
@@ -350,11 +375,11 @@ export class PunchCore {
       else this.deadline = now + CONSISTENT_INTERVAL
     } else if (strategy === "random-probes") {
       this.phase = "random-probes"
-      this.remaining = RANDOM_PROBES
+      this.firstPhase()
       this.randomProbe(now)
     } else {
       this.phase = "birthday-open"
-      if (this.held < BIRTHDAY_SOCKETS) this.requestSocket()
+      if (this.held < this.pace.sockets) this.requestSocket()
       else this.beginCycle(now)
     }
     return true
@@ -369,11 +394,36 @@ export class PunchCore {
     this.deadline = now + CONSISTENT_INTERVAL
   }
 
+  /** Enter the pace's first non-empty phase (`remaining` 0: none). */
+  private firstPhase(): void {
+    this.phaseIndex = -1
+    this.remaining = 0
+    this.nextPhase()
+  }
+
+  private nextPhase(): void {
+    while (this.remaining <= 0 && this.phaseIndex < this.pace.phases.length) {
+      this.phaseIndex++
+      this.remaining = Math.max(0, Math.floor(this.pace.phases[this.phaseIndex]?.probes ?? 0))
+    }
+  }
+
+  /** This step's burst (at least 1, at most what the phase has left) and the spacing to the next step. */
+  private step(): { readonly n: number; readonly every: number } {
+    const p = this.pace.phases[this.phaseIndex]!
+    const n = Math.min(this.remaining, Math.max(1, Math.floor(p.burst)))
+    this.remaining -= n
+    const every = Math.max(1, p.every)
+    if (this.remaining <= 0) this.nextPhase()
+    return { n, every }
+  }
+
   private randomProbe(now: number): void {
+    if (this.remaining <= 0) return this.finish({ _tag: "Exhausted" })
     const v = this.target!
-    this.remaining--
-    this.queue.push(probe(0, { host: v.host, port: this.randomPort() }, DEFAULT_TTL))
-    this.deadline = now + PROBE_INTERVAL
+    const { every, n } = this.step()
+    for (let i = 0; i < n; i++) this.queue.push(probe(0, { host: v.host, port: this.randomPort() }, DEFAULT_TTL))
+    this.deadline = now + every
   }
 
   private requestSocket(): void {
@@ -383,21 +433,24 @@ export class PunchCore {
 
   private beginCycle(now: number): void {
     this.phase = "birthday-cycle"
-    this.remaining = RANDOM_PROBES
+    this.firstPhase()
     this.cursor = 0
     this.lowTtlCycles = 1
     this.deadline = now + BIRTHDAY_SETTLE
   }
 
   private cycleProbe(now: number): void {
+    if (this.remaining <= 0) return this.finish({ _tag: "Exhausted" })
     const v = this.target!
-    if (this.cursor >= this.held) {
-      this.cursor = 0
-      if (this.lowTtlCycles > 0) this.lowTtlCycles--
+    const { every, n } = this.step()
+    for (let i = 0; i < n; i++) {
+      if (this.cursor >= this.held) {
+        this.cursor = 0
+        if (this.lowTtlCycles > 0) this.lowTtlCycles--
+      }
+      this.queue.push(probe(this.cursor++, v, this.lowTtlCycles > 0 ? LOW_TTL : DEFAULT_TTL))
     }
-    this.remaining--
-    this.queue.push(probe(this.cursor++, v, this.lowTtlCycles > 0 ? LOW_TTL : DEFAULT_TTL))
-    this.deadline = now + PROBE_INTERVAL
+    this.deadline = now + every
   }
 
   /** A uniformly random port in [1000, 65535] (out-of-range `random()` values are clamped). */

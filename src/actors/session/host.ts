@@ -26,7 +26,7 @@ import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Noise from "../../layers/crypto/noise.js"
 import type { Datagram, Endpoint, UdpSocket } from "../../layers/Transport.js"
 import { namespaces, type Namespaces } from "../../protocol/records.js"
-import { RandomPunchLimiter } from "../holepunch/decide.js"
+import { RandomPunchLimiter, type RandomPunchLimiterOptions } from "../holepunch/decide.js"
 import { CLIENT, SERVER, type SocketKind } from "../routing/rpc.js"
 import { type NoiseHandshakeResult, NoiseSecretStream } from "./secret-stream-node.js"
 import { fromUdxStream, type SecretStreamClock } from "./secret-stream.js"
@@ -59,8 +59,21 @@ export interface HostOptions {
   readonly connectionKeepAlive?: number | false
   /** Random source for stream ids (seeded in simulations). */
   readonly random?: () => number
-  /** Minimum time between random punches (ms, default 20 000). */
+  /**
+   * The reference's random-punch rule: one random punch at a time, this
+   * long (ms; the reference's default is 20 000) after the last one ended,
+   * at the reference's pace (1750 probes 20 ms apart). Unset (the default):
+   * random punches run concurrently and back to back within a per-node
+   * budget (`RandomPunchLimiter`: 8 at once, 8000 probes/s, 1024 sockets),
+   * each at up to 2000 probes/s.
+   */
   readonly randomPunchInterval?: number
+  /**
+   * The node's random-punch budget (punches at once, probes per second,
+   * sockets, the pace of one punch); ignored when `randomPunchInterval` is
+   * set. Default: `new RandomPunchLimiter()`'s.
+   */
+  readonly randomPunchBudget?: RandomPunchLimiterOptions
   /**
    * Secret-stream timers (keepalive, inactivity) on the node's Effect clock
    * instead of real timers: simulations on TestClock / VirtualClock. Real
@@ -117,7 +130,7 @@ export class ConnectionHost {
   readonly listening = new Set<string>()
   readonly ns: Namespaces
   readonly keepAlive: number
-  /** One random punch at a time per node, `randomPunchInterval` apart (connect.md §6.5 step 10.2). */
+  /** The node's random-punch budget (connect.md §6.5 step 10.2; the reference's rule with `randomPunchInterval`). */
   readonly randomPunches: RandomPunchLimiter
   readonly random: () => number
   private readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.Fiber<A, E>
@@ -135,7 +148,9 @@ export class ConnectionHost {
     const ka = options.connectionKeepAlive
     this.keepAlive = ka === false ? 0 : (ka ?? 5000)
     this.random = options.random ?? Math.random
-    this.randomPunches = new RandomPunchLimiter(options.randomPunchInterval !== undefined ? { interval: options.randomPunchInterval } : {})
+    this.randomPunches = options.randomPunchInterval !== undefined
+      ? RandomPunchLimiter.reference(options.randomPunchInterval)
+      : new RandomPunchLimiter(options.randomPunchBudget)
     this.runFork = Effect.runForkWith(context)
     this.streamClock = options.effectTimers === true
       ? {

@@ -31,7 +31,7 @@ import * as R from "../../protocol/records.js"
 import * as Derive from "../../layers/crypto/derive.js"
 import { equalBytes } from "../../protocol/encoding.js"
 import { HolepunchAttempt } from "../holepunch/attempt.js"
-import { isPrivate, isRandomPunch, matchAddress, shouldFastOpen, withVerified } from "../holepunch/decide.js"
+import { isPrivate, isRandomPunch, matchAddress, type RandomPunchGrant, shouldFastOpen, withVerified } from "../holepunch/decide.js"
 import { connectionError, type ConnectionError } from "../holepunch/errors.js"
 import type { IncomingResponse } from "../routing/rpc.js"
 import type { HandshakeInfo, HolepunchInfo, ServerHooks, ServerReply } from "../routing/router.js"
@@ -89,8 +89,8 @@ interface Handshake {
   round: number
   /** Replies leave from the attempt's socket (so relays see its mapping). */
   replySocket: UdpSocket | null
-  /** Holds the random-punch slot (released when the attempt ends). */
-  randomSlot: boolean
+  /** The random-punch grant held (released when the attempt ends). */
+  randomSlot: RandomPunchGrant | null
   /** A blind-relay pairing is in progress (the handshake does not time out meanwhile). */
   relaying: boolean
   /** Connected through a blind relay: punching goes on, a direct path upgrades the connection. */
@@ -353,7 +353,7 @@ export class ServerCore {
     if (id === -1) id = this.slots.push(null) - 1
     const hs: Handshake = {
       key, id, reply: null, dropped: false, waiters: [respond], stream: null, stopTimer: null, connected: false,
-      secret: null, localSecret: null, attempt: null, round: 0, replySocket: null, randomSlot: false, relaying: false, relayed: false
+      secret: null, localSecret: null, attempt: null, round: 0, replySocket: null, randomSlot: null, relaying: false, relayed: false
     }
     this.slots[id] = hs
     this.handshakes.set(key, hs)
@@ -621,15 +621,16 @@ export class ServerCore {
           if (typeof veto === "function" && !veto(attempt.remoteFirewall, own, attempt.remoteAddresses, attempt.nat.addresses ?? [])) return abort(C.ERROR_ABORTED)
           hs.stopTimer?.()
           hs.stopTimer = null
-          if (isRandomPunch(own, attempt.remoteFirewall) && !hs.randomSlot) {
-            if (!host.randomPunches.tryAcquire(host.handle.clock.currentTimeMillisUnsafe())) {
+          if (isRandomPunch(own, attempt.remoteFirewall) && hs.randomSlot === null) {
+            const grant = host.randomPunches.acquire(host.handle.clock.currentTimeMillisUnsafe(), own >= C.FIREWALL_RANDOM)
+            if (grant === null) {
               host.stats.punches.tryLater++
               return abort(C.ERROR_TRY_LATER)
             }
-            hs.randomSlot = true
+            hs.randomSlot = grant
             host.spawn(Effect.andThen(Deferred.await(attempt.outcome), Effect.sync(() => this.releaseRandom(hs))))
           }
-          const started = yield* attempt.start()
+          const started = yield* attempt.start(hs.randomSlot)
           if (!started) return abort(C.ERROR_ABORTED)
           // no connection within the punch: give up the handshake
           host.spawn(Effect.andThen(Deferred.await(attempt.outcome), Effect.sync(() => {
@@ -654,9 +655,10 @@ export class ServerCore {
   }
 
   private releaseRandom(hs: Handshake): void {
-    if (!hs.randomSlot) return
-    hs.randomSlot = false
-    this.host.randomPunches.release(this.host.handle.clock.currentTimeMillisUnsafe())
+    const grant = hs.randomSlot
+    if (grant === null) return
+    hs.randomSlot = null
+    this.host.randomPunches.release(this.host.handle.clock.currentTimeMillisUnsafe(), grant)
   }
 
   /**
