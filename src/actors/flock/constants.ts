@@ -125,8 +125,8 @@ export const DEFAULT_FLUSH_TIMEOUT = 60_000
  * follow-ups over the closest nodes. Peers it still misses find us in
  * their own follow-up, or at the next refresh as in the reference.
  */
-export const FOLLOW_UP_DELAY = 200
-export const FOLLOW_UP_JITTER = 200
+export const FOLLOW_UP_DELAY = 100
+export const FOLLOW_UP_JITTER = 150
 /**
  * Flock only: the dial grace of the tie-break loser. A peer found during
  * the join phase (first cycle or follow-up) of a topic we announce may be
@@ -137,4 +137,4 @@ export const FOLLOW_UP_JITTER = 200
  * cycle, plus one query and one connect; the grace covers that, and always
  * ends in a dial when nothing arrived (no pair is left unconnected).
  */
-export const LOSER_DIAL_GRACE = 800
+export const LOSER_DIAL_GRACE = 500
