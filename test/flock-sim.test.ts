@@ -475,6 +475,7 @@ describe("Flock on TestClock (in-memory DHT)", () => {
       yield* settle(() => a.join(topicOf(31), { server: true, client: false }).flushed())
       yield* settle(() => clientHandle.destroy())
       expect(a.status(topicOf(31))?.isServer).toBe(true)
+      expect(a.status(topicOf(31))?.isClient).toBe(false)
       b.join(topicOf(31), { server: false, client: true })
       expect(yield* advanceUntil(() => ca.length === 1, 2000)).toBe(true)
       yield* destroyAll(n)

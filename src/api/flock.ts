@@ -100,11 +100,12 @@ export class TopicStatus {
   get topic(): Uint8Array {
     return this.actor.core.topic
   }
+  /** Some handle of this topic is in client mode (hyperswarm's getter counts the sessions too). */
   get isClient(): boolean {
-    return this.actor.core.isClient
+    return this.actor.core.wantsClient
   }
   get isServer(): boolean {
-    return this.actor.core.isServer
+    return this.actor.core.wantsServer
   }
   get destroyed(): boolean {
     return this.actor.core.destroyed

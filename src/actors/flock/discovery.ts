@@ -271,6 +271,16 @@ export class TopicDiscoveryCore {
     return this.discovered
   }
 
+  /** Some handle is in client mode (the modes the next refresh adopts; `isClient` is the running cycle's). */
+  get wantsClient(): boolean {
+    return this.clientHandles > 0
+  }
+
+  /** Some handle is in server mode. */
+  get wantsServer(): boolean {
+    return this.serverHandles > 0
+  }
+
   get handleCount(): number {
     return this.handles.size
   }
