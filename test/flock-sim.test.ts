@@ -10,7 +10,7 @@ import { it } from "@effect/vitest"
 import { Effect, Exit, Option } from "effect"
 import { describe, expect } from "vitest"
 import { FlockError } from "../src/actors/flock/errors.js"
-import { Flock, type FlockSocket, type PeerInfo } from "../src/api/flock.js"
+import { Flock, type FlockOptions, type FlockSocket, type PeerInfo } from "../src/api/flock.js"
 import { seededRandom } from "../src/util/random.js"
 import { advance, advanceUntil, drive } from "./support/connect-sim.js"
 import { FakeDhtNetwork } from "./support/flock-fake-dht.js"
@@ -64,6 +64,21 @@ const connections = (f: Flock) => {
 
 const destroyAll = (n: Net) => settle(() => Promise.all(n.all.map((f) => f.destroy())))
 
+/**
+ * A server-only and a client-only Flock on `topic`, the client joining once
+ * the server's announcement is stored, with the connection logs of both.
+ */
+const serverAndClient = (n: Net, topic: Uint8Array, opts: { readonly server?: FlockOptions; readonly client?: FlockOptions } = {}) =>
+  Effect.gen(function*() {
+    const server = n.flock(opts.server)
+    const client = n.flock(opts.client)
+    const cs = connections(server)
+    const cc = connections(client)
+    yield* settle(() => server.join(topic, { client: false }).flushed())
+    client.join(topic, { server: false })
+    return { server, client, cs, cc }
+  })
+
 describe("Flock on TestClock (in-memory DHT)", () => {
   it.effect("one server, one client - first connection (swarm.js #8)", () =>
     Effect.gen(function*() {
@@ -103,12 +118,7 @@ describe("Flock on TestClock (in-memory DHT)", () => {
   it.effect("one server, one client - single reconnect (swarm.js #10)", () =>
     Effect.gen(function*() {
       const n = yield* makeNet
-      const server = n.flock()
-      const client = n.flock()
-      const cs = connections(server)
-      const cc = connections(client)
-      yield* settle(() => server.join(topicOf(3), { client: false }).flushed())
-      client.join(topicOf(3), { server: false })
+      const { server, client, cs, cc } = yield* serverAndClient(n, topicOf(3))
       expect(yield* advanceUntil(() => cs.length === 1 && cc.length === 1, 1000)).toBe(true)
       cs[0]!.socket.destroy()
       expect(yield* advanceUntil(() => cs.length === 2 && cc.length === 2, 4 * L)).toBe(true)
@@ -241,12 +251,7 @@ describe("Flock on TestClock (in-memory DHT)", () => {
     Effect.gen(function*() {
       const n = yield* makeNet
       let asked = 0
-      const server = n.flock({ firewall: () => (asked++, true) })
-      const client = n.flock()
-      const cs = connections(server)
-      const cc = connections(client)
-      yield* settle(() => server.join(topicOf(15), { client: false }).flushed())
-      client.join(topicOf(15), { server: false })
+      const { server, client, cs, cc } = yield* serverAndClient(n, topicOf(15), { server: { firewall: () => (asked++, true) } })
       yield* advance(5 * L, 5)
       expect(cs.length + cc.length).toBe(0)
       expect(asked).toBe(1)
@@ -317,12 +322,7 @@ describe("Flock on TestClock (in-memory DHT)", () => {
   it.effect("connectionsOpened and connectionsClosed stats (stats.js #41)", () =>
     Effect.gen(function*() {
       const n = yield* makeNet
-      const server = n.flock()
-      const client = n.flock()
-      const cc = connections(client)
-      const cs = connections(server)
-      yield* settle(() => server.join(topicOf(17), { client: false }).flushed())
-      client.join(topicOf(17), { server: false })
+      const { server, client, cs, cc } = yield* serverAndClient(n, topicOf(17))
       expect(yield* advanceUntil(() => cc.length === 1 && cs.length === 1, 1000)).toBe(true)
       expect(client.stats.connects.client.attempted).toBe(1)
       expect(client.stats.connects.client.opened).toBe(1)
@@ -338,12 +338,7 @@ describe("Flock on TestClock (in-memory DHT)", () => {
   it.effect("suspend + resume: a second connection on both sides (suspend.js #42)", () =>
     Effect.gen(function*() {
       const n = yield* makeNet
-      const server = n.flock()
-      const client = n.flock()
-      const cc = connections(client)
-      const cs = connections(server)
-      yield* settle(() => server.join(topicOf(18), { client: false }).flushed())
-      client.join(topicOf(18), { server: false })
+      const { server, client, cs, cc } = yield* serverAndClient(n, topicOf(18))
       expect(yield* advanceUntil(() => cc.length === 1 && cs.length === 1, 1000)).toBe(true)
       yield* settle(() => client.suspend())
       expect(client.suspended).toBe(true)
@@ -388,11 +383,7 @@ describe("Flock on TestClock (in-memory DHT)", () => {
   it.effect("a user-supplied DHT is not destroyed by flock.destroy(); streams are closed (§15.2 #7)", () =>
     Effect.gen(function*() {
       const n = yield* makeNet
-      const server = n.flock()
-      const client = n.flock()
-      const cc = connections(client)
-      yield* settle(() => server.join(topicOf(22), { client: false }).flushed())
-      client.join(topicOf(22), { server: false })
+      const { server, client, cc } = yield* serverAndClient(n, topicOf(22))
       expect(yield* advanceUntil(() => cc.length === 1, 1000)).toBe(true)
       yield* settle(() => client.destroy())
       expect(cc[0]!.socket.destroyed).toBe(true)
@@ -498,11 +489,7 @@ describe("Flock on TestClock (in-memory DHT)", () => {
   it.effect("PeerInfo is collected when the connection closes: server side at once, client side once its retries ran out (swarm.js #24, #25)", () =>
     Effect.gen(function*() {
       const n = yield* makeNet
-      const server = n.flock()
-      const client = n.flock({ backoffs: [0, 0, 0, 0] })
-      const cc = connections(client)
-      yield* settle(() => server.join(topicOf(34), { client: false }).flushed())
-      client.join(topicOf(34), { server: false })
+      const { server, client, cc } = yield* serverAndClient(n, topicOf(34), { client: { backoffs: [0, 0, 0, 0] } })
       expect(yield* advanceUntil(() => cc.length === 1 && server.peers.size === 1, 1000)).toBe(true)
       yield* settle(() => server.destroy())
       expect(yield* advanceUntil(() => client.peers.size === 0, 5000)).toBe(true)
