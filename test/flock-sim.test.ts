@@ -495,4 +495,27 @@ describe("Flock on TestClock (in-memory DHT)", () => {
       expect(yield* advanceUntil(() => client.peers.size === 0, 5000)).toBe(true)
       yield* destroyAll(n)
     }))
+
+  it.effect("the server side learns which of its topics an inbound peer shares once both announced it (issue 19; the reference never does)", () =>
+    Effect.gen(function*() {
+      const n = yield* makeNet
+      const server = n.flock()
+      const client = n.flock()
+      const cs = connections(server)
+      const topics: Array<string> = []
+      server.on("topic", (_peer: PeerInfo, t: Uint8Array) => topics.push(hex(t)))
+      const t2 = server.join(topicOf(41), { client: false })
+      yield* settle(() => Promise.all([server.join(topicOf(40), { client: false }).flushed(), t2.flushed()]))
+      client.join(topicOf(40), { server: false })
+      expect(yield* advanceUntil(() => cs.length === 1, 1000)).toBe(true)
+      expect(cs[0]!.peer.topics).toEqual([])
+      // the client also serves topic 41; the server's next refresh of 41 sees it
+      yield* settle(() => client.join(topicOf(41), { server: true, client: false }).flushed())
+      yield* settle(() => t2.refresh())
+      yield* advance(50, 5)
+      expect(cs[0]!.peer.topics.map(hex)).toEqual([hex(topicOf(41))])
+      expect(topics).toEqual([hex(topicOf(41))])
+      expect(cs.length).toBe(1) // nobody was dialled: server-only
+      yield* destroyAll(n)
+    }))
 })

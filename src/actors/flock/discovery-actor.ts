@@ -59,6 +59,8 @@ export interface DiscoveryEnv {
   readonly relayAddresses: () => ReadonlyArray<FlockAddress>
   /** Hand peers found under the topic to the dial-queue actor. */
   readonly found: (topic: Uint8Array, peers: ReadonlyArray<DiscoveredPeer>) => void
+  /** Server-only: peers that announced the topic too (the ones we are connected to learn it). */
+  readonly shared: (topic: Uint8Array, keys: ReadonlyArray<Uint8Array>) => void
   /** The last handle left: the Flock leaves the topic. */
   readonly leave: (topic: Uint8Array) => void
   readonly failed: (error: FlockError) => void
@@ -235,6 +237,9 @@ export const makeDiscoveryActor = (options: TopicDiscoveryOptions, env: Discover
         case "Reply": {
           const peers = core.handleReply(m.cycle, m.peers)
           if (peers.length > 0) env.found(topic, peers)
+          // server-only: nobody is dialled, but a peer we are connected to
+          // that announced this topic too shares it (issue 19)
+          else if (!core.isClient && m.peers.length > 0) env.shared(topic, m.peers.map((p) => p.publicKey))
           return
         }
         case "QueryDone":

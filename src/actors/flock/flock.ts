@@ -227,6 +227,7 @@ export const makeFlock = (config: FlockConfig, events: FlockEvents): Effect.Effe
               listen,
               relayAddresses: () => server?.relayAddresses ?? [],
               found: (t, peers) => post(SwarmMessage.Peers({ topic: t, peers })),
+              shared: (t, keys) => post(SwarmMessage.TopicShared({ topic: t, keys })),
               leave: (t) => run(Effect.ignore(leave(t))),
               failed: events.failed
             }

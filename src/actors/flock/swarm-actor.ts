@@ -33,6 +33,8 @@ import { type BanReason, type ConnId, type Direction, SwarmCore, type SwarmCoreO
 
 export type SwarmMessage = Data.TaggedEnum<{
   Peers: { readonly topic: Uint8Array; readonly peers: ReadonlyArray<DiscoveredPeer> }
+  /** Keys that announced a topic we serve (server-only): known peers learn it. */
+  TopicShared: { readonly topic: Uint8Array; readonly keys: ReadonlyArray<Uint8Array> }
   JoinTopic: { readonly topic: Uint8Array }
   LeaveTopic: { readonly topic: Uint8Array; readonly closeConnections: boolean }
   JoinPeer: { readonly publicKey: Uint8Array }
@@ -224,6 +226,9 @@ export const makeSwarmActor = (options: SwarmActorOptions, events: SwarmEvents):
       switch (m._tag) {
         case "Peers":
           for (const p of m.peers) core.handlePeer(now, m.topic, p)
+          return
+        case "TopicShared":
+          for (const k of m.keys) core.handleTopicShared(now, k, m.topic)
           return
         case "JoinTopic":
           return core.joinTopic(m.topic)
