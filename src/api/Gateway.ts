@@ -490,6 +490,12 @@ export class Gateway extends EventEmitter {
       case "network-change":
         this.emit("network-change", e.interfaces)
         break
+      case "failed":
+        // the node closed itself: the error goes to listeners (never thrown at a
+        // process without one), then the facade closes its servers and connections
+        if (this.listenerCount("error") > 0) this.emit("error", e.error)
+        void this.destroy()
+        break
       default:
         this.emit(e._tag)
     }

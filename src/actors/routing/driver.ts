@@ -19,6 +19,7 @@
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -321,6 +322,30 @@ class NodeActor implements NodeHandle {
   }
 
   // ---- steps ----
+
+  /** Publish an event that does not come from the core. */
+  private publish(e: DhtEvent): void {
+    if (this.pubsub !== null) PubSub.publishUnsafe(this.pubsub, e)
+    for (const l of this.listeners) l(e)
+  }
+
+  /**
+   * Supervision: a defect in the actor's loop (a throwing step) closes the
+   * node cleanly instead of leaving it half alive: the failure is logged and
+   * published as a `failed` event with a typed NodeActorFailed, the core
+   * fails everything in flight and its sockets close; the loop then runs on,
+   * answering every later request with NODE_DESTROYED.
+   */
+  fail(cause: Cause.Cause<unknown>): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      this.busy = false
+      const squashed = Cause.squash(cause)
+      const error = new NodeActorFailed({ detail: squashed instanceof Error ? squashed.message : String(squashed), cause: squashed })
+      yield* Effect.logError("DHT node actor failed; the node closes", cause)
+      this.publish({ _tag: "failed", error })
+      yield* Effect.catchCause(this.destroy, () => closePair(this.socketPair))
+    })
+  }
 
   private flushEvents(): void {
     const core = this.core
@@ -862,13 +887,31 @@ const openNode = (context: Context.Context<Transport | Crypto | Scope.Scope>, co
           )
         )
       ),
-      Effect.flatMap(Queue.unbounded<Message>(), (mailbox) => actor.loop(mailbox))
+      Effect.flatMap(Queue.unbounded<Message>(), (mailbox) => {
+        const supervised: Effect.Effect<never> = actor.loop(mailbox).pipe(
+          Effect.catchCause((cause) => (Cause.hasInterruptsOnly(cause) ? Effect.failCause(cause) : Effect.andThen(actor.fail(cause), Effect.suspend(() => supervised))))
+        )
+        return supervised
+      })
     )
   }))
   if (schedule === undefined) {
     Fiber.runIn(run(Effect.forever(Effect.andThen(Effect.sleep(NETWORK_POLL_MS), Effect.sync(() => actor.pollInterfaces())))), scope)
   }
   return actor
+}
+
+/** A node's actor hit a defect and the node closed itself (issue 21: never half alive). */
+export class NodeActorFailed extends Data.TaggedError("NodeActorFailed")<{ readonly detail: string; readonly cause?: unknown }> {
+  override get name(): string {
+    return "NodeActorFailed"
+  }
+  override get message(): string {
+    return `The DHT node's actor failed and the node closed: ${this.detail}`
+  }
+  get code(): string {
+    return "NODE_DESTROYED"
+  }
 }
 
 /**

@@ -127,6 +127,8 @@ export type DhtEvent =
   | { readonly _tag: "suspend" }
   | { readonly _tag: "resume" }
   | { readonly _tag: "close" }
+  /** The node's actor hit a defect: the node closed itself (the error says why). */
+  | { readonly _tag: "failed"; readonly error: Error }
 
 export interface DhtNodeOptions {
   readonly crypto: CryptoImpl
