@@ -36,8 +36,8 @@
 //    timeout). Omega↔Omega and reference↔reference, plus the mixed pairings
 //    as extra rows.
 import { createRequire } from "node:module"
-import dgram from "node:dgram"
 import os from "node:os"
+import { dgramClosedLoop } from "./lib/dgram-loop.mjs"
 
 const require = createRequire(import.meta.url)
 const { Gateway } = await import("../dist/index.js")
@@ -257,30 +257,8 @@ async function platformFloor() {
   // (1) node:dgram: a closed loop of 128 datagrams in flight between two
   // loopback sockets (each arrival triggers the next send), for 1 s
   const SIZE_D = 1472
-  const payload = new Uint8Array(SIZE_D).fill(7)
-  const bind = () =>
-    new Promise((resolve) => {
-      const sock = dgram.createSocket({ type: "udp4", recvBufferSize: 1 << 20, sendBufferSize: 1 << 20 })
-      sock.bind(0, HOST, () => resolve(sock))
-    })
-  const a = await bind()
-  const b = await bind()
-  const port = b.address().port
-  let received = 0
-  b.on("message", () => {
-    received++
-    a.send(payload, port, HOST)
-  })
-  for (let i = 0; i < 128; i++) a.send(payload, port, HOST)
-  await sleep(300)
-  const n0 = received
-  const c0 = process.cpuUsage()
-  await sleep(1000)
-  const c1 = process.cpuUsage(c0)
-  const n = received - n0
-  a.close()
-  b.close()
-  const dgramMs = (c1.user + c1.system) / 1000 / ((n * SIZE_D) / 1048576)
+  const loop = await dgramClosedLoop({ size: SIZE_D, seconds: 1, host: HOST })
+  const dgramMs = loop.cpuMs / ((loop.datagrams * SIZE_D) / 1048576)
   // (2) the secret stream's AEAD (crypto_secretstream_xchacha20poly1305) as
   // Omega runs it: seal and open 64 MiB in 64 KiB frames
   const { makeFast } = await import("../dist/layers/crypto/fast.js")

@@ -26,9 +26,9 @@
 //      omega-1, omega-1-base, native-par, omega-par, omega-par-base)
 import { Effect, Fiber, Stream } from "effect"
 import { createRequire } from "node:module"
-import * as dgram from "node:dgram"
 import { makeUdxMux } from "../dist/actors/session/udx.js"
 import { UdpTransport } from "../dist/layers/transport/udp.js"
+import { dgramClosedLoop } from "./lib/dgram-loop.mjs"
 
 const require = createRequire(import.meta.url)
 const UDX = require("udx-native")
@@ -67,34 +67,9 @@ const measure = async (fn) => {
 
 // ---- (1) raw dgram ceiling ---------------------------------------------------
 async function dgramCeiling(SIZE_D) {
-  const WINDOW = 128
-  const payload = new Uint8Array(SIZE_D).fill(7)
-  const bind = () =>
-    new Promise((resolve) => {
-      const s = dgram.createSocket({ type: "udp4", recvBufferSize: SOCKET_BUF, sendBufferSize: SOCKET_BUF })
-      s.bind(0, HOST, () => resolve(s))
-    })
-  const a = await bind()
-  const b = await bind()
-  const port = b.address().port
-  let received = 0
-  b.on("message", () => {
-    received++
-    a.send(payload, port, HOST)
-  })
-  for (let i = 0; i < WINDOW; i++) a.send(payload, port, HOST)
-  await delay(500)
-  const c0 = process.cpuUsage()
-  const n0 = received
-  const t0 = performance.now()
-  await delay(SECONDS * 1000)
-  const n = received - n0
-  const dt = (performance.now() - t0) / 1000
-  const c = process.cpuUsage(c0)
-  a.close()
-  b.close()
-  const rate = n / dt
-  return { dgramsPerSec: rate, mbps: (rate * SIZE_D) / MB, cpuPerMB: (c.user + c.system) / 1000 / ((n * SIZE_D) / MB) }
+  const r = await dgramClosedLoop({ size: SIZE_D, seconds: SECONDS, host: HOST, bufferSize: SOCKET_BUF, warmupMs: 500 })
+  const rate = r.datagrams / r.seconds
+  return { dgramsPerSec: rate, mbps: (rate * SIZE_D) / MB, cpuPerMB: r.cpuMs / ((r.datagrams * SIZE_D) / MB) }
 }
 
 // ---- udx-native ---------------------------------------------------------------

@@ -659,3 +659,21 @@ describe("constants (§14)", () => {
     expect([C.HANDSHAKE_CLEAR_WAIT, C.DHT_RECORD_LIFETIME, C.CONNECTION_KEEP_ALIVE]).toEqual([10000, 1200000, 5000])
   })
 })
+
+describe("chooseRelay (§9.8)", () => {
+  const k1 = new Uint8Array(32).fill(1)
+  const k2 = new Uint8Array(32).fill(2)
+  it("a function gets (force, flock); static keys only when forced or our NAT is randomized; a list is picked with the injected random", async () => {
+    const { chooseRelay } = await import("../src/actors/flock/dial-policy.js")
+    const self = {}
+    const calls: Array<[boolean, unknown]> = []
+    expect(chooseRelay((force: boolean, s: unknown) => (calls.push([force, s]), k1), true, false, () => 0, self)).toBe(k1)
+    expect(calls).toEqual([[true, self]])
+    expect(chooseRelay(k1, false, false, () => 0)).toBeNull()
+    expect(chooseRelay(k1, true, false, () => 0)).toBe(k1)
+    expect(chooseRelay(k1, false, true, () => 0)).toBe(k1)
+    expect(chooseRelay([k1, k2], true, false, () => 0.99)).toBe(k2)
+    expect(chooseRelay([k1, k2], true, false, () => 0)).toBe(k1)
+    expect(chooseRelay(undefined, true, true, () => 0)).toBeNull()
+  })
+})

@@ -62,4 +62,32 @@ describe("Flock's Effect face on real UDP (127.0.0.1)", () => {
       // the client's scope closed: its Flock left the topic; the server's join is still there
       assert.isTrue(serverFlock.runtime.discoveries.size === 1)
     }).pipe(Effect.scoped), 60_000)
+
+  it.live("a defect in the Flock's dial-queue actor fails the connections Stream with a typed FlockError (ACTOR_FAILED)", () =>
+    Effect.gen(function*() {
+      const port = yield* udpBootstrapper
+      const bootstrap = [`${HOST}:${port}`]
+      for (let i = 0; i < 3; i++) yield* Layer.build(Gateway.layer({ bootstrap, host: HOST, ephemeral: false }))
+      const topic = new Uint8Array(32).fill(0x43)
+      const serverCtx = yield* Layer.build(Flock.layer().pipe(Layer.provideMerge(Gateway.layer({ bootstrap, host: HOST }))))
+      const serverFlock = Context.get(serverCtx, Flock)
+      assert.isTrue(yield* (yield* serverFlock.join(topic, { server: true, client: false })).flushed)
+      let armed = false
+      // the dial queue draws from `random` when it picks a peer: it throws once armed
+      const random = () => {
+        if (armed) throw new Error("injected defect")
+        return 0.5
+      }
+      const failure = yield* Effect.gen(function*() {
+        const flock = yield* Flock
+        const ended = yield* flock.connections.pipe(Stream.runDrain, Effect.flip, Effect.forkScoped)
+        armed = true
+        yield* flock.join(topic, { server: false, client: true })
+        yield* flock.joinPeer(serverFlock.keyPair.publicKey)
+        return yield* Fiber.join(ended)
+      }).pipe(Effect.scoped, Effect.provide(Flock.layer({ random }).pipe(Layer.provideMerge(Gateway.layer({ bootstrap, host: HOST })))), Effect.timeout("20 seconds"))
+      assert.strictEqual(failure._tag, "FlockError")
+      assert.strictEqual(failure.code, "ACTOR_FAILED")
+    }).pipe(Effect.scoped), 60_000)
 })
+

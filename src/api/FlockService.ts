@@ -14,6 +14,7 @@
  * Failures are tagged: `FlockError` (with hyperswarm's message and a code).
  */
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as PubSub from "effect/PubSub"
@@ -51,9 +52,10 @@ export interface FlockApi {
   /**
    * Every connection from now on (both directions), as the `connection`
    * event gives them. Each subscriber sees the connections made after it
-   * subscribed.
+   * subscribed. Fails with the FlockError when the Flock itself fails (its
+   * dial-queue actor hit a defect; the failure is logged as well).
    */
-  readonly connections: Stream.Stream<FlockConnection>
+  readonly connections: Stream.Stream<FlockConnection, FlockError>
   /** Join a topic for the life of the current Scope (then the handle is destroyed; the last one leaves the topic). */
   readonly join: (topic: Uint8Array, options?: HandleOptions) => Effect.Effect<TopicJoin, FlockError, Scope.Scope>
   /** Leave a topic now (every handle); connections stay unless `closeConnections`. */
@@ -87,6 +89,8 @@ const make = (options: FlockServiceOptions = {}): Effect.Effect<FlockApi, never,
     const facade = GatewayFacade.over(gateway.node, { keyPair: keyPair as never })
     yield* Effect.addFinalizer(() => Effect.promise(() => facade.destroy()))
     const hub = yield* PubSub.unbounded<FlockConnection>()
+    // the Flock failed (its dial-queue actor hit a defect): the connections stream fails with it
+    const fatal = yield* Deferred.make<never, FlockError>()
     // the Flock's actors live in a scope of their own, closed only after the
     // graceful destroy below (unannounce needs them alive)
     const inner = yield* Scope.fork(yield* Effect.scope)
@@ -100,7 +104,9 @@ const make = (options: FlockServiceOptions = {}): Effect.Effect<FlockApi, never,
         update: () => {},
         ban: () => {},
         topic: () => {},
-        failed: () => {}
+        failed: (error, isFatal) => {
+          if (isFatal) Deferred.doneUnsafe(fatal, Effect.fail(error))
+        }
       }
     ))
     yield* Effect.addFinalizer(() => Effect.andThen(runtime.destroy(), Scope.close(inner, Exit.void)))
@@ -120,7 +126,7 @@ const make = (options: FlockServiceOptions = {}): Effect.Effect<FlockApi, never,
 
     return {
       keyPair,
-      connections: Stream.fromPubSub(hub),
+      connections: Stream.fromPubSub(hub).pipe(Stream.interruptWhen(Deferred.await(fatal))),
       join,
       leave: (topic, o) => runtime.leave(topic, o),
       joinPeer: (publicKey) =>

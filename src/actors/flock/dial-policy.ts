@@ -159,3 +159,23 @@ export const relayThroughFor = <K>(option: RelayThrough<K> | undefined, force: b
   if (typeof option === "function") return (option as (force: boolean) => K | ReadonlyArray<K> | null)(force)
   return force || randomized ? option : null
 }
+
+/**
+ * The one relay key a connection goes through (§9.8), or null: the
+ * `relayThrough` option as `relayThroughFor` reads it (a function gets
+ * `(force, flock)`, as hyperswarm calls it), then a uniform pick with
+ * `random` when it gave several keys. Outbound: force = peer.forceRelaying;
+ * inbound: force = false.
+ */
+export const chooseRelay = (option: unknown, force: boolean, randomized: boolean, random: () => number, self?: unknown): Uint8Array | null => {
+  const v = typeof option === "function"
+    ? (option as (force: boolean, self: unknown) => unknown)(force, self)
+    : relayThroughFor(option as RelayThrough<Uint8Array> | undefined, force, randomized)
+  if (v instanceof Uint8Array) return v
+  if (Array.isArray(v) && v.length > 0) {
+    const k: unknown = v[Math.floor(random() * v.length)]
+    return k instanceof Uint8Array ? k : null
+  }
+  return null
+}
+

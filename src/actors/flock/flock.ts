@@ -18,6 +18,7 @@ import * as Scope from "effect/Scope"
 import { toHex } from "../../protocol/encoding.js"
 import type { FlockDht, FlockKeyPair, FlockServer, FlockSocket } from "./dht-contract.js"
 import { type DiscoveryActor, DiscoveryMessage, makeDiscoveryActor } from "./discovery-actor.js"
+import { chooseRelay } from "./dial-policy.js"
 import { type HandleId, type HandleOptions, isTopic } from "./discovery.js"
 import { FlockError } from "./errors.js"
 import type { PeerInfo } from "./peer-info.js"
@@ -63,8 +64,8 @@ export interface FlockEvents {
   readonly update: () => void
   readonly ban: (peer: PeerInfo, manual: boolean) => void
   readonly topic: (peer: PeerInfo, topic: Uint8Array) => void
-  /** An actor failed (logged too). The dial-queue actor failing closes the Flock. */
-  readonly failed: (error: FlockError) => void
+  /** An actor failed (logged too). `fatal`: the dial-queue actor, and the Flock closes; else one topic's discovery. */
+  readonly failed: (error: FlockError, fatal: boolean) => void
 }
 
 /** What `join` returns: one session on a topic's discovery (hyperswarm's PeerDiscoverySession). */
@@ -130,7 +131,7 @@ export const makeFlock = (config: FlockConfig, events: FlockEvents): Effect.Effe
         for (const d of discoveries.values()) Queue.offerUnsafe(d.mailbox, DiscoveryMessage.Refresh({ reply: Deferred.makeUnsafe() }))
       },
       failed: (error) => {
-        events.failed(error)
+        events.failed(error, true)
         // the dial-queue actor is the Flock: without it nothing works, so close
         run(destroyNow({ force: true }))
       }
@@ -168,14 +169,7 @@ export const makeFlock = (config: FlockConfig, events: FlockEvents): Effect.Effe
     )
 
     // ---- the server (§5.4, §8) ----
-    const relayForServer = (): Uint8Array | null => {
-      const rt = config.relayThrough
-      if (rt === undefined || rt === null) return null
-      const v = typeof rt === "function" ? (rt as (f: boolean, s: unknown) => unknown)(false, config.self) : dht.randomized === true ? rt : null
-      if (v instanceof Uint8Array) return v
-      if (Array.isArray(v) && v.length > 0 && v[0] instanceof Uint8Array) return v[Math.floor(random() * v.length)] as Uint8Array
-      return null
-    }
+    const relayForServer = (): Uint8Array | null => chooseRelay(config.relayThrough, false, dht.randomized === true, random, config.self)
     const askFirewall = (remotePublicKey: Uint8Array, payload: unknown, address: unknown): Promise<boolean> => {
       if (destroyed) return Promise.resolve(true)
       const reply = Deferred.makeUnsafe<boolean>()
@@ -229,7 +223,7 @@ export const makeFlock = (config: FlockConfig, events: FlockEvents): Effect.Effe
               found: (t, peers) => post(SwarmMessage.Peers({ topic: t, peers })),
               shared: (t, keys) => post(SwarmMessage.TopicShared({ topic: t, keys })),
               leave: (t) => run(Effect.ignore(leave(t))),
-              failed: events.failed
+              failed: (error) => events.failed(error, false)
             }
           )
         )

@@ -23,7 +23,7 @@ import * as Exit from "effect/Exit"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import type { FlockAddress, FlockDht, FlockKeyPair, FlockSocket } from "./dht-contract.js"
-import { relayThroughFor } from "./dial-policy.js"
+import { chooseRelay } from "./dial-policy.js"
 import type { DiscoveredPeer } from "./discovery.js"
 import { FlockError } from "./errors.js"
 import { actorLoop } from "./mailbox.js"
@@ -93,15 +93,6 @@ export interface SwarmActor {
   readonly done: Deferred.Deferred<void, FlockError>
 }
 
-const pickRelay = (value: unknown): Uint8Array | null => {
-  if (value instanceof Uint8Array) return value
-  if (Array.isArray(value) && value.length > 0) {
-    const v = value[Math.floor(Math.random() * value.length)]
-    return v instanceof Uint8Array ? v : null
-  }
-  return null
-}
-
 /** Start the dial-queue actor in the current scope. */
 export const makeSwarmActor = (options: SwarmActorOptions, events: SwarmEvents): Effect.Effect<SwarmActor, never, Scope.Scope> =>
   Effect.gen(function*() {
@@ -133,15 +124,9 @@ export const makeSwarmActor = (options: SwarmActorOptions, events: SwarmEvents):
       run(Effect.forkIn(runSession(s, reports), sessionsScope, { startImmediately: true }))
     }
 
-    const relayFor = (force: boolean): Uint8Array | null => {
-      const rt = options.relayThrough
-      // hyperswarm calls the function with (force, swarm)
-      if (typeof rt === "function") return pickRelay((rt as (f: boolean, self: unknown) => unknown)(force, options.self))
-      return pickRelay(relayThroughFor(rt as Uint8Array | ReadonlyArray<Uint8Array>, force, dht.randomized === true))
-    }
 
     const connect = (id: ConnId, peer: PeerInfo, relayAddresses: ReadonlyArray<FlockAddress> | null, forceRelay: boolean) => {
-      const relayThrough = relayConfigured ? relayFor(forceRelay) : null
+      const relayThrough = relayConfigured ? chooseRelay(options.relayThrough, forceRelay, dht.randomized === true, options.random, options.self) : null
       let socket: FlockSocket
       try {
         socket = dht.connect(peer.publicKey, {
