@@ -1,6 +1,8 @@
 /**
  * The `ogateway` CLI (src/api/cli.ts), run as a child process from the built
- * dist/api/cli.js: a local testnet end to end, --help, and flag errors.
+ * dist/api/cli.js: a local testnet end to end (its nodes, a server reached by
+ * public key, two Flock peers exchanging a line, the status view of nodes
+ * and connections), --help, and flag errors.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import dgram from "node:dgram"
@@ -48,8 +50,11 @@ afterAll(() => {
   children.clear()
 })
 
+const PATH = /^(direct|lan|punched|relayed)$/
+const PATH_TEXT = "(direct|lan|punched|relayed)"
+
 describe("ogateway CLI", () => {
-  it("--testnet 5 --duration 3 --json: 6 nodes bootstrap, findNode answered by the other 5, exit 0", async () => {
+  it("--testnet 5 --duration 3 --json: 6 nodes bootstrap, findNode answered by the other 5, a connect by public key, two Flock peers exchange a line, connections in the status, exit 0", async () => {
     const r = await runCli(["--testnet", "5", "--duration", "3", "--json"], 60_000)
     expect(r.stderr).not.toMatch(/error/i)
     expect(r.code).toBe(0)
@@ -81,8 +86,59 @@ describe("ogateway CLI", () => {
     }
     expect(last.nodes.find((n: any) => n.node === "boot").address).toBe(testnet.bootstrapper)
 
+    // a server on node #0, reached from node #1 by its public key
+    const server = events.find((e) => e.event === "server")!
+    expect(server).toMatchObject({ node: "#0", publicKey: expect.stringMatching(/^[0-9a-f]{64}$/) })
+    const connect = events.find((e) => e.event === "connect")!
+    expect(connect).toMatchObject({ from: "#1", to: "#0", publicKey: server.publicKey, path: expect.stringMatching(PATH), echo: "hello from node #1" })
+    expect(connect.ms).toBeGreaterThanOrEqual(0)
+
+    // two Flock peers on nodes #2 and #3 meet on a topic and send each other a line
+    const flock = events.find((e) => e.event === "flock")!
+    expect(flock.topic).toMatch(/^[0-9a-f]{64}$/)
+    expect(flock.peers.map((p: any) => [p.name, p.node])).toEqual([["alice", "#2"], ["bob", "#3"]])
+    expect(flock.path).toMatch(PATH)
+    expect(events.filter((e) => e.event === "message")).toEqual([
+      { event: "message", from: "alice", to: "bob", text: "hello from alice" },
+      { event: "message", from: "bob", to: "alice", text: "hello from bob" }
+    ])
+    // all of it before the status view starts
+    const firstStatus = events.findIndex((e) => e.event === "status")
+    for (const kind of ["server", "connect", "flock", "message"]) expect(events.findIndex((e) => e.event === kind)).toBeLessThan(firstStatus)
+
+    // the status view lists both ends of both connections, with their paths
+    const byName = new Map<string, any>(last.connections.map((c: any) => [c.name, c]))
+    expect([...byName.keys()].sort()).toEqual(["alice", "bob", "client", "server"])
+    expect(byName.get("client")).toMatchObject({ node: "#1", peer: "server (#0)", remotePublicKey: server.publicKey, direction: "out" })
+    expect(byName.get("server")).toMatchObject({ node: "#0", peer: "client (#1)", direction: "in" })
+    expect(byName.get("alice")).toMatchObject({ node: "#2", peer: "bob (#3)", remotePublicKey: flock.peers[1].publicKey })
+    expect(byName.get("bob")).toMatchObject({ node: "#3", peer: "alice (#2)", remotePublicKey: flock.peers[0].publicKey })
+    for (const c of last.connections) {
+      expect(c.path).toMatch(PATH)
+      expect(c.remoteAddress).toMatch(/^127\.0\.0\.1:\d+$/)
+      expect(c.bytesWritten).toBeGreaterThan(0)
+      expect(c.bytesRead).toBeGreaterThan(0)
+    }
+
     expect(events.at(-2)).toMatchObject({ event: "shutdown", reason: "duration" })
     expect(events.at(-1)).toEqual({ event: "closed" })
+  }, 90_000)
+
+  it("--testnet 4 --duration 1 (plain text): the connect by public key with its time and path, the Flock peers' lines, the connections table", async () => {
+    const r = await runCli(["--testnet", "4", "--duration", "1"], 60_000)
+    expect(r.stderr).toBe("")
+    expect(r.code).toBe(0)
+    const key = /Server on node #0 listening on public key ([0-9a-f]{64})\n/.exec(r.stdout)
+    expect(key, r.stdout).not.toBeNull()
+    expect(r.stdout).toMatch(new RegExp(`Node #1 connected to ${key![1]!.slice(0, 12)}… \\(the server on node #0\\) by its public key in \\d+ ms, path: ${PATH_TEXT}; "hello from node #1" echoed back in \\d+ ms\n`))
+    expect(r.stdout).toMatch(new RegExp(`Flock peers alice \\(node #2\\) and bob \\(node #3\\) joined topic [0-9a-f]{12}… and met in \\d+ ms, path: ${PATH_TEXT}\n`))
+    expect(r.stdout).toContain("  alice -> bob: hello from alice\n  bob -> alice: hello from bob\n")
+    // the status view: the node table, then the connections with their paths
+    const block = r.stdout.slice(r.stdout.lastIndexOf("-- status at"))
+    expect(block).toMatch(/^connection\s+node\s+peer\s+path\s+dir\s+remote address\s+sent\s+received$/m)
+    for (const [name, node, peer, dir] of [["client", "#1", "server \\(#0\\)", "out"], ["server", "#0", "client \\(#1\\)", "in"], ["alice", "#2", "bob \\(#3\\)", "(in|out)"], ["bob", "#3", "alice \\(#2\\)", "(in|out)"]]) {
+      expect(block).toMatch(new RegExp(`^${name}\\s+${node}\\s+${peer}\\s+${PATH_TEXT}\\s+${dir}\\s+127\\.0\\.0\\.1:\\d+\\s+[1-9]\\d*\\s+[1-9]\\d*$`, "m"))
+    }
   }, 90_000)
 
   it("--help exits 0 and documents the flags", async () => {
@@ -117,6 +173,10 @@ describe("ogateway CLI", () => {
     expect(r.stdout).toMatch(/1 of 1 other node answered/)
     expect(r.stdout).toContain("2 nodes) --")
     expect(r.stdout).not.toMatch(/\b1 nodes\b/)
+    // two nodes are enough for the tour: the server on #0, its client on the bootstrapper, both Flock peers on #0
+    expect(r.stdout).toMatch(new RegExp(`Node boot connected to [0-9a-f]{12}… \\(the server on node #0\\) by its public key in \\d+ ms, path: ${PATH_TEXT};`))
+    expect(r.stdout).toContain("Flock peers alice (node #0) and bob (node #0) joined topic")
+    expect(r.stdout).toContain("  bob -> alice: hello from bob\n")
   }, 90_000)
 
   it("--json reports errors as JSON lines on stdout: a bad flag, and a run failure (port taken), exit 1", async () => {

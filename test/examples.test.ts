@@ -3,7 +3,8 @@
  * examples/<name>.mjs` from the package directory, against the built
  * package), on 127.0.0.1 only, and ends with "done" and exit code 0 within
  * its time limit. server.mjs and client.mjs take arguments: two-computers.mjs
- * runs them.
+ * runs them. chat.mjs without arguments is its own demo: it runs two copies
+ * of itself with arguments (two chat peers).
  */
 import type { ChildProcess } from "node:child_process"
 import { readdirSync, readFileSync } from "node:fs"
@@ -27,8 +28,8 @@ const runExample = (file: string, timeoutMs: number): Promise<ChildRun> =>
   runNodeChild([join("examples", file)], { cwd: root, timeoutMs, what: file, children })
 
 describe("examples", () => {
-  it("the list: the seed's isolated DHT, mutable records, an Effect app, the two-computer example", () => {
-    expect(examples).toEqual(expect.arrayContaining(["isolated-dht.mjs", "mutable-records.mjs", "effect-app.mjs", "two-computers.mjs", "server.mjs", "client.mjs"]))
+  it("the list: the seed's isolated DHT, mutable records, an Effect app, the two-computer example, a Flock chat", () => {
+    expect(examples).toEqual(expect.arrayContaining(["isolated-dht.mjs", "mutable-records.mjs", "effect-app.mjs", "two-computers.mjs", "server.mjs", "client.mjs", "chat.mjs"]))
     for (const [file, by] of Object.entries(runBy)) expect(readFileSync(join(dir, by), "utf8")).toContain(`examples/${file}`)
   })
 

@@ -11,12 +11,16 @@
  *                                              by default); `--bootstrap-node` is the same
  *   ogateway --port 49738 --bootstrap 203.0.113.7:1776
  *                                              a node joining that bootstrap node
- *   ogateway --testnet 10 [--duration 10]      an isolated network on 127.0.0.1
+ *   ogateway --testnet 10 [--duration 10]      an isolated network on 127.0.0.1, and the whole
+ *                                              product on it: a server reached by public key,
+ *                                              two Flock peers meeting on a topic
  *
  * Every mode ends in a live status view (one block of plain lines per second,
- * or one JSON object per line with `--json`). Long-lived: runs under
+ * or one JSON object per line with `--json`): the nodes, and in a testnet
+ * the open connections with their paths. Long-lived: runs under
  * `NodeRuntime.runMain`, so SIGINT/SIGTERM interrupt the program and the
- * finalizers destroy every node and close its sockets (exit code 130);
+ * finalizers close the testnet's Flocks, servers and connections, then
+ * destroy every node and close its sockets (exit code 130);
  * `--duration` ends the status view itself (exit code 0). Bad flags print the
  * help with the error and exit 1; with `--json`, every error is one JSON line
  * (`{"event":"error",...}`) on stdout instead.
@@ -25,6 +29,7 @@ import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
@@ -37,7 +42,10 @@ import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
 import { randomBytes } from "node:crypto"
 import { createRequire } from "node:module"
-import { makeNode, type NodeConfig, type NodeHandle, type NodeStatus } from "../actors/routing/driver.js"
+import type { Duplex } from "node:stream"
+import type { FlockDht } from "../actors/flock/dht-contract.js"
+import type { NodeConfig, NodeStatus } from "../actors/routing/driver.js"
+import type { GatewaySocket } from "../actors/session/host.js"
 import { Crypto } from "../layers/Crypto.js"
 import * as NodeRuntime from "../layers/node/NodeRuntime.js"
 import * as NodeServices from "../layers/node/NodeServices.js"
@@ -45,7 +53,9 @@ import type { BindError, Transport } from "../layers/Transport.js"
 import { UdpTransport } from "../layers/transport/udp.js"
 import { isIPv4, toHex } from "../protocol/encoding.js"
 import { DEFAULT_PORT } from "../protocol/records.js"
-import { BOOTSTRAP_ENV, defaultBootstrap, GatewayService } from "./GatewayService.js"
+import { Flock } from "./flock.js"
+import { Gateway } from "./Gateway.js"
+import { BOOTSTRAP_ENV, defaultBootstrap, type GatewayHandle, GatewayService, makeGateway } from "./GatewayService.js"
 import { InvalidArgument } from "./keys.js"
 
 const VERSION: string = (() => {
@@ -62,6 +72,9 @@ const DEFAULT_TESTNET_SIZE = 10
 const BOOTSTRAP_NODE_PORT = 1776
 const READY_TIMEOUT = Duration.seconds(30)
 const FIND_NODE_TIMEOUT = Duration.seconds(20)
+/** The testnet's connect by public key, and its two Flock peers' meeting and line exchange. */
+const CONNECT_TIMEOUT = Duration.seconds(20)
+const FLOCK_TIMEOUT = Duration.seconds(30)
 
 // ---------------------------------------------------------------------------
 // Flags
@@ -108,7 +121,8 @@ const testnetFlag = Flag.Int("testnet").pipe(
   Flag.withMetavar("N"),
   Flag.withDescription(
     `Run an isolated local network on 127.0.0.1: one bootstrapper + N nodes (N = ${DEFAULT_TESTNET_SIZE} when omitted). ` +
-      "No internet needed. Prints when every node bootstrapped, then a findNode result, then the status view"
+      "No internet needed. Prints when every node bootstrapped and a findNode result, then connects to a server by its " +
+      "public key and has two Flock peers meet on a topic and exchange a line, then the status view (nodes and connections)"
   ),
   Flag.optional
 )
@@ -211,7 +225,8 @@ const count = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? "" :
 
 interface Running {
   readonly label: string
-  readonly handle: NodeHandle
+  /** A HyperDHT node (dht-rpc with HyperDHT's records, announcements and connection handshakes), as hyperdht's bin runs. */
+  readonly handle: GatewayHandle
   readonly startedAt: number
 }
 
@@ -242,8 +257,80 @@ const COLUMNS: ReadonlyArray<readonly [string, number]> = [
 const row = (cells: ReadonlyArray<string>): string =>
   cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(COLUMNS[i]![1]))).join(" ")
 
-/** The live status view: one block (or one JSON line) per second until interrupted. */
-const statusView = (nodes: ReadonlyArray<Running>, out: Out, json: boolean) =>
+// ---- connections -----------------------------------------------------------
+
+/** What the status view reads of an encrypted socket (a Gateway socket, a Flock's). */
+interface ShownSocket {
+  readonly remotePublicKey: Uint8Array | null
+  readonly isInitiator: boolean
+  /** "direct", "lan", "punched" or "relayed"; null until open. */
+  readonly path?: string | null | undefined
+  readonly remoteHost?: string | null | undefined
+  readonly remotePort?: number | undefined
+  readonly rawBytesRead?: number | undefined
+  readonly rawBytesWritten?: number | undefined
+}
+
+/** One party of the testnet's connections: its name, its node, and its open sockets. */
+interface Party {
+  readonly name: string
+  readonly node: string
+  readonly publicKey: Uint8Array
+  readonly sockets: () => Iterable<ShownSocket>
+}
+
+/** One open connection, from one end: what the status view lists. */
+interface ConnectionRow {
+  readonly name: string
+  readonly node: string
+  /** The other end, by name when it is one of ours (else its key's first bytes). */
+  readonly peer: string
+  readonly remotePublicKey: string | null
+  readonly path: string | null
+  readonly direction: "out" | "in"
+  readonly remoteAddress: string | null
+  readonly bytesWritten: number
+  readonly bytesRead: number
+}
+
+const connectionRows = (parties: ReadonlyArray<Party>): Array<ConnectionRow> => {
+  const names = new Map(parties.map((p) => [toHex(p.publicKey), `${p.name} (${p.node})`]))
+  return parties.flatMap((p) =>
+    Array.from(p.sockets(), (s) => {
+      const remote = s.remotePublicKey === null ? null : toHex(s.remotePublicKey)
+      return {
+        name: p.name,
+        node: p.node,
+        peer: remote === null ? "?" : names.get(remote) ?? `${remote.slice(0, 12)}…`,
+        remotePublicKey: remote,
+        path: s.path ?? null,
+        direction: s.isInitiator ? "out" : "in",
+        remoteAddress: s.remoteHost === null || s.remoteHost === undefined ? null : `${s.remoteHost}:${s.remotePort ?? 0}`,
+        bytesWritten: s.rawBytesWritten ?? 0,
+        bytesRead: s.rawBytesRead ?? 0
+      }
+    })
+  )
+}
+
+const CONNECTION_COLUMNS: ReadonlyArray<readonly [string, number]> = [
+  ["connection", 11],
+  ["node", 6],
+  ["peer", 14],
+  ["path", 9],
+  ["dir", 4],
+  ["remote address", 22],
+  ["sent", 8],
+  ["received", 8]
+]
+const connectionLine = (cells: ReadonlyArray<string>): string =>
+  cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(CONNECTION_COLUMNS[i]![1]))).join(" ")
+
+/**
+ * The live status view: one block (or one JSON line) per second until
+ * interrupted. The nodes, then (when there are parties) the connections.
+ */
+const statusView = (nodes: ReadonlyArray<Running>, parties: ReadonlyArray<Party>, out: Out, json: boolean) =>
   Effect.gen(function*() {
     const started = Date.now()
     // the first block shows the average since each node started
@@ -260,6 +347,7 @@ const statusView = (nodes: ReadonlyArray<Running>, out: Out, json: boolean) =>
         return { n, st, rate: Math.round(rate * 10) / 10, dropped: droppedOf(n, st) }
       })
       const uptime = Math.round((now - started) / 100) / 10
+      const connections = connectionRows(parties)
       if (json) {
         yield* out({
           event: "status",
@@ -277,7 +365,8 @@ const statusView = (nodes: ReadonlyArray<Running>, out: Out, json: boolean) =>
             requestsPerSecond: rate,
             requests: st.requests,
             dropped
-          }))
+          })),
+          connections
         }, "")
       } else {
         const lines = [
@@ -295,7 +384,22 @@ const statusView = (nodes: ReadonlyArray<Running>, out: Out, json: boolean) =>
               rate.toFixed(1),
               String(dropped)
             ])
-          )
+          ),
+          ...(parties.length === 0 ? [] : [
+            connectionLine(CONNECTION_COLUMNS.map((c) => c[0])),
+            ...(connections.length === 0 ? ["(no open connections)"] : connections.map((c) =>
+              connectionLine([
+                c.name,
+                c.node,
+                c.peer,
+                c.path ?? "opening",
+                c.direction,
+                c.remoteAddress ?? "-",
+                String(c.bytesWritten),
+                String(c.bytesRead)
+              ])
+            ))
+          ])
         ]
         yield* out({}, lines.join("\n"))
       }
@@ -328,12 +432,12 @@ type Env = Transport | Crypto | Scope.Scope
 
 const userError = (userMessage: string, cause: unknown = userMessage) => new CliError.UserError({ cause, userMessage })
 
-const bindFailed = (what: string) => (e: BindError) => userError(`${what}: ${e.message}`, e)
+const startFailed = (what: string) => (e: BindError | InvalidArgument) => userError(`${what}: ${e.message}`, e)
 
 const startNode = (label: string, config: NodeConfig, out: Out, what: string): Effect.Effect<Running, CliError.UserError, Env> =>
   Effect.gen(function*() {
     const startedAt = Date.now()
-    const handle = yield* makeNode(config).pipe(Effect.mapError(bindFailed(what)))
+    const handle = yield* makeGateway(config).pipe(Effect.mapError(startFailed(what)))
     const n: Running = { label, handle, startedAt }
     yield* watchEvents(n, out)
     const st = yield* handle.status
@@ -466,7 +570,193 @@ const runTestnet = (o: Options, size: number, out: Out) =>
       { event: "findNode", from: from.label, target: toHex(target), answered: answered.size, replies: replies.length, others: nodes.length - 1, ms: Date.now() - t0 },
       `findNode ${toHex(target).slice(0, 12)}… from node ${from.label}: ${answered.size} of ${count(nodes.length - 1, "other node")} answered (${Date.now() - t0} ms)`
     )
-    return nodes
+    const parties = yield* runTour(nodes, out)
+    return { nodes, parties }
+  })
+
+// ---- the testnet's tour: a server reached by public key, two Flock peers ----
+
+const errorText = (e: unknown): string =>
+  e instanceof Error ? `${"code" in e && typeof e.code === "string" ? `${e.code}: ` : ""}${e.message}` : String(e)
+
+/** Fail the testnet, saying what did not happen, when `effect` fails or takes longer than `limit`. */
+const within = (limit: Duration.Duration, what: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, CliError.UserError, R> =>
+  Effect.timeoutOption(effect, limit).pipe(
+    Effect.mapError((e) => userError(`testnet: ${what} failed: ${errorText(e)}`, e)),
+    Effect.flatMap(Option.match({
+      onNone: () => Effect.fail(userError(`testnet: ${what}: nothing within ${Duration.format(limit)}`)),
+      onSome: Effect.succeed
+    }))
+  )
+
+/** Close something of the facade's at the end of the scope; a failure there is not worth more than the close itself. */
+const closeQuietly = (close: () => Promise<unknown>): Effect.Effect<void> =>
+  Effect.tryPromise(close).pipe(Effect.timeoutOption(Duration.seconds(10)), Effect.ignore)
+
+/** A socket kept for the status view while it is open; its errors are expected ends, never a crash. */
+const keepWhileOpen = <S extends ShownSocket & Duplex>(set: Set<S>, socket: S): S => {
+  set.add(socket)
+  socket.on("error", () => {})
+  socket.once("close", () => set.delete(socket))
+  return socket
+}
+
+/** Wait for a dialled socket to open; fails with its error. */
+const opened = (socket: GatewaySocket): Effect.Effect<void, unknown> =>
+  Effect.callback<void, unknown>((resume) => {
+    const onOpen = (): void => resume(Effect.void)
+    const onError = (e: unknown): void => resume(Effect.fail(e))
+    socket.once("open", onOpen)
+    socket.once("error", onError)
+    return Effect.sync(() => {
+      socket.off("open", onOpen)
+      socket.off("error", onError)
+    })
+  })
+
+/** A Flock's next connection (listening from the moment this runs). */
+const nextConnection = (flock: Flock): Effect.Effect<ShownSocket & Duplex> =>
+  Effect.callback<ShownSocket & Duplex>((resume) => {
+    const onConnection = (socket: ShownSocket & Duplex): void => resume(Effect.succeed(socket))
+    flock.once("connection", onConnection)
+    return Effect.sync(() => {
+      flock.off("connection", onConnection)
+    })
+  })
+
+/** The first line that arrives on `socket`, without its newline. */
+const firstLine = (socket: Duplex): Effect.Effect<string, Error> =>
+  Effect.callback<string, Error>((resume) => {
+    let text = ""
+    const onData = (data: Uint8Array | string): void => {
+      text += data.toString()
+      const end = text.indexOf("\n")
+      if (end === -1) return
+      stop()
+      resume(Effect.succeed(text.slice(0, end)))
+    }
+    const onClose = (): void => {
+      stop()
+      resume(Effect.fail(new Error("the connection closed before a line arrived")))
+    }
+    const stop = (): void => {
+      socket.off("data", onData)
+      socket.off("close", onClose)
+    }
+    socket.on("data", onData)
+    socket.once("close", onClose)
+    return Effect.sync(stop)
+  })
+
+/**
+ * The rest of the product on the testnet, through the promise facade over
+ * its nodes: a server on one node that another node reaches by its public
+ * key, then two Flock peers that meet on a topic and send each other a
+ * line. Returns the parties whose connections the status view lists. The
+ * facades (with their servers and sockets) and the Flocks close with the
+ * scope, before the nodes under them (opened earlier, closed later).
+ */
+const runTour = (nodes: ReadonlyArray<Running>, out: Out): Effect.Effect<Array<Party>, CliError.UserError, Scope.Scope> =>
+  Effect.gen(function*() {
+    // four roles, on distinct nodes when there are enough: the regular nodes first, the bootstrapper last
+    const pool = [...nodes.slice(1), nodes[0]!]
+    const nodeFor = (role: number): Running => pool[role % pool.length]!
+    const facades = new Map<Running, Gateway>()
+    const facadeOf = (n: Running): Effect.Effect<Gateway, never, Scope.Scope> => {
+      const known = facades.get(n)
+      if (known !== undefined) return Effect.succeed(known)
+      // destroy() closes the facade's servers and connections and leaves the node to its own finalizer
+      return Effect.acquireRelease(
+        Effect.sync(() => {
+          const g = Gateway.over(n.handle)
+          facades.set(n, g)
+          return g
+        }),
+        (g) => closeQuietly(() => g.destroy())
+      )
+    }
+
+    // 1. a server on one node, reached from another by its public key
+    const serverNode = nodeFor(0)
+    const clientNode = nodeFor(1)
+    const serverKeyPair = Gateway.keyPair()
+    const serverKey = toHex(serverKeyPair.publicKey)
+    const serverSockets = new Set<GatewaySocket>()
+    // an echo server: what a client sends comes back
+    const server = (yield* facadeOf(serverNode)).createServer((socket) => {
+      keepWhileOpen(serverSockets, socket).on("data", (data: Uint8Array) => socket.write(data))
+    })
+    yield* Effect.tryPromise(() => server.listen(serverKeyPair)).pipe(within(CONNECT_TIMEOUT, `the server on node ${serverNode.label}`))
+    yield* out({ event: "server", node: serverNode.label, publicKey: serverKey }, `Server on node ${serverNode.label} listening on public key ${serverKey}`)
+
+    const client = yield* facadeOf(clientNode)
+    const clientSockets = new Set<GatewaySocket>()
+    const dialledAt = Date.now()
+    const socket = yield* Effect.acquireRelease(
+      Effect.sync(() => keepWhileOpen(clientSockets, client.connect(serverKeyPair.publicKey))),
+      (s) => Effect.sync(() => s.destroy())
+    )
+    yield* opened(socket).pipe(within(CONNECT_TIMEOUT, `the connect from node ${clientNode.label} to ${serverKey.slice(0, 12)}…`))
+    const connectMs = Date.now() - dialledAt
+    const sentAt = Date.now()
+    socket.write(`hello from node ${clientNode.label}\n`)
+    const echo = yield* firstLine(socket).pipe(within(CONNECT_TIMEOUT, `the echo from the server on node ${serverNode.label}`))
+    const echoMs = Date.now() - sentAt
+    yield* out(
+      { event: "connect", from: clientNode.label, to: serverNode.label, publicKey: serverKey, path: socket.path, ms: connectMs, echo, echoMs },
+      `Node ${clientNode.label} connected to ${serverKey.slice(0, 12)}… (the server on node ${serverNode.label}) by its public key ` +
+        `in ${connectMs} ms, path: ${socket.path}; "${echo}" echoed back in ${echoMs} ms`
+    )
+
+    // 2. two Flock peers that meet on a topic and exchange a line each way
+    const flockOn = (name: string, n: Running) =>
+      Effect.gen(function*() {
+        const dht = (yield* facadeOf(n)) as unknown as FlockDht
+        // the Flock leaves its topic and closes its connections; the node stays up
+        const flock = yield* Effect.acquireRelease(Effect.sync(() => new Flock({ dht })), (f) => closeQuietly(() => f.destroy()))
+        return { name, node: n.label, flock }
+      })
+    // A lookup asks the nodes other than its own: in a network of two nodes,
+    // peers on different nodes would each hold the other's announcement out
+    // of the other's reach. There both peers use one node.
+    const alice = yield* flockOn("alice", nodeFor(2))
+    const bob = yield* flockOn("bob", pool.length > 2 ? nodeFor(3) : nodeFor(2))
+    const topic = new Uint8Array(randomBytes(32))
+    const topicHex = toHex(topic)
+    const joinedAt = Date.now()
+    const meeting = Effect.gen(function*() {
+      const aliceMeets = yield* Effect.forkChild(nextConnection(alice.flock), { startImmediately: true })
+      const bobMeets = yield* Effect.forkChild(nextConnection(bob.flock), { startImmediately: true })
+      // alice's announcement lands first, so bob's first lookup finds her
+      yield* Effect.tryPromise(() => alice.flock.join(topic).flushed())
+      bob.flock.join(topic)
+      const [atAlice, atBob] = yield* Effect.all([Fiber.join(aliceMeets), Fiber.join(bobMeets)])
+      const metMs = Date.now() - joinedAt
+      atAlice.write(`hello from ${alice.name}\n`)
+      atBob.write(`hello from ${bob.name}\n`)
+      const [toBob, toAlice] = yield* Effect.all([firstLine(atBob), firstLine(atAlice)], { concurrency: "unbounded" })
+      return { metMs, path: atBob.path ?? atAlice.path ?? null, toBob, toAlice }
+    })
+    const met = yield* meeting.pipe(within(FLOCK_TIMEOUT, `the Flock peers' meeting on topic ${topicHex.slice(0, 12)}…`))
+    yield* out(
+      {
+        event: "flock",
+        topic: topicHex,
+        peers: [alice, bob].map((p) => ({ name: p.name, node: p.node, publicKey: toHex(p.flock.keyPair.publicKey) })),
+        path: met.path,
+        ms: met.metMs
+      },
+      `Flock peers ${alice.name} (node ${alice.node}) and ${bob.name} (node ${bob.node}) joined topic ${topicHex.slice(0, 12)}… ` +
+        `and met in ${met.metMs} ms, path: ${met.path}`
+    )
+    yield* out({ event: "message", from: alice.name, to: bob.name, text: met.toBob }, `  ${alice.name} -> ${bob.name}: ${met.toBob}`)
+    yield* out({ event: "message", from: bob.name, to: alice.name, text: met.toAlice }, `  ${bob.name} -> ${alice.name}: ${met.toAlice}`)
+
+    return [
+      { name: "client", node: clientNode.label, publicKey: client.defaultKeyPair.publicKey, sockets: () => clientSockets },
+      { name: "server", node: serverNode.label, publicKey: serverKeyPair.publicKey, sockets: () => serverSockets },
+      ...[alice, bob].map((p) => ({ name: p.name, node: p.node, publicKey: p.flock.keyPair.publicKey, sockets: () => p.flock.connections }))
+    ]
   })
 
 // ---------------------------------------------------------------------------
@@ -477,12 +767,10 @@ const program = (o: Options) =>
   Effect.gen(function*() {
     const out = makeOut(o.json)
     yield* Effect.addFinalizer(() => out({ event: "closed" }, "All nodes destroyed, sockets closed."))
-    const nodes = Option.isSome(o.testnet)
+    const { nodes, parties } = Option.isSome(o.testnet)
       ? yield* runTestnet(o, o.testnet.value, out)
-      : o.bootstrapNode
-      ? yield* runBootstrapper(o, out)
-      : yield* runNodes(o, out)
-    const view = statusView(nodes, out, o.json)
+      : { nodes: o.bootstrapNode ? yield* runBootstrapper(o, out) : yield* runNodes(o, out), parties: [] }
+    const view = statusView(nodes, parties, out, o.json)
     const run = Option.isNone(o.duration) ? view : Effect.andThen(
       Effect.timeoutOption(view, Duration.millis(o.duration.value * 1000)),
       out(
