@@ -10,6 +10,7 @@ import {
   BlindRelayClient,
   BlindRelayServer,
   type BlindRelaySession,
+  ByteMeter,
   MAX_PENDING_PAIRS_PER_SESSION,
   PAIRING_TIMEOUT,
   RelayAborted,
@@ -743,15 +744,19 @@ describe("blind-relay server: matching and limits", () => {
     b.unpair(token(1))
     expect(r.server.stats().pairings).toMatchObject({ pending: 0, cancelled: 1 })
     expect(a.session.pendingPairs).toBe(0)
-    b.pair(false, token(1), 2) // starts a new waiting pair
+    // the cancelled token is spent: the late other half does not start a new wait
+    b.pair(false, token(1), 2)
+    expect(r.server.stats().rejected.replayedToken).toBe(1)
+    expect(r.server.stats().pairings.pending).toBe(0)
+    b.pair(false, token(4), 2) // starts a new waiting pair
     expect(r.created).toEqual([])
-    a.pair(true, token(1), 1)
+    a.pair(true, token(4), 1)
     expect(r.created.length).toBe(1)
     // an unpair from a session that is not in the pair does nothing
     const c = r.session()
-    c.unpair(token(1))
+    c.unpair(token(4))
     expect(r.released).toEqual([])
-    b.unpair(token(1))
+    b.unpair(token(4))
     expect(r.released).toEqual(["256,257"])
     expect(r.server.stats()).toMatchObject({ pairings: { active: 0, cancelled: 2 }, streams: { opened: 2, closed: 2, active: 0 } })
     expect(a.session.activePairs + b.session.activePairs).toBe(0)
@@ -870,6 +875,67 @@ describe("blind-relay server: matching and limits", () => {
     // the late partner of the expired half starts a new wait instead of matching
     r.session().pair(false, token(1), 9)
     expect(r.created).toEqual([])
+  })
+
+  it("cap: a token whose pair ended (released, cancelled or expired) is never paired again", () => {
+    const r = relayBench()
+    const a = r.session()
+    const b = r.session()
+    a.pair(true, token(1), 1)
+    b.pair(false, token(1), 2)
+    expect(r.created.length).toBe(1)
+    a.unpair(token(1))
+    expect(r.server.stats().pairings.active).toBe(0)
+    // the same token again, from either side or a new session: refused
+    a.pair(true, token(1), 3)
+    b.pair(false, token(1), 4)
+    r.session().pair(true, token(1), 5)
+    expect(r.created.length).toBe(1)
+    expect(r.server.stats().rejected.replayedToken).toBe(3)
+    // a cancelled waiting half and an expired one burn their token too
+    a.pair(true, token(2), 6)
+    a.unpair(token(2))
+    a.pair(true, token(3), 7)
+    r.server.onTimers(PAIRING_TIMEOUT)
+    b.pair(false, token(2), 8)
+    b.pair(false, token(3), 9)
+    expect(r.server.stats().rejected.replayedToken).toBe(5)
+    expect(r.server.stats().pairings.pending).toBe(0)
+  })
+
+  it("cap: a matched pair ends at its lifetime, and the owner is asked to tell both peers", () => {
+    const released: Array<[string, boolean]> = []
+    const r = relayBench({ maxPairLifetime: 10_000, releaseStreams: (ids, abort) => released.push([ids.join(","), abort]) })
+    const a = r.session()
+    const b = r.session()
+    r.clock.t = 100
+    a.pair(true, token(1), 1)
+    b.pair(false, token(1), 2)
+    r.clock.t = 5000
+    a.pair(true, token(2), 3)
+    b.pair(false, token(2), 4)
+    expect(r.server.nextDeadline()).toBe(10_100)
+    r.server.onTimers(10_099)
+    expect(r.server.stats().pairings.active).toBe(2)
+    r.server.onTimers(10_100)
+    expect(released).toEqual([["256,257", true]])
+    expect(r.server.stats().pairings).toMatchObject({ active: 1, lifetimeEnded: 1 })
+    expect(a.session.activePairs).toBe(1)
+    expect(r.server.nextDeadline()).toBe(15_000)
+    // a pair that ends otherwise is released without the abort
+    b.unpair(token(2))
+    expect(released.at(-1)).toEqual(["258,259", false])
+    expect(r.server.nextDeadline()).toBe(Infinity)
+  })
+
+  it("cap: sessions at once", () => {
+    const r = relayBench({ maxSessions: 2 })
+    const a = r.session()
+    r.session()
+    expect(r.server.accept(lone().mux)).toBeNull()
+    expect(r.server.stats().rejected.sessions).toBe(1)
+    a.close()
+    expect(r.server.accept(lone().mux)).not.toBeNull()
   })
 
   it("createStreams failing (null, throwing, bad or reused ids) drops the pair", () => {
@@ -1017,6 +1083,54 @@ describe("UdxRelay: relaying on the datagram path", () => {
     s2.relay.destroy(0x1001)
     expect(s2.closed).toEqual([0x1001, 0x1000])
     expect(s2.sent).toEqual([])
+  })
+
+  it("a byte meter caps what one peer sends through the relay; DESTROY is never charged", () => {
+    const sent: Array<string> = []
+    const clock = { t: 0 }
+    const relay = new UdxRelay<string>({ send: (_s, to) => sent.push(`${to.host}:${to.port}`), now: () => clock.t })
+    const meter = new ByteMeter(3000)
+    relay.link({ id: 0x1001, remoteId: 0x11111111, meter }, { id: 0x1000, remoteId: 0x22222222 })
+    relay.handle("s", { from: B, data: withId(P.pureAck.hex, 0x1000) })
+    const big = new Uint8Array(1000)
+    big.set(withId(P.dataHello.hex, 0x1001).subarray(0, 20))
+    for (let i = 0; i < 5; i++) relay.handle("s", { from: A, data: big })
+    // a second's budget: 3 packets of 1000 bytes pass, 2 are dropped
+    expect(sent.filter((d) => d === "10.0.0.2:2222").length).toBe(3)
+    expect(relay.stats().rateLimited).toBe(2)
+    expect(meter.dropped).toBe(2)
+    // B is not metered
+    for (let i = 0; i < 5; i++) relay.handle("s", { from: B, data: withId(P.pureAck.hex, 0x1000) })
+    expect(relay.stats().rateLimited).toBe(2)
+    // half a second refills half the budget
+    clock.t = 500
+    relay.handle("s", { from: A, data: big })
+    relay.handle("s", { from: A, data: big })
+    expect(relay.stats().rateLimited).toBe(3)
+    relay.handle("s", { from: A, data: withId(P.destroy.hex, 0x1001) })
+    expect(relay.stats()).toMatchObject({ rateLimited: 3, streams: 0 })
+  })
+
+  it("abort() sends each peer a DESTROY past what its partner sent, then closes both streams", () => {
+    const { relay, sent, closed } = setup()
+    relay.handle("s1", { from: A, data: withId(P.dataHello.hex, 0x1001) })
+    relay.handle("s2", { from: B, data: withId(P.pureAck.hex, 0x1000) })
+    sent.length = 0
+    relay.abort(0x1001)
+    const seqA = relay.get(0x1001)
+    expect(seqA).toBeUndefined()
+    expect(sent.length).toBe(2)
+    const [toB, toA] = [sent.find((x) => x[1] === "10.0.0.2:2222")!, sent.find((x) => x[1] === "10.0.0.1:1111")!]
+    const view = (h: string) => new DataView(hex(h).buffer)
+    // to A over A's socket: A's stream id, type DESTROY, seq past B's highest
+    expect(toA[0]).toBe("s1")
+    expect(hex(toA[2]).subarray(0, 4)).toEqual(new Uint8Array([0xff, 1, 0x10, 0]))
+    expect(view(toA[2]).getUint32(4, true)).toBe(0x11111111)
+    expect(view(toB[2]).getUint32(4, true)).toBe(0x22222222)
+    // A sent seq 0 (dataHello): B's DESTROY is seq 1
+    expect(view(toB[2]).getUint32(12, true)).toBe(1)
+    expect(closed.sort()).toEqual([0x1000, 0x1001])
+    expect(relay.stats().aborted).toBe(1)
   })
 
   it("leaves non-UDX datagrams and unknown ids to the next handler; refuses bad links", () => {

@@ -11,6 +11,7 @@ import { Flock, type FlockDht, type FlockSocket } from "../src/api/flock.js"
 import { Gateway } from "../src/api/Gateway.js"
 import { seededRandom } from "../src/util/random.js"
 import { advance, advanceUntil, buildConnectSim, type NatKind, type SimPeer } from "./support/connect-sim.js"
+import { announcedRelay } from "./support/relay-sim.js"
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex")
 const errs: Array<string> = []
@@ -23,7 +24,7 @@ interface Member {
   events: number
 }
 
-const member = (peer: SimPeer, context: import("effect").Context.Context<never>, seed: number, timing: { backoffs?: [number, number, number, number]; jitter?: number } = {}): Member => {
+const member = (peer: SimPeer, context: import("effect").Context.Context<never>, seed: number, timing: { backoffs?: [number, number, number, number]; jitter?: number; relayThrough?: "auto" } = {}): Member => {
   const dht = Gateway.over(peer.handle, { host: peer.conn, keyPair: peer.keyPair as never }) as unknown as FlockDht
   // the reference's default backoffs (S ≈ 1 s, M ≈ 5 s, L ≈ 15 s): a failed random punch is retried after the 20 s random-punch interval
   const flock = new Flock({ dht, keyPair: peer.keyPair, context, random: seededRandom(seed), ...timing })
@@ -94,6 +95,32 @@ describe("Flock on the simulated network (real DHT nodes, NAT models, TestClock)
       for (const m of members) m.flock.destroy()
       yield* advance(3000, 50)
       assert.deepStrictEqual(sim.livelocks, [])
+    }), { timeout: 120_000 })
+
+  it.effect("relayThrough: 'auto': two peers behind randomizing NATs and a consistent one mesh; the random pair goes through a relay found under the relay topic", () =>
+    Effect.gen(function*() {
+      const sim = yield* buildConnectSim({ seed: 7, nodes: 12 })
+      const { relay } = yield* announcedRelay(sim)
+      const context = yield* Effect.context<never>()
+      const topic = new Uint8Array(32).fill(0x6b)
+      const members: Array<Member> = []
+      let seed = 30
+      for (const nat of ["random", "random", "consistent"] as const) {
+        const m = member(yield* sim.addPeer(nat), context, seed++, { relayThrough: "auto" })
+        members.push(m)
+        const discovery = m.flock.join(topic, { server: true, client: true })
+        let flushed: boolean | null = null
+        discovery.flushed().then((v) => (flushed = v), () => (flushed = false))
+        assert.isTrue(yield* advanceUntil(() => flushed !== null, 30_000, 20), `${nat} peer's announce settled`)
+      }
+      assert.isTrue(yield* advanceUntil(() => meshed(members), 60_000, 20), "full mesh")
+      const [r1, r2] = members
+      const between = [...(r1!.live.get(hex(r2!.peer.keyPair.publicKey)) ?? [])].filter((s) => !s.destroyed)
+      assert.strictEqual(between.length, 1)
+      assert.strictEqual((between[0] as unknown as { path: string }).path, "relayed")
+      assert.isAtLeast(relay.stats().pairings.matched, 1)
+      for (const m of members) m.flock.destroy()
+      yield* advance(3000, 50)
     }), { timeout: 120_000 })
 
   it.effect("chaos.js #40 on the simulated network: 10 Flocks, 15 topics, 30 random connection kills within 10 s, fully reconnected 45 s later", () =>

@@ -62,8 +62,8 @@ if (!cap.ok) {
   let exitCode: number | null = null
   const out = mkdtempSync(join(tmpdir(), "natlab-test-"))
 
-  const dial = (pairing: string, dir: string): Rec => {
-    const d = records.find((r) => r["kind"] === "dial" && r["pairing"] === pairing && r["dir"] === dir)
+  const dial = (pairing: string, dir: string, mode = "fresh"): Rec => {
+    const d = records.find((r) => r["kind"] === "dial" && r["pairing"] === pairing && r["dir"] === dir && r["mode"] === mode)
     if (d === undefined) throw new Error(`no dial ${pairing} ${dir} in the run:\n${output}`)
     return d
   }
@@ -139,6 +139,14 @@ if (!cap.ok) {
       expect(d["ok"], show(d)).toBe(false)
       expect(d["code"], show(d)).toBe("HOLEPUNCH_DOUBLE_RANDOMIZED_NATS")
       expect(d["failMs"]).toBeLessThan(10_000)
+    })
+
+    it("Omega↔Omega, random ← random with a relay: true node in the lab and relayThrough: 'auto': relayed", () => {
+      const relay = records.find((r) => r["kind"] === "auto-relay")
+      expect(relay, output).toBeDefined()
+      const d = dial("random-random", "oo", "auto")
+      expect(d["ok"], show(d)).toBe(true)
+      expect(d["path"]).toBe("relayed")
     })
 
     it("mixed: Omega server ← reference client, consistent ← consistent", () => {

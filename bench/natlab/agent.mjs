@@ -202,6 +202,19 @@ const ops = {
     return { bootstrap, nodes: made.map((m) => ({ host: m.host, impl: m.impl, ...selfReport(m.n) })) }
   },
 
+  // an Omega node started with `relay: true`: it announces its relay under the relay topic
+  "auto-relay": async ({ host, port }) => {
+    const node = impl("omega").make({ host, port, ephemeral: false, firewalled: false, anyPort: false, relay: true })
+    infra.push(node)
+    await withTimeout(node.ready(), 20_000, "auto-relay node ready")
+    const t0 = performance.now()
+    while (node.relay === null || node.relay.announces === 0) {
+      if (performance.now() - t0 > 20_000) throw new Error("the auto relay did not announce itself within 20 s")
+      await sleep(100)
+    }
+    return { publicKey: hex(node.relay.publicKey), host, announcedMs: Math.round(performance.now() - t0) }
+  },
+
   relay: async ({ impl: which, host, port }) => {
     const node = impl(which).make({ host, port, ephemeral: false, firewalled: false, anyPort: false })
     infra.push(node)
@@ -300,7 +313,7 @@ const ops = {
     const before = stats(node)
     const conns = []
     const opts = {}
-    if (relayThrough) opts.relayThrough = Buffer.from(relayThrough, "hex")
+    if (relayThrough) opts.relayThrough = relayThrough === "auto" ? "auto" : Buffer.from(relayThrough, "hex")
     if (holepunch === false) opts.holepunch = false
     const server = node.createServer(opts, (socket) => {
       const c = { socket, path: null, remote: null, opened: false, error: null }
@@ -353,7 +366,7 @@ const ops = {
     const { node, readyMs } = got
     const before = stats(node)
     const opts = { keyPair: impl(which).keyPair() }
-    if (relayThrough) opts.relayThrough = Buffer.from(relayThrough, "hex")
+    if (relayThrough) opts.relayThrough = relayThrough === "auto" ? "auto" : Buffer.from(relayThrough, "hex")
     const t0 = performance.now()
     const socket = node.connect(Buffer.from(key, "hex"), opts)
     let openMs = null

@@ -126,6 +126,12 @@ export const markdown = (summary, meta) => {
     for (const c of relayRows) parts.push(`| ${c.relay} | ${DIR_LABEL[c.dir]} | ${c.ok}/${c.n} | ${ms(c.median)} | ${ms(c.max)} | ${fmtCount(c.paths)}${Object.keys(c.failures).length ? `; failed: ${fmtCount(c.failures)}` : ""} |`)
     parts.push("")
   }
+  const autoRows = summary.cells.filter((c) => c.mode === "auto")
+  if (autoRows.length) {
+    parts.push("### random ← random with an auto relay available (relayThrough: 'auto' on the Omega sides, no relay configured)", "", "| implementations | ok | median | max | paths |", "|---|---|---|---|---|")
+    for (const c of autoRows) parts.push(`| ${DIR_LABEL[c.dir]} | ${c.ok}/${c.n} | ${ms(c.median)} | ${ms(c.max)} | ${fmtCount(c.paths)}${Object.keys(c.failures).length ? `; failed: ${fmtCount(c.failures)}` : ""} |`)
+    parts.push("")
+  }
   if (summary.self.length) {
     parts.push("### Fresh starts: what a node concludes about itself", "", "| home | implementation | at ready() | 3 s later | ready (median) |", "|---|---|---|---|---|")
     for (const s of summary.self) parts.push(`| ${s.flavour} | ${s.impl} | ${fmtCount(s.atReady)} | ${fmtCount(s.later)} | ${ms(s.readyMedian)}${s.errors ? ` (${s.errors} failed)` : ""} |`)

@@ -9,7 +9,7 @@
 //                    (o = Omega, r = reference; default all four)
 //   --pairings LIST  server-client flavour pairs, e.g. cons-rand,open-cons, or
 //                    "all" (default: all 16)
-//   --modes LIST     fresh,reused,relay,self (default all)
+//   --modes LIST     fresh,reused,relay,auto,self (default all)
 //   --self N         fresh starts per home and implementation (default 5)
 //   --infra KIND     the bootstrap namespace's DHT nodes: ref, omega or mixed
 //                    (default ref: the public network is reference nodes)
@@ -63,7 +63,7 @@ const SELF_N = Number(opt("self", QUICK ? 0 : 5))
 const INFRA = opt("infra", "ref")
 const DIRS_ALL = ["oo", "or", "ro", "rr"]
 const DIRS = opt("dirs", DIRS_ALL.join(",")).split(",").filter(Boolean)
-const MODES = opt("modes", QUICK ? "fresh" : "fresh,reused,relay,self").split(",").filter(Boolean)
+const MODES = opt("modes", QUICK ? "fresh,auto" : "fresh,reused,relay,auto,self").split(",").filter(Boolean)
 const SHORTS = { open: "open", fw: "firewalled", cons: "consistent", rand: "random" }
 const ALL_PAIRINGS = Lab.FLAVOURS.flatMap((s) => Lab.FLAVOURS.map((c) => [s, c]))
 const parsePairings = (v) =>
@@ -275,7 +275,7 @@ const IMPL_OF = { o: "omega", r: "ref" }
 const homeOf = (flavour, n) => lab.homes.find((h) => h.flavour === flavour && h.name.endsWith(String(n)))
 
 /** One dial: a server in the server home, a client in the client home (fresh nodes unless `reuse`). */
-const oneDial = async ({ serverFlavour, clientFlavour, dir, mode, i, relay = null, handle = null, key = null, serverNat = null }) => {
+const oneDial = async ({ serverFlavour, clientFlavour, dir, mode, i, relay = null, handle = null, key = null, serverNat = null, serverRelay = null }) => {
   const sh = homeOf(serverFlavour, 1)
   const ch = homeOf(clientFlavour, 2)
   const sImpl = IMPL_OF[dir[0]]
@@ -287,7 +287,7 @@ const oneDial = async ({ serverFlavour, clientFlavour, dir, mode, i, relay = nul
   const base = { kind: "dial", mode, pairing: `${serverFlavour}-${clientFlavour}`, server: sh.name, client: ch.name, dir, serverImpl: sImpl, clientImpl: cImpl, i, relay: relay?.impl ?? null }
   try {
     if (key === null) {
-      served = await sa.call("serve", { impl: sImpl, reuse }, 40_000)
+      served = await sa.call("serve", { impl: sImpl, reuse, relayThrough: serverRelay }, 40_000)
       handle = served.handle
       key = served.publicKey
     }
@@ -342,6 +342,13 @@ const main = async () => {
       relays.push({ impl: implName, ...r })
       say(`blind relay (${implName}) at ${host}: ${r.publicKey.slice(0, 16)}…`)
     }
+  }
+  // an Omega node with `relay: true` (port 49738 beside the configured Omega relay): found through the relay topic
+  let autoRelay = null
+  if (MODES.includes("auto")) {
+    autoRelay = await core.call("auto-relay", { host: Lab.CORE.omegaRelay, port: 49738 }, 60_000)
+    record({ kind: "auto-relay", ...autoRelay })
+    say(`auto relay (Omega, relay: true) at ${autoRelay.host}: ${autoRelay.publicKey.slice(0, 16)}…, announced ${autoRelay.announcedMs} ms after ready`)
   }
   const relayHosts = [Lab.CORE.refRelay, Lab.CORE.omegaRelay]
   for (const h of lab.homes) await agents.get(h.name).call("setBootstrap", { list: infra.bootstrap, relayHosts })
@@ -429,6 +436,28 @@ const main = async () => {
     }
   }
 
+  if (MODES.includes("auto")) {
+    // Omega sides say relayThrough: 'auto' (the client falls back on a relay after the punch fails,
+    // or offers one up front once it knows its NAT randomizes; a server behind a randomizing NAT
+    // offers one); the reference has no such option, so reference <-> reference is left out
+    const autoDirs = QUICK ? ["oo"] : DIRS.filter((d) => d !== "rr")
+    say(`random-random with an auto relay available (relayThrough: 'auto' on the Omega sides): ${N} dials per direction`)
+    for (let i = 0; i < N; i++) {
+      for (const dir of autoDirs) {
+        const r = await oneDial({
+          serverFlavour: "random",
+          clientFlavour: "random",
+          dir,
+          mode: "auto",
+          i,
+          relay: dir[1] === "o" ? { impl: "auto", publicKey: "auto" } : null,
+          serverRelay: dir[0] === "o" ? "auto" : null
+        })
+        all.push(r)
+        say(line(r))
+      }
+    }
+  }
   const guard = Lab.guardDrops(lab)
   const filtered = Lab.filterDrops(lab)
   record({ kind: "guard", drops: guard })

@@ -47,6 +47,8 @@ import {
 } from "./GatewayService.js"
 import { GatewayDestroyed } from "./errors.js"
 import * as Records from "./records.js"
+import { clientAutoRelay, RelayService, type RelayServiceOptions } from "./relays.js"
+import type { RelayThrough } from "../actors/session/relay-connection.js"
 import { asBuffer, facadeCrypto, hashWith, InvalidArgument, InvalidSeed, keyPairWith } from "./keys.js"
 
 export interface GatewayKeyPair {
@@ -72,6 +74,14 @@ export interface GatewayOptions extends GatewayConfig {
    * (hyperdht's default is 20 000).
    */
   readonly randomPunchInterval?: number
+  /**
+   * Serve as a blind relay for other nodes (see ./relays.ts): `true` with
+   * the default caps (`RELAY_DEFAULTS`), or caps and a key pair. The relay
+   * announces itself under the relay topic while this node is reachable, so
+   * peers using `relayThrough: 'auto'` find it. Off by default: a node that
+   * does not opt in never relays anyone's traffic.
+   */
+  readonly relay?: boolean | RelayServiceOptions
 }
 
 /** What `connect` accepts as the remote: a 32-byte key, its hex, a hyperdht-address blob, or `{ publicKey, relayAddresses }`. */
@@ -80,9 +90,16 @@ export type RemoteKey =
   | string
   | { readonly publicKey: Uint8Array | string; readonly relayAddresses?: ReadonlyArray<{ readonly host: string; readonly port: number }> }
 
-export interface GatewayConnectOptions extends ConnectOptions {
+export interface GatewayConnectOptions extends Omit<ConnectOptions, "relayThrough" | "relayFallback"> {
   /** A connection pool (`node.pool()`): its socket for this key if it has one, else the new one is pooled. */
   readonly pool?: ConnectionPool
+  /**
+   * A blind relay (connect.md §6.8): a relay's key, a list, a function, or
+   * `'auto'`: when the direct paths fail with a hole-punch error, the dial
+   * is redone through a relay found under the relay topic (and a node whose
+   * NAT is randomizing offers one up front). See ./relays.ts.
+   */
+  readonly relayThrough?: RelayThrough | "auto"
 }
 
 export interface GatewayStats extends ConnectStats {
@@ -394,6 +411,7 @@ export class Gateway extends EventEmitter {
   private readonly randomPunchInterval: number | undefined
   /** The servers listening on this node (hyperdht's `dht.listening`). */
   readonly listening = new Set<GatewayServer>()
+  private relayService: RelayService | null = null
 
   /** False for a facade over a node that lives elsewhere (`Gateway.over`): destroy() leaves that node running. */
   private readonly ownsNode: boolean
@@ -455,6 +473,7 @@ export class Gateway extends EventEmitter {
     this.opening.then(
       (h) => {
         this.handle = h
+        if (opts.relay !== undefined && opts.relay !== false) this.startRelay(h, opts.relay === true ? {} : opts.relay)
       },
       (err) => {
         // only to listeners: an 'error' nobody listens to would throw, and
@@ -462,6 +481,25 @@ export class Gateway extends EventEmitter {
         if (this.listenerCount("error") > 0) this.emit("error", err)
       }
     )
+  }
+
+  /**
+   * The relay service of a node started with `relay` (null otherwise, or
+   * until the node is ready): `publicKey`, `relay.stats`, `close()`.
+   */
+  get relay(): RelayService | null {
+    return this.relayService
+  }
+
+  private startRelay(h: GatewayHandle, options: RelayServiceOptions): void {
+    const service = new RelayService(this, h.core.crypto.blake2b, options.keyPair ?? Gateway.keyPair(), options)
+    this.relayService = service
+    this.fullyBootstrapped().then(() => service.start()).catch((err: unknown) => {
+      if (this.destroyed) return
+      this.relayService = null
+      void service.close()
+      if (this.listenerCount("error") > 0) this.emit("error", err)
+    })
   }
 
   /** The default key pair: `opts.keyPair`, else `keyPair(opts.seed)`, else random (made on first use). */
@@ -576,7 +614,8 @@ export class Gateway extends EventEmitter {
 
   async destroy(opts: { readonly force?: boolean } = {}): Promise<void> {
     if (this.destroyed) return
-    // servers first: they unannounce while the node still runs (skipped with force)
+    // the relay and the servers first: they unannounce while the node still runs (skipped with force)
+    if (this.relayService !== null) await this.relayService.close({ unannounce: opts.force !== true })
     await Promise.allSettled([...this.listening].map((s) => s.close(opts)))
     this.connHost?.closeAll()
     this.destroyed = true
@@ -754,10 +793,15 @@ export class Gateway extends EventEmitter {
       process.nextTick(() => socket.destroy(connectionError("INVALID_ARGUMENT", "the remote must be a 32-byte public key, its hex, a hyperdht address or { publicKey }")))
       return socket
     }
-    const o: ConnectOptions = parsed.relayAddresses.length > 0 && opts.relayAddresses === undefined ? { ...opts, relayAddresses: parsed.relayAddresses } : opts
+    const { relayThrough, pool: _pool, ...rest } = opts
+    const base: ConnectOptions = parsed.relayAddresses.length > 0 && opts.relayAddresses === undefined ? { ...rest, relayAddresses: parsed.relayAddresses } : rest
     const start = (h: GatewayHandle): void => {
       if (this.destroyed) return void socket.destroy(connectionError("NODE_DESTROYED"))
-      startDial(this.hostOf(h), socket, parsed.publicKey, keyPair, o)
+      const host = this.hostOf(h)
+      const o: ConnectOptions = relayThrough === "auto"
+        ? { ...base, ...clientAutoRelay(host, parsed.publicKey, keyPair.publicKey) }
+        : relayThrough !== undefined ? { ...base, relayThrough } : base
+      startDial(host, socket, parsed.publicKey, keyPair, o)
     }
     if (pool !== null) pool.attachStream(socket, false)
     const h = this.nodeNow()
@@ -776,9 +820,9 @@ export class Gateway extends EventEmitter {
     const host = this.connHost
     const base: ConnectStats = host?.stats ?? {
       punches: { open: 0, lan: 0, consistent: 0, random: 0, tryLater: 0 },
-      relaying: { attempts: 0, successes: 0, aborts: 0, upgrades: 0 },
+      relaying: { attempts: 0, successes: 0, aborts: 0, upgrades: 0, fallbacks: 0 },
       connects: { started: 0, succeeded: 0, failed: 0, byCode: {} },
-      server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0, refused: 0 }
+      server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0, refused: 0, clientRelaysRefused: 0 }
     }
     return { ...base, router: this.handle?.hyperdht.router.stats ?? null }
   }

@@ -10,15 +10,23 @@ import { EventEmitter } from "node:events"
 import { connectionError, type ConnectionError } from "../actors/holepunch/errors.js"
 import type { ConnectionHost, GatewaySocket } from "../actors/session/host.js"
 import { ServerCore, type ServerOptions } from "../actors/session/server.js"
+import type { RelayThrough } from "../actors/session/relay-connection.js"
 import type { ConnectionPool } from "./pool.js"
+import { serverAutoRelay } from "./relays.js"
 
 export type { ServerOptions }
 import type { KeyPair } from "../layers/crypto/types.js"
 import { asBuffer } from "./keys.js"
 
-export interface GatewayServerOptions extends ServerOptions {
+export interface GatewayServerOptions extends Omit<ServerOptions, "relayThrough"> {
   /** Pool the connections this server accepts (`node.pool()`). */
   readonly pool?: ConnectionPool
+  /**
+   * A blind relay for the connections this server accepts (connect.md §6.8):
+   * a relay's key, a list, a function, or `'auto'`: while the node's NAT is
+   * randomizing, a relay found under the relay topic (see ./relays.ts).
+   */
+  readonly relayThrough?: RelayThrough | "auto"
 }
 
 
@@ -80,9 +88,13 @@ export class GatewayServer extends EventEmitter {
 
   private async start(keyPair: KeyPair): Promise<void> {
     const host = await this.node.connections()
+    const { relayThrough, ...rest } = this.options
+    const options: ServerOptions = relayThrough === "auto"
+      ? { ...rest, relayThrough: serverAutoRelay(host, keyPair.publicKey) }
+      : relayThrough !== undefined ? { ...rest, relayThrough } : rest
     const core = new ServerCore(
       host,
-      this.options,
+      options,
       (socket: GatewaySocket) => {
         // listeners never run inside the node's step
         queueMicrotask(() => this.emit("connection", socket))

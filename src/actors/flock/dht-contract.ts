@@ -46,7 +46,8 @@ export interface FlockServer {
 export interface FlockServerOptions {
   /** Truthy (or a promise of it) rejects the handshake. */
   readonly firewall: (remotePublicKey: Uint8Array, remotePayload: unknown, clientAddress: unknown) => boolean | Promise<boolean>
-  readonly relayThrough?: (() => Uint8Array | null) | undefined
+  /** A relay per handshake, or `'auto'` (an Omega DHT finds one itself; see src/api/relays.ts). */
+  readonly relayThrough?: (() => Uint8Array | null) | "auto" | undefined
   readonly handshakeClearWait?: number | undefined
 }
 
@@ -68,7 +69,7 @@ export type ClosestNodes = ReadonlyArray<{ readonly host: string; readonly port:
 export interface FlockDht {
   connect(
     publicKey: Uint8Array,
-    opts: { readonly keyPair: FlockKeyPair; readonly relayAddresses?: ReadonlyArray<FlockAddress> | undefined; readonly relayThrough?: Uint8Array | null | undefined }
+    opts: { readonly keyPair: FlockKeyPair; readonly relayAddresses?: ReadonlyArray<FlockAddress> | undefined; readonly relayThrough?: Uint8Array | "auto" | null | undefined }
   ): FlockSocket
   createServer(opts: FlockServerOptions, onconnection: (socket: FlockSocket) => void): FlockServer
   announce(topic: Uint8Array, keyPair: FlockKeyPair, relayAddresses: ReadonlyArray<FlockAddress>, opts: { readonly clear?: boolean; readonly closestNodes?: ClosestNodes | undefined }): FlockQuery

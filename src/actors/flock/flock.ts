@@ -37,7 +37,12 @@ export interface FlockBehaviour {
   readonly maxServerConnections?: number | undefined
   /** `(remotePublicKey, payload, address)`: truthy (or a promise of it) rejects and bans the key. */
   readonly firewall?: ((remotePublicKey: Uint8Array, payload: unknown, address: unknown) => boolean | Promise<boolean>) | undefined
-  /** A relay key, keys, or `(force, flock) => key | keys | null` (hyperswarm's option). */
+  /**
+   * A relay key, keys, or `(force, flock) => key | keys | null` (hyperswarm's
+   * option); or `'auto'` with an Omega DHT: each dial falls back on a relay
+   * found under the relay topic when its punch fails, and the server offers
+   * one while its NAT randomizes (src/api/relays.ts).
+   */
   readonly relayThrough?: unknown
   readonly handshakeClearWait?: number | undefined
   /** Retry periods S, M, L, X in ms (hyperswarm's `backoffs`). */
@@ -182,7 +187,7 @@ export const makeFlock = (config: FlockConfig, events: FlockEvents): Effect.Effe
       const s = dht.createServer(
         {
           firewall: askFirewall,
-          ...(config.relayThrough !== undefined ? { relayThrough: relayForServer } : {}),
+          ...(config.relayThrough === "auto" ? { relayThrough: "auto" as const } : config.relayThrough !== undefined ? { relayThrough: relayForServer } : {}),
           ...(config.handshakeClearWait !== undefined ? { handshakeClearWait: config.handshakeClearWait } : {})
         },
         (socket) => {

@@ -79,7 +79,7 @@ export interface SwarmActorOptions extends Omit<SwarmCoreOptions, "relayConfigur
   readonly keyPair: FlockKeyPair
   /** `(remotePublicKey, payload)`: truthy (or a promise of it) rejects and bans. */
   readonly firewall?: ((remotePublicKey: Uint8Array, payload: unknown, address: unknown) => boolean | Promise<boolean>) | undefined
-  /** hyperswarm's `relayThrough`: a function `(force, flock) => key | key[] | null`, or static key(s). */
+  /** hyperswarm's `relayThrough`: a function `(force, flock) => key | key[] | null`, static key(s), or `'auto'` (an Omega DHT's relay directory). */
   readonly relayThrough?: unknown
   readonly self?: unknown
 }
@@ -99,7 +99,9 @@ export const makeSwarmActor = (options: SwarmActorOptions, events: SwarmEvents):
     const scope = yield* Effect.scope
     const sessionsScope = yield* Scope.fork(scope)
     const run = Effect.runForkWith(yield* Effect.context<never>())
-    const relayConfigured = options.relayThrough !== undefined && options.relayThrough !== null
+    // 'auto' (an Omega DHT): each dial falls back on a relay itself, so the §9.8 switch is not needed
+    const autoRelay = options.relayThrough === "auto"
+    const relayConfigured = options.relayThrough !== undefined && options.relayThrough !== null && !autoRelay
     const mailbox = yield* Queue.unbounded<SwarmMessage>()
     // the application's peerInfo.ban / reconnect become messages to this actor
     const peerOwner = {
@@ -126,7 +128,7 @@ export const makeSwarmActor = (options: SwarmActorOptions, events: SwarmEvents):
 
 
     const connect = (id: ConnId, peer: PeerInfo, relayAddresses: ReadonlyArray<FlockAddress> | null, forceRelay: boolean) => {
-      const relayThrough = relayConfigured ? chooseRelay(options.relayThrough, forceRelay, dht.randomized === true, options.random, options.self) : null
+      const relayThrough = autoRelay ? "auto" as const : relayConfigured ? chooseRelay(options.relayThrough, forceRelay, dht.randomized === true, options.random, options.self) : null
       let socket: FlockSocket
       try {
         socket = dht.connect(peer.publicKey, {

@@ -71,6 +71,14 @@ export interface ConnectOptions {
   readonly relayThrough?: RelayThrough
   /** Keepalive of the connection to the relay (ms, default 5000). */
   readonly relayKeepAlive?: number
+  /**
+   * A relay to fall back on when the direct paths fail with a hole-punch
+   * error (`RELAY_FALLBACK_CODES`): called with the keys it must not be
+   * (the remote's and ours); the dial is then redone through the relay it
+   * names (null: the hole-punch error stands). The facade's
+   * `relayThrough: 'auto'` sets it to the node's relay directory.
+   */
+  readonly relayFallback?: ((exclude: ReadonlyArray<Uint8Array>) => Effect.Effect<Uint8Array | null>) | undefined
 }
 
 /** How long a client that is OPEN waits for the server to connect to it. */
@@ -99,6 +107,19 @@ export const dialSocket = (keepAlive: number, remotePublicKey: Uint8Array, keyPa
 export const dial = (host: ConnectionHost, remotePublicKey: Uint8Array, keyPair: KeyPair, opts: ConnectOptions = {}): GatewaySocket =>
   startDial(host, dialSocket(host.keepAlive, remotePublicKey, keyPair, host.streamClock), remotePublicKey, keyPair, opts)
 
+/**
+ * Hole-punch failures after which a dial with a `relayFallback` is redone
+ * through a relay (hyperswarm's force-relay list, plus a punch that ran out
+ * of probes).
+ */
+export const RELAY_FALLBACK_CODES: ReadonlySet<string> = new Set([
+  "HOLEPUNCH_ABORTED",
+  "HOLEPUNCH_DOUBLE_RANDOMIZED_NATS",
+  "HOLEPUNCH_PROBE_TIMEOUT",
+  "CANNOT_HOLEPUNCH",
+  "REMOTE_NOT_HOLEPUNCHABLE"
+])
+
 /** Run the dial of `socket` (made by `dialSocket`) in a fiber of the node. */
 export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePublicKey: Uint8Array, keyPair: KeyPair, opts: ConnectOptions = {}): GatewaySocket => {
   host.stats.connects.started++
@@ -108,44 +129,86 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
     fail(host, socket, connectionError("SUSPENDED"))
     return socket
   }
-  // our UDX stream: the server's first packet may come before its handshake reply
-  const early = { socket: null as UdpSocket | null, from: null as Endpoint | null }
-  const firstPacket = Deferred.makeUnsafe<{ socket: UdpSocket; from: Endpoint }>()
-  const created = host.mux.createStreamUnsafe(host.mux.freeId(host.random), {
-    connectOnFirewall: false,
-    firewall: (from, sock) => {
-      if (!(from.port > 0 && from.port < 65536)) return true
-      if (early.socket === null) {
-        early.socket = sock
-        early.from = { host: from.host, port: from.port }
-        Deferred.doneUnsafe(firstPacket, Effect.succeed({ socket: sock, from: early.from }))
+  let current: { readonly stop: () => void; readonly dial: Dial; readonly stream: UdxStream } | null = null
+  let stopFallback: (() => void) | null = null
+  /** One round of the dial: its own UDX stream, handshake and paths. */
+  const round = (o: ConnectOptions, mayFallBack: boolean): void => {
+    // our UDX stream: the server's first packet may come before its handshake reply
+    const early = { socket: null as UdpSocket | null, from: null as Endpoint | null }
+    const firstPacket = Deferred.makeUnsafe<{ socket: UdpSocket; from: Endpoint }>()
+    const created = host.mux.createStreamUnsafe(host.mux.freeId(host.random), {
+      connectOnFirewall: false,
+      firewall: (from, sock) => {
+        if (!(from.port > 0 && from.port < 65536)) return true
+        if (early.socket === null) {
+          early.socket = sock
+          early.from = { host: from.host, port: from.port }
+          Deferred.doneUnsafe(firstPacket, Effect.succeed({ socket: sock, from: early.from }))
+        }
+        return false
       }
-      return false
+    })
+    if (created instanceof Error) {
+      fail(host, socket, connectionError("PEER_CONNECTION_FAILED", created.message, undefined, created))
+      return
     }
-  })
-  if (created instanceof Error) {
-    fail(host, socket, connectionError("PEER_CONNECTION_FAILED", created.message, undefined, created))
-    return socket
-  }
-  const stream = created
-  const d = new Dial(host, socket, stream, remotePublicKey, keyPair, opts, early, firstPacket)
-  const stop = host.spawn(
-    d.run().pipe(
-      Effect.catchTag("ConnectionError", (e) => Effect.sync(() => fail(host, socket, e, stream))),
-      // a defect fails this dial (typed error to the user) and is logged; the node goes on
-      Effect.catchCause((cause) =>
-        // interrupted: the socket closed (the user destroyed it), nothing to report
-        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.andThen(
-          Effect.logError("dial failed with a defect", Cause.pretty(cause)),
-          Effect.sync(() => fail(host, socket, connectionError("PEER_CONNECTION_FAILED", "the dial failed with a defect (logged)", undefined, Cause.squash(cause)), stream))
+    const stream = created
+    const d = new Dial(host, socket, stream, remotePublicKey, keyPair, o, early, firstPacket)
+    const stop = host.spawn(
+      d.run().pipe(
+        Effect.catchTag("ConnectionError", (e) =>
+          Effect.sync(() => {
+            if (mayFallBack && o.relayFallback !== undefined && RELAY_FALLBACK_CODES.has(e.code) && !socket.destroyed && !socket.started) {
+              d.close()
+              stream.destroyUnsafe()
+              viaRelay(o, o.relayFallback, e)
+            } else fail(host, socket, e, stream)
+          })
+        ),
+        // a defect fails this dial (typed error to the user) and is logged; the node goes on
+        Effect.catchCause((cause) =>
+          // interrupted: the socket closed (the user destroyed it), nothing to report
+          Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.andThen(
+            Effect.logError("dial failed with a defect", Cause.pretty(cause)),
+            Effect.sync(() => fail(host, socket, connectionError("PEER_CONNECTION_FAILED", "the dial failed with a defect (logged)", undefined, Cause.squash(cause)), stream))
+          )
         )
       )
     )
-  )
+    current = { stop, dial: d, stream }
+  }
+  /**
+   * The direct paths failed with a hole-punch error: ask for a relay (not
+   * the remote, not us) and dial again through it; without one, the first
+   * round's error stands, saying no relay was found.
+   */
+  const viaRelay = (o: ConnectOptions, find: NonNullable<ConnectOptions["relayFallback"]>, first: ConnectionError): void => {
+    host.stats.relaying.fallbacks++
+    stopFallback = host.spawn(
+      find([remotePublicKey, keyPair.publicKey]).pipe(
+        Effect.catchCause(() => Effect.succeed(null)),
+        Effect.flatMap((relay) =>
+          Effect.sync(() => {
+            stopFallback = null
+            if (socket.destroyed) return
+            if (relay === null) {
+              fail(host, socket, connectionError(first.code, `${first.detail}; no relay found to fall back on`, first.report, first.cause))
+              return
+            }
+            round({ ...o, relayThrough: relay, relayFallback: undefined }, false)
+          })
+        )
+      )
+    )
+  }
+  round(opts, true)
   socket.once("close", () => {
-    stop()
-    d.close()
-    if (!socket.started) stream.destroyUnsafe()
+    stopFallback?.()
+    const c = current
+    if (c === null) return
+    c.stop()
+    c.dial.close()
+    if (!socket.started) c.stream.destroyUnsafe()
   })
   return socket
 }

@@ -61,6 +61,13 @@ export const MAX_PENDING_PAIRS = 1024
  */
 export const MAX_ACTIVE_PAIRS_PER_SESSION = 64
 
+/**
+ * Relay: tokens of finished pairs (released or expired) remembered so that
+ * a pair request carrying one again is refused. A relay client draws a fresh
+ * token per relayed connection; a token seen before is a replay.
+ */
+export const TOKEN_MEMORY = 4096
+
 const UINT32_MAX = 0xffff_ffff
 
 const isUint32 = (n: unknown): n is number => typeof n === "number" && Number.isInteger(n) && n >= 0 && n <= UINT32_MAX
@@ -385,8 +392,12 @@ export interface RelayStreamHooks<U> {
     responder: RelayLinkEnd<U>,
     initiator: RelayLinkEnd<U>
   ) => readonly [number, number] | null
-  /** Destroy the two streams of a released pair (unpair, session closed, a stream closed). */
-  readonly releaseStreams?: (ids: readonly [number, number]) => void
+  /**
+   * Destroy the two streams of a released pair (unpair, session closed, a
+   * stream closed). `abort`: the relay ended the pair itself (its lifetime
+   * cap): tell both peers, so their streams close now.
+   */
+  readonly releaseStreams?: (ids: readonly [number, number], abort: boolean) => void
 }
 
 export interface BlindRelayServerOptions<U> extends RelayStreamHooks<U> {
@@ -400,6 +411,16 @@ export interface BlindRelayServerOptions<U> extends RelayStreamHooks<U> {
   readonly maxPendingTotal?: number
   /** Override `MAX_ACTIVE_PAIRS_PER_SESSION`. */
   readonly maxActivePerSession?: number
+  /** Sessions (relay clients) open at once; `accept` refuses more (default: no cap). */
+  readonly maxSessions?: number
+  /**
+   * How long a matched pair may last (ms, default: no cap). At its end the
+   * pair is released with `abort = true`: the owner tells both peers (a
+   * UDX DESTROY) so their streams close at once instead of timing out.
+   */
+  readonly maxPairLifetime?: number
+  /** Override `TOKEN_MEMORY` (finished tokens remembered to refuse replays). */
+  readonly tokenMemory?: number
 }
 
 export interface BlindRelaySession<U> {
@@ -425,6 +446,8 @@ export interface BlindRelayServerStats {
     readonly matched: number
     readonly cancelled: number
     readonly expired: number
+    /** Matched pairs ended by `maxPairLifetime`. */
+    readonly lifetimeEnded: number
     readonly pending: number
     readonly active: number
   }
@@ -439,6 +462,10 @@ export interface BlindRelayServerStats {
     readonly pendingPerSession: number
     readonly pendingTotal: number
     readonly activePerSession: number
+    /** The token belonged to a pair that already ended (a replay). */
+    readonly replayedToken: number
+    /** `accept` refused: `maxSessions` sessions were open. */
+    readonly sessions: number
     /** `createStreams` returned null, bad ids or threw. */
     readonly createFailed: number
   }
@@ -466,6 +493,8 @@ interface ActivePair<U> {
   readonly links: readonly [Link<U>, Link<U>]
   /** Relay stream ids [responder's, initiator's]. */
   readonly ids: readonly [number, number]
+  /** When `maxPairLifetime` ends it (Infinity: never). */
+  readonly expires: number
 }
 
 class Session<U> implements BlindRelaySession<U> {
@@ -523,7 +552,7 @@ interface ServerOps<U> {
 
 const mutableStats = () => ({
   sessions: { accepted: 0, opened: 0, closed: 0 },
-  pairings: { requested: 0, matched: 0, cancelled: 0, expired: 0 },
+  pairings: { requested: 0, matched: 0, cancelled: 0, expired: 0, lifetimeEnded: 0 },
   streams: { opened: 0, closed: 0 },
   rejected: {
     malformed: 0,
@@ -532,6 +561,8 @@ const mutableStats = () => ({
     pendingPerSession: 0,
     pendingTotal: 0,
     activePerSession: 0,
+    replayedToken: 0,
+    sessions: 0,
     createFailed: 0
   },
   hookErrors: 0
@@ -549,8 +580,13 @@ export class BlindRelayServer<U = undefined> {
   private readonly maxPendingPerSession: number
   private readonly maxPendingTotal: number
   private readonly maxActivePerSession: number
+  private readonly maxSessions: number
+  private readonly lifetime: number
+  private readonly tokenMemory: number
 
   private readonly all = new Set<Session<U>>()
+  /** Tokens (hex) of finished pairs, oldest first (bounded by `tokenMemory`). */
+  private readonly finished = new Set<string>()
   /** Waiting pairs by token (hex), in arrival order (deadlines ascend). */
   private readonly pendingPairs = new Map<string, PendingPair<U>>()
   private readonly activePairs = new Map<string, ActivePair<U>>()
@@ -569,6 +605,9 @@ export class BlindRelayServer<U = undefined> {
     this.maxPendingPerSession = options.maxPendingPerSession ?? MAX_PENDING_PAIRS_PER_SESSION
     this.maxPendingTotal = options.maxPendingTotal ?? MAX_PENDING_PAIRS
     this.maxActivePerSession = options.maxActivePerSession ?? MAX_ACTIVE_PAIRS_PER_SESSION
+    this.maxSessions = options.maxSessions ?? Infinity
+    this.lifetime = options.maxPairLifetime ?? Infinity
+    this.tokenMemory = options.tokenMemory ?? TOKEN_MEMORY
   }
 
   /**
@@ -578,6 +617,10 @@ export class BlindRelayServer<U = undefined> {
    * cannot be opened (mux destroyed, channel already open on it).
    */
   accept(mux: Protomux, options: { readonly id?: Uint8Array | null; readonly info?: U } = {}): BlindRelaySession<U> | null {
+    if (this.all.size >= this.maxSessions) {
+      this.s.rejected.sessions++
+      return null
+    }
     const session = new Session<U>(this.ops, options.info)
     this.all.add(session)
     this.s.sessions.accepted++
@@ -608,18 +651,31 @@ export class BlindRelayServer<U = undefined> {
     if (p !== undefined) this.release(p)
   }
 
-  /** Earliest deadline of a waiting half pair (Infinity when none). */
+  /** Earliest deadline of a waiting half pair or of a matched pair's lifetime (Infinity when none). */
   nextDeadline(): number {
-    for (const p of this.pendingPairs.values()) return p.deadline
-    return Infinity
+    let d = Infinity
+    for (const p of this.pendingPairs.values()) {
+      d = p.deadline
+      break
+    }
+    // matched pairs are kept in match order, so their ends ascend too
+    for (const a of this.activePairs.values()) return Math.min(d, a.expires)
+    return d
   }
 
-  /** Drop the half pairs that waited too long. */
+  /** Drop the half pairs that waited too long; end the matched pairs whose lifetime is over. */
   onTimers(now: number): void {
     for (const p of [...this.pendingPairs.values()]) {
       if (p.deadline > now) break
       this.dropPending(p)
+      this.forget(p.key)
       this.s.pairings.expired++
+    }
+    for (const a of [...this.activePairs.values()]) {
+      if (a.expires > now) break
+      this.release(a, true)
+      this.s.pairings.lifetimeEnded++
+      this.endMaybe(a.links[0], a.links[1])
     }
   }
 
@@ -657,6 +713,10 @@ export class BlindRelayServer<U = undefined> {
     const key = toHex(token)
     if (this.activePairs.has(key)) {
       this.s.rejected.activeToken++
+      return
+    }
+    if (this.finished.has(key)) {
+      this.s.rejected.replayedToken++
       return
     }
     if (session.active.size >= this.maxActivePerSession) {
@@ -711,7 +771,7 @@ export class BlindRelayServer<U = undefined> {
       this.endMaybe(responder, initiator)
       return
     }
-    const active: ActivePair<U> = { key: p.key, token: p.token, links: [responder, initiator], ids: [ids[0], ids[1]] }
+    const active: ActivePair<U> = { key: p.key, token: p.token, links: [responder, initiator], ids: [ids[0], ids[1]], expires: this.now() + this.lifetime }
     this.activePairs.set(p.key, active)
     this.byStream.set(ids[0], active)
     this.byStream.set(ids[1], active)
@@ -740,6 +800,7 @@ export class BlindRelayServer<U = undefined> {
     const p = this.pendingPairs.get(key)
     if (p !== undefined) {
       this.dropPending(p)
+      this.forget(key)
       this.s.pairings.cancelled++
       for (const l of p.links) l?.session.endMaybe()
       return
@@ -776,10 +837,23 @@ export class BlindRelayServer<U = undefined> {
     for (const l of p.links) l?.session.pending.delete(p.key)
   }
 
-  /** Release a matched pair and ask the owner to destroy its streams. */
-  private release(a: ActivePair<U>): void {
+  /** Remember a finished pair's token (replays of it are refused), forgetting the oldest beyond the bound. */
+  private forget(key: string): void {
+    this.finished.delete(key)
+    this.finished.add(key)
+    if (this.finished.size > this.tokenMemory) {
+      for (const oldest of this.finished) {
+        this.finished.delete(oldest)
+        break
+      }
+    }
+  }
+
+  /** Release a matched pair and ask the owner to destroy its streams (`abort`: tell the peers). */
+  private release(a: ActivePair<U>, abort = false): void {
     if (this.activePairs.get(a.key) !== a) return
     this.activePairs.delete(a.key)
+    this.forget(a.key)
     this.byStream.delete(a.ids[0])
     this.byStream.delete(a.ids[1])
     for (const l of a.links) l.session.active.delete(a.key)
@@ -787,7 +861,7 @@ export class BlindRelayServer<U = undefined> {
     const releaseStreams = this.hooks.releaseStreams
     if (releaseStreams === undefined) return
     try {
-      releaseStreams(a.ids)
+      releaseStreams(a.ids, abort)
     } catch {
       this.s.hookErrors++
     }
@@ -813,6 +887,39 @@ export interface UdxRelayOptions<S> {
   readonly send: (socket: S, to: Endpoint, datagram: Uint8Array) => void
   /** A relay stream closed (DESTROY received, its partner closed, or `destroy`). */
   readonly onClose?: (id: number) => void
+  /** Monotonic time in ms for byte meters (default `Date.now`). */
+  readonly now?: () => number
+}
+
+/**
+ * A byte budget refilled at `bytesPerSecond` (a token bucket holding at most
+ * one second's worth). The relay charges each forwarded packet to the meter
+ * of the peer that sent it; a packet over budget is dropped, and the
+ * sender's UDX congestion control slows it down to the rate.
+ */
+export class ByteMeter {
+  private budget: number
+  private last = -Infinity
+  dropped = 0
+
+  constructor(readonly bytesPerSecond: number) {
+    this.budget = bytesPerSecond
+  }
+
+  /** Charge `bytes` at `now`: false (nothing charged) when over budget. */
+  take(bytes: number, now: number): boolean {
+    if (now > this.last) {
+      const refill = this.last === -Infinity ? this.bytesPerSecond : ((now - this.last) * this.bytesPerSecond) / 1000
+      this.budget = Math.min(this.bytesPerSecond, this.budget + refill)
+      this.last = now
+    }
+    if (this.budget < bytes) {
+      this.dropped++
+      return false
+    }
+    this.budget -= bytes
+    return true
+  }
 }
 
 /** One relay stream as seen from outside. */
@@ -840,12 +947,18 @@ export interface UdxRelayStats {
   readonly firewallConnects: number
   /** Relay streams closed by a DESTROY packet. */
   readonly destroyedByPeer: number
+  /** Packets dropped because their sender was over its byte rate. */
+  readonly rateLimited: number
+  /** Pairs ended by the relay with a DESTROY to both peers (`abort`). */
+  readonly aborted: number
 }
 
 interface RelayEntry<S> {
   readonly id: number
   readonly remoteId: number
   readonly relayTo: number
+  /** Charged for the packets this stream's peer sends (null: no rate cap). */
+  readonly meter: ByteMeter | null
   socket: S | null
   remote: Endpoint | null
   highestSeq: number
@@ -853,6 +966,20 @@ interface RelayEntry<S> {
 }
 
 const readU32 = (b: Uint8Array, p: number): number => (b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16) | (b[p + 3]! << 24)) >>> 0
+
+const writeU32 = (b: Uint8Array, p: number, v: number): void => {
+  b[p] = v & 0xff
+  b[p + 1] = (v >>> 8) & 0xff
+  b[p + 2] = (v >>> 16) & 0xff
+  b[p + 3] = (v >>> 24) & 0xff
+}
+
+/** One side of `UdxRelay.link`: the relay stream's id, its peer's stream id, and the peer's byte meter. */
+export interface RelayLinkSpec {
+  readonly id: number
+  readonly remoteId: number
+  readonly meter?: ByteMeter | null
+}
 
 /**
  * Relay streams (udx.md §9) without stream state. Put `handle` in front of
@@ -868,20 +995,27 @@ const readU32 = (b: Uint8Array, p: number): number => (b[p]! | (b[p + 1]! << 8) 
  *   destination's remote id, from the destination's socket to its peer;
  *   dropped while the destination's peer has not been seen.
  * - A DESTROY packet is forwarded, then closes the stream and the stream
- *   relaying to it. `destroy(id)` closes silently. No ACKs are generated.
+ *   relaying to it. `destroy(id)` closes silently; `abort(id)` sends each
+ *   peer a DESTROY first. No ACKs are generated.
+ * - A stream linked with a `ByteMeter` charges its peer's packets to it;
+ *   packets over the peer's rate are dropped (DESTROY is never charged).
  */
 export class UdxRelay<S> {
   private readonly entries = new Map<number, RelayEntry<S>>()
   private readonly sendDatagram: UdxRelayOptions<S>["send"]
   private readonly onClose: UdxRelayOptions<S>["onClose"]
+  private readonly now: () => number
   private forwarded = 0
   private unconnected = 0
   private firewallConnects = 0
   private destroyedByPeer = 0
+  private rateLimited = 0
+  private aborted = 0
 
   constructor(options: UdxRelayOptions<S>) {
     this.sendDatagram = options.send
     this.onClose = options.onClose
+    this.now = options.now ?? Date.now
   }
 
   /**
@@ -889,11 +1023,11 @@ export class UdxRelay<S> {
    * whose stream is `a.remoteId`, likewise `b`. False (nothing created) when
    * an id is not a uint32, is in use, or both ids are equal.
    */
-  link(a: { readonly id: number; readonly remoteId: number }, b: { readonly id: number; readonly remoteId: number }): boolean {
+  link(a: RelayLinkSpec, b: RelayLinkSpec): boolean {
     if (![a.id, a.remoteId, b.id, b.remoteId].every(isUint32) || a.id === b.id) return false
     if (this.entries.has(a.id) || this.entries.has(b.id)) return false
-    this.entries.set(a.id, { id: a.id, remoteId: a.remoteId, relayTo: b.id, socket: null, remote: null, highestSeq: 0, packets: 0 })
-    this.entries.set(b.id, { id: b.id, remoteId: b.remoteId, relayTo: a.id, socket: null, remote: null, highestSeq: 0, packets: 0 })
+    this.entries.set(a.id, { id: a.id, remoteId: a.remoteId, relayTo: b.id, meter: a.meter ?? null, socket: null, remote: null, highestSeq: 0, packets: 0 })
+    this.entries.set(b.id, { id: b.id, remoteId: b.remoteId, relayTo: a.id, meter: b.meter ?? null, socket: null, remote: null, highestSeq: 0, packets: 0 })
     return true
   }
 
@@ -921,6 +1055,10 @@ export class UdxRelay<S> {
     e.packets++
     const seq = readU32(data, 12)
     if (e.packets === 1 || ((seq - e.highestSeq) | 0) > 0) e.highestSeq = seq
+    if (e.meter !== null && (data[2]! & UDX_DESTROY) === 0 && !e.meter.take(data.length, this.now())) {
+      this.rateLimited++
+      return true
+    }
 
     const dest = this.entries.get(e.relayTo)
     if (dest !== undefined && dest.socket !== null && dest.remote !== null) {
@@ -957,13 +1095,49 @@ export class UdxRelay<S> {
     if (partner !== undefined && partner.relayTo === id) this.closed(partner.id)
   }
 
+  /**
+   * End a relay stream and its partner, telling both peers: each gets a UDX
+   * DESTROY addressed to its stream, with a sequence number past everything
+   * its partner sent (so the peer's stream accepts it and closes with
+   * "connection reset" rather than waiting to time out).
+   */
+  abort(id: number): void {
+    const e = this.entries.get(id)
+    if (e === undefined) return
+    const partner = this.entries.get(e.relayTo)
+    if (partner !== undefined) {
+      this.aborted++
+      this.sendDestroy(e, partner)
+      this.sendDestroy(partner, e)
+    }
+    this.destroy(id)
+  }
+
   stats(): UdxRelayStats {
     return {
       streams: this.entries.size,
       forwarded: this.forwarded,
       unconnected: this.unconnected,
       firewallConnects: this.firewallConnects,
-      destroyedByPeer: this.destroyedByPeer
+      destroyedByPeer: this.destroyedByPeer,
+      rateLimited: this.rateLimited,
+      aborted: this.aborted
+    }
+  }
+
+  /** A DESTROY to `to`'s peer, as if from the peer of `from` (whose packets `to` forwards). */
+  private sendDestroy(to: RelayEntry<S>, from: RelayEntry<S>): void {
+    if (to.socket === null || to.remote === null) return
+    const b = new Uint8Array(UDX_HEADER)
+    b[0] = UDX_MAGIC
+    b[1] = UDX_VERSION
+    b[2] = UDX_DESTROY
+    writeU32(b, 4, to.remoteId)
+    writeU32(b, 12, from.packets === 0 ? 0 : (from.highestSeq + 1) >>> 0)
+    try {
+      this.sendDatagram(to.socket, to.remote, b)
+    } catch {
+      // best effort: the peer's stream times out instead
     }
   }
 
@@ -983,7 +1157,12 @@ export class UdxRelay<S> {
  * that the owner's UDX mux does not use; ids already taken in the relay are
  * skipped (up to 16 tries). Wire `relay`'s `onClose` to `server.streamClosed`.
  */
-export const udxRelayHooks = <U, S>(relay: UdxRelay<S>, allocateId: () => number): RelayStreamHooks<U> => {
+export const udxRelayHooks = <U, S>(
+  relay: UdxRelay<S>,
+  allocateId: () => number,
+  /** The byte meter of a relay client (one per session, shared by its pairs); null: no rate cap. */
+  meterOf: (session: BlindRelaySession<U>) => ByteMeter | null = () => null
+): RelayStreamHooks<U> => {
   const fresh = (avoid: number): number | null => {
     for (let i = 0; i < 16; i++) {
       const id = allocateId()
@@ -997,9 +1176,15 @@ export const udxRelayHooks = <U, S>(relay: UdxRelay<S>, allocateId: () => number
       if (a === null) return null
       const b = fresh(a)
       if (b === null) return null
-      return relay.link({ id: a, remoteId: responder.remoteId }, { id: b, remoteId: initiator.remoteId }) ? [a, b] : null
+      return relay.link(
+          { id: a, remoteId: responder.remoteId, meter: meterOf(responder.session) },
+          { id: b, remoteId: initiator.remoteId, meter: meterOf(initiator.session) }
+        )
+        ? [a, b]
+        : null
     },
-    releaseStreams: (ids) => {
+    releaseStreams: (ids, abort) => {
+      if (abort) relay.abort(ids[0])
       relay.destroy(ids[0])
       relay.destroy(ids[1])
     }

@@ -40,7 +40,8 @@ export type ConnectionPath = "direct" | "lan" | "punched" | "relayed"
 export interface ConnectStats {
   /** Connections made, by path (the reference counts `punches.open/consistent/random`). */
   readonly punches: { open: number; lan: number; consistent: number; random: number; tryLater: number }
-  readonly relaying: { attempts: number; successes: number; aborts: number; upgrades: number }
+  /** Relayed connections: attempts, successes, aborts, upgrades to a direct path, and dials redone through a relay after a failed punch (`fallbacks`). */
+  readonly relaying: { attempts: number; successes: number; aborts: number; upgrades: number; fallbacks: number }
   readonly connects: { started: number; succeeded: number; failed: number; byCode: Record<string, number> }
   readonly server: {
     handshakes: number
@@ -51,6 +52,8 @@ export interface ConnectStats {
     holepunchesIgnored: number
     /** Handshakes refused because MAX_PENDING_HANDSHAKES were in progress. */
     refused: number
+    /** Relays named by clients that the server did not dial (over MAX_CLIENT_RELAY_DIALS or its per-client share). */
+    clientRelaysRefused: number
   }
 }
 
@@ -118,9 +121,9 @@ export class GatewaySocket extends NoiseSecretStream {
 export class ConnectionHost {
   readonly stats: ConnectStats = {
     punches: { open: 0, lan: 0, consistent: 0, random: 0, tryLater: 0 },
-    relaying: { attempts: 0, successes: 0, aborts: 0, upgrades: 0 },
+    relaying: { attempts: 0, successes: 0, aborts: 0, upgrades: 0, fallbacks: 0 },
     connects: { started: 0, succeeded: 0, failed: 0, byCode: {} },
-    server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0, refused: 0 }
+    server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0, refused: 0, clientRelaysRefused: 0 }
   }
   /** Relay nodes that led to the last successful dial of a key (hex), newest last (bounded). */
   readonly relayCache = new Map<string, ReadonlyArray<Endpoint>>()

@@ -36,6 +36,7 @@ import { dial } from "../holepunch/dial.js"
 import { type ConnectionError, connectionError } from "../holepunch/errors.js"
 import {
   BlindRelayClient,
+  ByteMeter,
   BlindRelayServer,
   type BlindRelayServerStats,
   type BlindRelaySession,
@@ -375,6 +376,12 @@ export interface BlindRelayHostOptions {
   readonly maxPendingTotal?: number
   /** Matched pairs one session may hold (default 64). */
   readonly maxActivePerSession?: number
+  /** Relay clients (sessions) at once (default: no cap). */
+  readonly maxSessions?: number
+  /** How long one relayed connection may last through this relay (ms; default: no cap). Its end resets both peers' streams. */
+  readonly maxPairLifetime?: number
+  /** Bytes per second one relay client may send through the relay, over all its pairs (default: no cap). */
+  readonly maxBytesPerSecond?: number
   /**
    * Put the relay in front of the node's UDX mux through
    * `host.handle.setUdxReceiver` (default true). With false, the owner
@@ -443,17 +450,28 @@ export class BlindRelayHost {
 
   constructor(options: BlindRelayHostOptions = {}) {
     this.installRelay = options.install !== false
+    const now = () => this.host?.handle.clock.currentTimeMillisUnsafe() ?? Date.now()
     this.relay = new UdxRelay<UdpSocket>({
       send: (socket, to, datagram) => socket.send(to, datagram),
       onClose: (id) => {
         this.unreserve(id)
         this.server.streamClosed(id)
-      }
+      },
+      now
     })
+    const rate = options.maxBytesPerSecond
+    const meters = new WeakMap<BlindRelaySession<NoiseSecretStream>, ByteMeter>()
+    const meterOf = rate === undefined || !(rate > 0) || rate === Infinity
+      ? () => null
+      : (session: BlindRelaySession<NoiseSecretStream>) => {
+        let m = meters.get(session)
+        if (m === undefined) meters.set(session, m = new ByteMeter(rate))
+        return m
+      }
     const base = udxRelayHooks<NoiseSecretStream, UdpSocket>(this.relay, () => {
       const h = this.host
       return h === null ? -1 : h.mux.freeId(h.random)
-    })
+    }, meterOf)
     const hooks: RelayStreamHooks<NoiseSecretStream> = {
       createStreams: (token, responder, initiator) => {
         if (this.host === null || this.closed) return null
@@ -461,11 +479,13 @@ export class BlindRelayHost {
         if (ids !== null) for (const id of ids) this.reserve(id)
         return ids
       },
-      releaseStreams: (ids) => base.releaseStreams?.(ids)
+      releaseStreams: (ids, abort) => base.releaseStreams?.(ids, abort)
     }
     this.server = new BlindRelayServer<NoiseSecretStream>({
       ...hooks,
-      now: () => this.host?.handle.clock.currentTimeMillisUnsafe() ?? Date.now(),
+      now,
+      ...(options.maxSessions !== undefined ? { maxSessions: options.maxSessions } : {}),
+      ...(options.maxPairLifetime !== undefined ? { maxPairLifetime: options.maxPairLifetime } : {}),
       ...(options.pairingTimeout !== undefined ? { pairingTimeout: options.pairingTimeout } : {}),
       ...(options.maxPendingPerSession !== undefined ? { maxPendingPerSession: options.maxPendingPerSession } : {}),
       ...(options.maxPendingTotal !== undefined ? { maxPendingTotal: options.maxPendingTotal } : {}),

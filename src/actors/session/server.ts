@@ -105,6 +105,17 @@ export const HANDSHAKE_INITIAL_TIMEOUT = 10_000
 export const HANDSHAKE_CLEAR_WAIT = 10_000
 /** Handshakes in progress per server: past this, new ones get no answer (bounded state). */
 export const MAX_PENDING_HANDSHAKES = 1024
+/**
+ * Relay connections a server opens at once to relays its clients named
+ * (a client's `relayThrough`). Each is a whole dial (FIND_PEER, handshake,
+ * pairing for up to 15 s) to a key the client chose: without a cap, a stream
+ * of handshakes could make the server dial any key at packet rate
+ * (hyperdht#296). Over the cap the client's relay is ignored and the
+ * direct paths still run.
+ */
+export const MAX_CLIENT_RELAY_DIALS = 16
+/** Of those, how many one client key may have at once. */
+export const MAX_CLIENT_RELAY_DIALS_PER_KEY = 2
 
 
 export class ServerCore {
@@ -117,6 +128,9 @@ export class ServerCore {
   relayAddresses: Array<Endpoint> = []
   private closestNodes: ReadonlyArray<Endpoint> = []
   private readonly handshakes = new Map<string, Handshake>()
+  /** Relay dials in progress to relays that clients named, by client key (hex). */
+  private readonly clientRelayDials = new Map<string, number>()
+  private clientRelayDialsTotal = 0
   private readonly slots: Array<Handshake | null> = []
   private stopLoop: (() => void) | null = null
   private refreshSignal: Deferred.Deferred<void> = Deferred.makeUnsafe<void>()
@@ -487,7 +501,30 @@ export class ServerCore {
       return
     }
     // a blind relay, when either side asked for one: races the direct paths
-    const plan = serverRelayPlan(offer, remotePayload.relayThrough)
+    let plan = serverRelayPlan(offer, remotePayload.relayThrough)
+    let clientKey = plan !== null && !plan.isInitiator ? toHex(remotePublicKey) : null
+    if (clientKey !== null) {
+      // a relay the client chose: a bounded number of such dials at once
+      const mine = this.clientRelayDials.get(clientKey) ?? 0
+      if (this.clientRelayDialsTotal >= MAX_CLIENT_RELAY_DIALS || mine >= MAX_CLIENT_RELAY_DIALS_PER_KEY) {
+        host.stats.server.clientRelaysRefused++
+        plan = null
+        clientKey = null
+      } else {
+        this.clientRelayDials.set(clientKey, mine + 1)
+        this.clientRelayDialsTotal++
+      }
+    }
+    const relayDialDone = (): void => {
+      if (clientKey === null) return
+      const key = clientKey
+      clientKey = null
+      const n = (this.clientRelayDials.get(key) ?? 1) - 1
+      if (n <= 0) this.clientRelayDials.delete(key)
+      else this.clientRelayDials.set(key, n)
+      this.clientRelayDialsTotal--
+    }
+    if (stream === null) relayDialDone()
     if (plan !== null && stream !== null) {
       const relayStream = stream
       hs.relaying = true
@@ -501,6 +538,7 @@ export class ServerCore {
           localStream: relayStream,
           keepAlive: this.options.relayKeepAlive ?? RELAY_KEEPALIVE
         }).pipe(
+          Effect.ensuring(Effect.sync(relayDialDone)),
           Effect.flatMap((paired) =>
             Effect.sync(() => {
               hs.relaying = false
