@@ -40,6 +40,7 @@ export {
   PrematureClose,
   RawStreamFailed,
   StreamClosed,
+  StreamDefect,
   StreamDestroyed,
   StreamTimeout
 } from "../actors/session/secret-stream.js"

@@ -14,9 +14,16 @@
  * sockets (except the one a connection now uses, which stays until the
  * connection ends).
  *
- * A defect inside the actor ends the attempt as `Destroyed` with the cause
- * logged; the dial or handshake waiting on it sees an abort, never a
- * half-alive attempt.
+ * Supervision: a defect in one of the actor's steps (the punch core, the
+ * NAT analysis or the attempt's own code throwing while it handles a
+ * message, a probe or a timer) ends the attempt with a typed
+ * `ConnectionError`: code HOLEPUNCH_ABORTED (what hyperdht reports for a
+ * punch that ends without a connection, so code that checks `err.code`
+ * keeps working), the defect as its `cause`. It is logged through Effect's
+ * logger, the attempt's sockets close, a strategy start still waiting is
+ * answered (not started), and the dial running under `supervise` fails
+ * with that error at once. The server's side sees the attempt ended and
+ * aborts that handshake. Never a half-alive attempt.
  */
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
@@ -33,6 +40,7 @@ import { SERVER } from "../routing/rpc.js"
 import type { UdxStream } from "../session/udx.js"
 import { DEFAULT_LINGER } from "../session/udx-stream.js"
 import { isUnstable, type RandomPunchGrant } from "./decide.js"
+import { type ConnectionError, connectionError, type DialReport } from "./errors.js"
 import { NatAnalyzer, NatSamplingPlan } from "./nat.js"
 import { type PunchOutcome, PunchCore, type RemoteAddress } from "./puncher.js"
 
@@ -86,6 +94,12 @@ export class HolepunchAttempt {
   private stopped = false
   /** The random-punch grant the strategy runs under (its pace; lowered as the punch slows down). */
   private grant: RandomPunchGrant | null = null
+  /** The batch of messages the actor is handling (a strategy start in it is answered if a step fails). */
+  private batch: ReadonlyArray<Msg> = []
+  /** The typed error of a defect in a step (null while healthy or after a normal end). */
+  private failedWith: ConnectionError | null = null
+  /** Fails with `failedWith` when the attempt fails (never completes otherwise). */
+  private readonly failedSignal: Deferred.Deferred<never, ConnectionError>
   remoteFirewall: number
   remoteAddresses: ReadonlyArray<RemoteAddress>
 
@@ -106,6 +120,7 @@ export class HolepunchAttempt {
     })
     this.outcome = Deferred.makeUnsafe()
     this.analyzed = Deferred.makeUnsafe()
+    this.failedSignal = Deferred.makeUnsafe()
     this.mailbox = Effect.runSync(Queue.unbounded<Msg>())
     this.nextTid = Math.floor(host.random() * 0x10000)
   }
@@ -252,6 +267,31 @@ export class HolepunchAttempt {
     return this.stopped
   }
 
+  /** The typed error the attempt failed with after a defect in one of its steps; null otherwise. */
+  get failure(): ConnectionError | null {
+    return this.failedWith
+  }
+
+  /**
+   * Run `effect` (a dial's punch protocol) under the attempt's supervision:
+   * when the attempt fails with a defect, `effect` is interrupted, whatever
+   * it was waiting for (a reply, the strategy's start, the outcome), and
+   * fails with the attempt's typed error, carrying `report()` when given.
+   */
+  supervise<A, E>(effect: Effect.Effect<A, E>, report?: () => DialReport): Effect.Effect<A, E | ConnectionError> {
+    const failed = (): Effect.Effect<never, ConnectionError> | null => {
+      const f = this.failedWith
+      if (f === null) return null
+      return Effect.fail(report === undefined ? f : connectionError(f.code, f.detail, report(), f.cause))
+    }
+    return Effect.raceFirst(Deferred.await(this.failedSignal), effect).pipe(
+      Effect.matchEffect({
+        onFailure: (e): Effect.Effect<A, E | ConnectionError> => failed() ?? Effect.fail(e),
+        onSuccess: (a): Effect.Effect<A, ConnectionError> => failed() ?? Effect.succeed(a)
+      })
+    )
+  }
+
   // ---- the actor ----------------------------------------------------------------------------
 
   private now(): number {
@@ -262,19 +302,32 @@ export class HolepunchAttempt {
     return Effect.gen({ self: this }, function*() {
       while (!this.stopped) {
         const batch = yield* Queue.takeAll(this.mailbox)
+        this.batch = batch
         const now = this.now()
         for (const m of batch) this.handle(m, now)
         this.drive(now)
+        this.batch = []
       }
     }).pipe(
-      Effect.catchCause((cause) =>
-        Effect.andThen(
-          Effect.logWarning("holepunch attempt failed", Cause.pretty(cause)),
-          Effect.sync(() => this.core.destroy())
-        )
-      ),
+      Effect.catchCause((cause) => this.fail(cause)),
       Effect.ensuring(Effect.sync(() => this.finish()))
     )
+  }
+
+  /** A step failed (see the module's doc): the typed error, the log; `finish` settles the rest. */
+  private fail(cause: Cause.Cause<unknown>): Effect.Effect<void> {
+    if (Cause.hasInterruptsOnly(cause)) return Effect.void
+    return Effect.suspend(() => {
+      const defect = Cause.squash(cause)
+      const what = defect instanceof Error ? defect.message : String(defect)
+      this.failedWith = connectionError("HOLEPUNCH_ABORTED", `the holepunch attempt failed with a defect: ${what}`, undefined, defect)
+      try {
+        this.core.destroy()
+      } catch {
+        // the core itself is broken: the attempt ends without it
+      }
+      return Effect.logError(`holepunch attempt failed with a defect (${this.options.initiator ? "client" : "server"} side); it closes`, cause)
+    })
   }
 
   private handle(m: Msg, now: number): void {
@@ -380,9 +433,24 @@ export class HolepunchAttempt {
 
   private finish(): void {
     this.stopped = true
-    this.nat.destroy()
+    try {
+      this.nat.destroy()
+    } catch {
+      // a broken analysis must not keep the sockets open
+    }
     Deferred.doneUnsafe(this.analyzed, Effect.void)
     Deferred.doneUnsafe(this.outcome, Effect.succeed(null))
+    if (this.failedWith !== null) Deferred.doneUnsafe(this.failedSignal, Effect.fail(this.failedWith))
+    // a strategy start the actor never got to (a step failed first) is answered: not started
+    const left = this.batch
+    this.batch = []
+    for (const m of left) if (m._tag === "Start") Deferred.doneUnsafe(m.done, Effect.succeed(false))
+    for (;;) {
+      const next = Queue.takeUnsafe(this.mailbox)
+      if (next === undefined || next._tag !== "Success") break
+      if (next.value._tag === "Start") Deferred.doneUnsafe(next.value.done, Effect.succeed(false))
+    }
+    Queue.shutdownUnsafe(this.mailbox)
     this.pending.clear()
     for (let i = 0; i < this.sockets.length; i++) {
       const s = this.sockets[i]

@@ -535,7 +535,8 @@ class Dial {
       const serverAddress = won.serverAddress
       // a probe from the server may connect us at any point (fast open): that ends the protocol below
       const early = Effect.flatMap(Deferred.await(attempt.outcome), (r) => (r === null ? Effect.never : Effect.succeed(r)))
-      const punched = yield* Effect.raceFirst(early, this.punchProtocol(won, attempt, serverRelay, serverAddress))
+      // a defect in the attempt fails the dial with the attempt's typed error (attempt.ts, supervision)
+      const punched = yield* attempt.supervise(Effect.raceFirst(early, this.punchProtocol(won, attempt, serverRelay, serverAddress)), () => this.report())
       const stats = attempt.core.stats
       if (punched === null) {
         this.attempts.push({ path: `punch:${stats.strategy ?? "none"}`, outcome: `no probe came back (${stats.probesSent} probes sent)` })

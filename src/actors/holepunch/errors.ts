@@ -4,6 +4,16 @@
  * against hyperdht that checks `err.code` keeps working, and a `_tag` for
  * Effect users. A failed dial also says what was tried (`report`): hyperdht
  * reports most of these as an opaque HOLEPUNCH_ABORTED.
+ *
+ * A defect (an exception: a bug) inside a unit of connection work keeps the
+ * closest code the reference has, so code that checks `err.code` needs no
+ * new case, and carries the exception as `cause` (the detail says
+ * "defect"): HOLEPUNCH_ABORTED when a holepunch attempt fails
+ * (attempt.ts), PEER_CONNECTION_FAILED when the dial itself does (dial.ts).
+ * An open connection's stream failing with a defect closes its socket with
+ * the stream's own typed error (`StreamDefect`, or `RawStreamFailed`
+ * around a `UdxError` EDEFECT); the Effect face reports it as a
+ * PEER_CONNECTION_FAILED with that error as `cause`.
  */
 import * as Data from "effect/Data"
 

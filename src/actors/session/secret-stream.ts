@@ -25,6 +25,13 @@
  *
  * Hot paths (write, incoming bytes) are plain synchronous code: one
  * secretstream operation and at most one copy per frame, no Effect per chunk.
+ *
+ * Supervision: a defect (an exception, not a bad frame: those close the
+ * stream with their own typed errors) while the core processes what the raw
+ * stream delivered (decrypting, or a handler of the face it calls) closes
+ * the stream with a typed `StreamDefect` carrying the exception, destroys
+ * the raw stream, and then rethrows to the raw stream's caller: the actor
+ * that delivered the bytes (the UDX mux) logs and counts it.
  */
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
@@ -211,6 +218,18 @@ export class StreamDestroyed extends Data.TaggedError("StreamDestroyed")<{ reado
   }
 }
 
+/**
+ * A defect (an exception: a bug in the stream's code or its crypto, or in a
+ * handler it called with incoming data) while processing what the raw stream
+ * delivered. The stream was closed; `cause` is the exception.
+ */
+export class StreamDefect extends Data.TaggedError("StreamDefect")<{ readonly cause: unknown }> {
+  override get message(): string {
+    const c = this.cause
+    return `secret-stream: closed after a defect${c instanceof Error ? `: ${c.message}` : ""}`
+  }
+}
+
 export type SecretStreamError =
   | InvalidHeader
   | InvalidFrame
@@ -223,6 +242,7 @@ export type SecretStreamError =
   | PrematureClose
   | RawStreamFailed
   | StreamDestroyed
+  | StreamDefect
 
 const ERROR_TAGS: ReadonlySet<string> = new Set([
   "InvalidHeader",
@@ -235,7 +255,8 @@ const ERROR_TAGS: ReadonlySet<string> = new Set([
   "MessagesUnsupported",
   "PrematureClose",
   "RawStreamFailed",
-  "StreamDestroyed"
+  "StreamDestroyed",
+  "StreamDefect"
 ])
 
 export const isSecretStreamError = (u: unknown): u is SecretStreamError =>
@@ -469,10 +490,28 @@ export class SecretStreamCore {
     if (this.started || this.closedFlag) return
     this.started = true
     this.raw.attach({
-      onData: (b) => this.handleData(b),
-      onEnd: () => this.handleEnd(),
+      onData: (b) => {
+        try {
+          this.handleData(b)
+        } catch (e) {
+          this.defect(e)
+        }
+      },
+      onEnd: () => {
+        try {
+          this.handleEnd()
+        } catch (e) {
+          this.defect(e)
+        }
+      },
       onDrain: () => this.handleDrain(),
-      onMessage: (m) => this.handleMessage(m),
+      onMessage: (m) => {
+        try {
+          this.handleMessage(m)
+        } catch (e) {
+          this.defect(e)
+        }
+      },
       onClose: (e) => this.handleRawClose(e)
     })
     if (this.closedFlag) return
@@ -705,6 +744,22 @@ export class SecretStreamCore {
       this.paused = true
       this.raw.pause?.()
     }
+  }
+
+  /**
+   * Supervision (see the module's doc): a defect while processing incoming
+   * data closes the stream with `StreamDefect`, then the exception goes on
+   * to the raw stream's caller, whose supervisor logs and counts it.
+   */
+  private defect(e: unknown): never {
+    if (!this.closedFlag) {
+      try {
+        this.destroy(new StreamDefect({ cause: e }))
+      } catch {
+        // the face failed again while closing: the stream is closed all the same
+      }
+    }
+    throw e
   }
 
   private handleEnd(): void {

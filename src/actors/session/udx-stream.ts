@@ -123,10 +123,18 @@ export type UdxErrorCode =
   | "EMSGSIZE"
   /** A stream id already in use. */
   | "EIDINUSE"
+  /**
+   * A defect (an exception: a bug in the stream's code or in a reader it
+   * hands data to) while the stream processed a packet or a command; the
+   * stream was closed (DESTROY to the peer). `cause` is the exception.
+   */
+  | "EDEFECT"
 
 export class UdxError extends Data.TaggedError("UdxError")<{
   readonly code: UdxErrorCode
   readonly detail: string
+  /** The exception behind an EDEFECT. */
+  readonly cause?: unknown
 }> {
   override get message(): string {
     return `${this.code}: ${this.detail}`

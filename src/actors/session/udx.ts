@@ -29,6 +29,14 @@
  *   source (with the `remoteId` given at creation); rejected ones are dropped.
  *
  * Bad packets never throw: they are dropped and counted.
+ *
+ * Supervision: a defect (an exception) while a stream handles its batch
+ * (its core, or the reader it hands data to, e.g. a secret stream
+ * decrypting) closes that stream and only it: the mux's `defects` counts
+ * it, it is logged through Effect's logger, and the stream is destroyed
+ * with a `UdxError` EDEFECT carrying the exception (DESTROY to the peer;
+ * the reader sees the error). One try/catch per batch, on the hot path
+ * nothing else.
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -110,7 +118,7 @@ export interface UdxMuxStats {
   readonly unknownId: number
   /** Packets dropped by a firewall (stream not connected). */
   readonly firewalled: number
-  /** Exceptions caught around a stream core (should stay 0). */
+  /** Defects (exceptions) caught around a stream core, its reader or its path watcher; each closed its stream (should stay 0). */
   readonly defects: number
 }
 
@@ -238,6 +246,8 @@ class Session implements UdxStreamEvents, UdxStream {
   connected = false
   isClosed = false
   error: UdxError | null = null
+  /** A defect closed the stream (`Mux.fault`). */
+  failed = false
   private endCalled = false
   /** Bytes of WRITE commands in the mailbox. */
   mailboxBytes = 0
@@ -677,8 +687,9 @@ class Mux implements UdxMux {
     } else if (s.pathWatcher !== null) {
       try {
         s.pathWatcher(d.from, socket ?? this.socket)
-      } catch {
-        this.defects++
+      } catch (e) {
+        this.fault(s, e, this.now())
+        return true
       }
     }
     this.routed++
@@ -747,6 +758,34 @@ class Mux implements UdxMux {
     }
   }
 
+  /**
+   * Supervision (see the module's doc): a defect closed stream `s`. Counted,
+   * logged, the stream destroyed with EDEFECT; its actor then ends. Safe to
+   * call from the actor's step or from the receive path.
+   */
+  fault(s: Session, defect: unknown, now: number): void {
+    if (s.failed) return
+    s.failed = true
+    this.defects++
+    const what = defect instanceof Error ? defect.message : String(defect)
+    const error = new UdxError({ code: "EDEFECT", detail: `a defect while processing stream ${s.id}: ${what}`, cause: defect })
+    try {
+      s.core.destroy(now, error)
+    } catch {
+      // the core itself is broken: its face closes without it (below)
+    }
+    if (!s.isClosed) {
+      try {
+        s.onClose(error)
+      } catch {
+        // the reader failed again while closing: the stream is closed all the same
+      }
+    }
+    // the actor's loop sees `failed` and ends
+    Queue.offerUnsafe(s.mailbox, new Cmd(CMD_WAKE, null, now, null))
+    this.runFork(Effect.logError(`UDX stream ${s.id} failed with a defect; it closes`, Cause.die(defect)))
+  }
+
   /** The session actor. */
   private actor(s: Session): Effect.Effect<void> {
     const mux = this
@@ -763,19 +802,19 @@ class Mux implements UdxMux {
         if (m instanceof Cmd && m.kind === CMD_WAKE && m.n > now) now = m.n
       }
       lastNow = now
-      for (let i = 0; i < batch.length; i++) {
-        const m = batch[i]!
-        try {
+      // one try per batch: a defect closes this stream only (`fault`)
+      try {
+        for (let i = 0; i < batch.length; i++) {
+          const m = batch[i]!
           if (m instanceof Cmd) s.command(m, now)
           else core.onPacket(now, m.data)
-        } catch {
-          // a defect in the core must not take the actor down; count it
-          mux.defects++
         }
+        if (core.nextDeadline() <= now) core.onTimers(now)
+        core.flush(now)
+        s.afterBatch()
+      } catch (e) {
+        mux.fault(s, e, now)
       }
-      if (core.nextDeadline() <= now) core.onTimers(now)
-      core.flush(now)
-      s.afterBatch()
       return now
     }
     // A timer wake-up (pacing, delayed ACK, RTO) for a session with nothing
@@ -785,24 +824,21 @@ class Mux implements UdxMux {
     // processed before the timers they may cancel.
     let stepping = false
     s.wakeDirect = (at) => {
-      if (stepping || core.finished || Queue.sizeUnsafe(mailbox) > 0) return false
+      if (stepping || core.finished || s.failed || Queue.sizeUnsafe(mailbox) > 0) return false
       stepping = true
       let now: number
       try {
         now = step(NO_MAIL, at)
-      } catch {
-        // a defect in the core: let the actor's own loop meet it, as before
-        return false
       } finally {
         stepping = false
       }
       // the loop (blocked on the empty mailbox) ends the actor when the core finished
-      if (core.finished) Queue.offerUnsafe(mailbox, new Cmd(CMD_WAKE, null, now, null))
+      if (core.finished || s.failed) Queue.offerUnsafe(mailbox, new Cmd(CMD_WAKE, null, now, null))
       else mux.schedule(s, core.nextDeadline(), now)
       return true
     }
     const loop = Effect.gen(function*() {
-      while (!core.finished) {
+      while (!core.finished && !s.failed) {
         const batch = yield* Queue.takeAll(mailbox)
         stepping = true
         let now: number
@@ -811,14 +847,21 @@ class Mux implements UdxMux {
         } finally {
           stepping = false
         }
-        if (core.finished) break
+        if (core.finished || s.failed) break
         mux.schedule(s, core.nextDeadline(), now)
       }
     })
     return loop.pipe(
       Effect.ensuring(
         Effect.sync(() => {
-          if (!core.closed) core.destroy(mux.now(), new UdxError({ code: "EDESTROYED", detail: "the UDX mux was closed" }))
+          if (!core.closed) {
+            const now = mux.now()
+            try {
+              core.destroy(now, new UdxError({ code: "EDESTROYED", detail: "the UDX mux was closed" }))
+            } catch (e) {
+              mux.fault(s, e, now)
+            }
+          }
           if (mux.sessions.get(s.id) === s) mux.sessions.delete(s.id)
           s.connected = false
           s.wakeDirect = null
