@@ -27,6 +27,7 @@ import { type ConnectOptions, dialSocket, startDial } from "../actors/holepunch/
 import { connectionError } from "../actors/holepunch/errors.js"
 import { type ConnectionHost, connectionHost, type ConnectStats, GatewaySocket } from "../actors/session/host.js"
 import type { RouterStats } from "../actors/routing/router.js"
+import type { HyperDhtStats } from "../actors/routing/hyperdht.js"
 import { decode as decodeCodec, fromHex } from "../protocol/encoding.js"
 import { hyperdhtAddress } from "../protocol/records.js"
 import { ConnectionPool } from "./pool.js"
@@ -104,6 +105,14 @@ export interface GatewayConnectOptions extends Omit<ConnectOptions, "relayThroug
 
 export interface GatewayStats extends ConnectStats {
   readonly router: RouterStats | null
+  /**
+   * The DHT node's datagram counters: `dropped` (too short, undecodable,
+   * unknown type), `unmatched` (replies with an unknown or spoofed tid),
+   * `invalidTokens` (requests with a stale, foreign or made-up token).
+   */
+  readonly rpc: { readonly dropped: number; readonly unmatched: number; readonly invalidTokens: number } | null
+  /** Records stored and refused, by cause (`rejections`), and replies capped for sources without a token. */
+  readonly records: HyperDhtStats | null
 }
 
 const identity = <A>(a: A): A => a
@@ -824,7 +833,14 @@ export class Gateway extends EventEmitter {
       connects: { started: 0, succeeded: 0, failed: 0, byCode: {} },
       server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0, refused: 0, clientRelaysRefused: 0 }
     }
-    return { ...base, router: this.handle?.hyperdht.router.stats ?? null }
+    const h = this.handle
+    const io = h?.core.io.stats
+    return {
+      ...base,
+      router: h?.hyperdht.router.stats ?? null,
+      rpc: io === undefined ? null : { dropped: io.dropped, unmatched: io.unmatched, invalidTokens: io.invalidTokens },
+      records: h?.hyperdht.stats ?? null
+    }
   }
 
   // ---- HyperDHT records ------------------------------------------------------------

@@ -16,13 +16,22 @@ import * as R from "../../protocol/records.js"
 import type { DhtNode } from "./node.js"
 import { Router } from "./router.js"
 import type { IncomingRequest } from "./rpc.js"
-import { Cache, RecordCache } from "./store.js"
+import { Cache, RecordCache, UnverifiedBudget } from "./store.js"
 
 export interface HyperDhtOptions {
   /** Entries per cache generation (default 65536; mutable/immutable 32768). */
   readonly maxSize?: number
   /** Announce records' maxAge in ms (default 20 min); also mutable/immutable when given. */
   readonly maxAge?: number
+  /**
+   * How many bytes of stored data (records, values) this node sends to a
+   * source that showed no round-trip token, per source IPv4 address: a
+   * burst, refilled at `perSecond` (default 8192 bytes, 2048 bytes/s; see
+   * `UnverifiedBudget`). Past it, FIND_PEER / LOOKUP / MUTABLE_GET /
+   * IMMUTABLE_GET are answered as by a node that holds nothing (token and
+   * closer nodes, no value). `false`: no limit (the reference's behaviour).
+   */
+  readonly unverifiedReplyBudget?: { readonly burst: number; readonly perSecond: number } | false
 }
 
 export interface ForwardEntry {
@@ -37,16 +46,60 @@ interface RefreshEntry {
   readonly announceSelf: boolean
 }
 
+/** Why a write was refused without an answer (hyperdht-records.md §6: silent drops). */
+export interface HyperDhtRejections {
+  /** ANNOUNCE / UNANNOUNCE / MUTABLE_PUT / IMMUTABLE_PUT without a round-trip token. */
+  missingToken: number
+  /** ANNOUNCE whose signature does not verify (another key, another node's id or token, another namespace, altered bytes). */
+  badAnnounceSignature: number
+  /** UNANNOUNCE whose signature does not verify. */
+  badUnannounceSignature: number
+  /** MUTABLE_PUT whose signature does not verify over (seq, value). */
+  badMutableSignature: number
+  /** MUTABLE_PUT whose key does not hash to the target; IMMUTABLE_PUT whose value does not. */
+  targetMismatch: number
+  /** A refresh-only ANNOUNCE naming a refresh token this node does not hold. */
+  unknownRefresh: number
+  /** No target or value, or a value that does not decode. */
+  malformed: number
+}
+
 export interface HyperDhtStats {
   announces: number
   unannounces: number
   mutablePuts: number
   immutablePuts: number
-  /** Writes refused: bad signature, key/target mismatch, undecodable value, missing token. */
+  /** Writes refused without an answer, all causes: the sum of `rejections`. */
   rejected: number
+  rejections: HyperDhtRejections
+  /** MUTABLE_PUT with a lower seq than the stored one: answered SEQ_TOO_LOW, nothing changed. */
+  seqTooLow: number
+  /** MUTABLE_PUT with the stored seq and another value: answered SEQ_REUSED, nothing changed. */
+  seqReused: number
+  /** Replies to sources without a token whose value was withheld: their budget was spent (`unverifiedReplyBudget`). */
+  unverifiedCapped: number
+  /** The bytes of stored data so withheld. */
+  unverifiedCappedBytes: number
 }
 
+export type RejectionCause = keyof HyperDhtRejections
+
+export const emptyHyperDhtStats = (): HyperDhtStats => ({
+  announces: 0,
+  unannounces: 0,
+  mutablePuts: 0,
+  immutablePuts: 0,
+  rejected: 0,
+  rejections: { missingToken: 0, badAnnounceSignature: 0, badUnannounceSignature: 0, badMutableSignature: 0, targetMismatch: 0, unknownRefresh: 0, malformed: 0 },
+  seqTooLow: 0,
+  seqReused: 0,
+  unverifiedCapped: 0,
+  unverifiedCappedBytes: 0
+})
+
 const DEFAULT_MAX_SIZE = 65536
+/** The default `unverifiedReplyBudget`: about six full LOOKUP replies at once, then one every 0.6 s, per source address. */
+export const DEFAULT_UNVERIFIED_BUDGET = { burst: 8192, perSecond: 2048 } as const
 const DEFAULT_MAX_AGE = 20 * 60_000
 const STORE_MAX_AGE = 48 * 3600_000
 
@@ -57,9 +110,10 @@ export class HyperDhtStore {
   readonly refreshes: Cache<RefreshEntry>
   readonly mutables: Cache<Uint8Array>
   readonly immutables: Cache<Uint8Array>
-  readonly stats: HyperDhtStats = { announces: 0, unannounces: 0, mutablePuts: 0, immutablePuts: 0, rejected: 0 }
+  readonly stats: HyperDhtStats
 
-  constructor(options: HyperDhtOptions, now: number) {
+  constructor(options: HyperDhtOptions, now: number, stats: HyperDhtStats = emptyHyperDhtStats()) {
+    this.stats = stats
     const maxSize = options.maxSize ?? DEFAULT_MAX_SIZE
     const maxAge = options.maxAge ?? DEFAULT_MAX_AGE
     const storeAge = options.maxAge ?? STORE_MAX_AGE
@@ -94,6 +148,9 @@ export class HyperDht {
   readonly handler: (req: IncomingRequest, node: DhtNode) => boolean
   /** PEER_HANDSHAKE / PEER_HOLEPUNCH routing (every node, ephemeral ones too). */
   readonly router: Router
+  /** Writes stored and refused (by cause), and replies capped for sources without a token. */
+  readonly stats: HyperDhtStats = emptyHyperDhtStats()
+  private readonly budget: UnverifiedBudget | null
 
   constructor(
     private readonly crypto: CryptoImpl,
@@ -102,6 +159,26 @@ export class HyperDht {
   ) {
     this.handler = (req, node) => this.handle(req, node)
     this.router = new Router((key, now) => this.storeValue?.forwards.get(key, now)?.relay ?? null)
+    const b = options.unverifiedReplyBudget ?? DEFAULT_UNVERIFIED_BUDGET
+    this.budget = b === false ? null : new UnverifiedBudget(b.burst, b.perSecond)
+  }
+
+  private newStore(now: number): HyperDhtStore {
+    return new HyperDhtStore(this.options, now, this.stats)
+  }
+
+  /**
+   * Answer a read with stored data: in full to a source that showed a token
+   * (it proved it receives our replies at its address), else within the
+   * source's allowance; past it, as a node that holds nothing.
+   */
+  private replyStored(req: IncomingRequest, node: DhtNode, value: Uint8Array | null, now: number): void {
+    if (value !== null && req.token === null && this.budget !== null && !this.budget.take(req.from.host, value.length, now)) {
+      this.stats.unverifiedCapped++
+      this.stats.unverifiedCappedBytes += value.length
+      value = null
+    }
+    node.reply(req, value)
   }
 
   /** The namespaces, computed when a signed write first needs them (not on the node's start path). */
@@ -124,13 +201,13 @@ export class HyperDht {
     const id = node.id
     if (id === null) return false
     const now = node.time
-    const s = (this.storeValue ??= new HyperDhtStore(this.options, now))
+    const s = (this.storeValue ??= this.newStore(now))
     const target = req.target
     switch (req.command) {
       case R.Command.FIND_PEER: {
         if (target === null) return true
         const entry = s.forwards.get(toHex(target), now)
-        node.reply(req, entry?.record ?? null)
+        this.replyStored(req, node, entry?.record ?? null, now)
         return true
       }
       case R.Command.LOOKUP: {
@@ -146,7 +223,7 @@ export class HyperDht {
           return true
         }
         const value = encode(R.lookupRawReply, { peers: recs, bump: s.bumps.get(key, now) ?? 0 })
-        node.reply(req, Result.isSuccess(value) ? value.success : null)
+        this.replyStored(req, node, Result.isSuccess(value) ? value.success : null, now)
         return true
       }
       case R.Command.ANNOUNCE:
@@ -166,7 +243,7 @@ export class HyperDht {
         if (stored !== undefined) {
           const m = decode(R.mutableGetResponse, stored)
           if (Result.isSuccess(m) && m.success.seq >= minSeq.success) {
-            node.reply(req, stored)
+            this.replyStored(req, node, stored, now)
             return true
           }
         }
@@ -174,39 +251,42 @@ export class HyperDht {
         return true
       }
       case R.Command.IMMUTABLE_PUT: {
-        if (target === null || req.token === null || req.value === null) return this.reject(s)
-        if (!equalBytes(this.hash(req.value), target)) return this.reject(s)
+        if (req.token === null) return this.reject("missingToken")
+        if (target === null || req.value === null) return this.reject("malformed")
+        if (!equalBytes(this.hash(req.value), target)) return this.reject("targetMismatch")
         s.immutables.set(toHex(target), copyBytes(req.value), now)
-        s.stats.immutablePuts++
+        this.stats.immutablePuts++
         node.reply(req, null)
         return true
       }
       case R.Command.IMMUTABLE_GET: {
         if (target === null) return true
-        node.reply(req, s.immutables.get(toHex(target), now) ?? null)
+        this.replyStored(req, node, s.immutables.get(toHex(target), now) ?? null, now)
         return true
       }
     }
     return false
   }
 
-  private reject(s: HyperDhtStore): true {
-    s.stats.rejected++
+  private reject(cause: RejectionCause): true {
+    this.stats.rejected++
+    this.stats.rejections[cause]++
     return true
   }
 
   private onAnnounce(s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array, now: number): void {
     const target = req.target
-    if (target === null || req.token === null || req.value === null) return void this.reject(s)
+    if (req.token === null) return void this.reject("missingToken")
+    if (target === null || req.value === null) return void this.reject("malformed")
     const m = decode(R.announce, req.value)
-    if (Result.isFailure(m)) return void this.reject(s)
+    if (Result.isFailure(m)) return void this.reject("malformed")
     const ann = m.success
     const topic = toHex(target)
     if (ann.peer === null) {
-      if (ann.refresh === null) return void this.reject(s)
+      if (ann.refresh === null) return void this.reject("malformed")
       const key = toHex(this.hash(ann.refresh))
       const entry = s.refreshes.get(key, now)
-      if (entry === undefined) return void this.reject(s)
+      if (entry === undefined) return void this.reject("unknownRefresh")
       if (entry.announceSelf) s.forwards.set(toHex(entry.topic), { relay: { host: req.from.host, port: req.from.port }, record: entry.record }, now)
       else s.records.add(toHex(entry.topic), toHex(entry.record.subarray(0, 32)), entry.record, now)
       s.refreshes.delete(key, now)
@@ -214,15 +294,15 @@ export class HyperDht {
       node.reply(req, null, NO_TOKEN_NO_NODES)
       return
     }
-    if (ann.signature === null) return void this.reject(s)
+    if (ann.signature === null) return void this.reject("malformed")
     const peerBytes = encode(R.peer, ann.peer)
-    if (Result.isFailure(peerBytes)) return void this.reject(s)
+    if (Result.isFailure(peerBytes)) return void this.reject("malformed")
     const signable = R.annSignable(this.crypto.blake2b, target, id, req.token, peerBytes.success, ann.refresh, this.ns.ANNOUNCE)
-    if (Result.isFailure(signable)) return void this.reject(s)
+    if (Result.isFailure(signable)) return void this.reject("malformed")
     const peer = ann.peer
     this.checkSignature(ann.signature, signable.success, peer.publicKey, (ok) => {
       if (ok) this.storeAnnounce(s, req, node, target, topic, ann, peer)
-      else this.reject(s)
+      else this.reject("badAnnounceSignature")
     })
   }
 
@@ -237,7 +317,7 @@ export class HyperDht {
   ): void {
     const now = node.time
     const stored = encode(R.peer, { publicKey: peer.publicKey, relayAddresses: peer.relayAddresses.slice(0, 3) })
-    if (Result.isFailure(stored)) return void this.reject(s)
+    if (Result.isFailure(stored)) return void this.reject("malformed")
     const record = stored.success
     const pk = toHex(peer.publicKey)
     const announceSelf = equalBytes(this.hash(peer.publicKey), target)
@@ -252,24 +332,25 @@ export class HyperDht {
       }
     }
     if (ann.refresh !== null) s.refreshes.set(toHex(ann.refresh), { topic: copyBytes(target), record, announceSelf }, now)
-    s.stats.announces++
+    this.stats.announces++
     node.reply(req, null, NO_TOKEN_NO_NODES)
   }
 
   private onUnannounce(s: HyperDhtStore, req: IncomingRequest, node: DhtNode, id: Uint8Array): void {
     const target = req.target
-    if (target === null || req.token === null || req.value === null) return void this.reject(s)
+    if (req.token === null) return void this.reject("missingToken")
+    if (target === null || req.value === null) return void this.reject("malformed")
     const m = decode(R.announce, req.value)
-    if (Result.isFailure(m) || m.success.peer === null || m.success.signature === null) return void this.reject(s)
+    if (Result.isFailure(m) || m.success.peer === null || m.success.signature === null) return void this.reject("malformed")
     const ann = m.success
     const peer = ann.peer!
     const peerBytes = encode(R.peer, peer)
-    if (Result.isFailure(peerBytes)) return void this.reject(s)
-    const signable = R.annSignable(this.crypto.blake2b, target, id, req.token!, peerBytes.success, ann.refresh, this.ns.UNANNOUNCE)
-    if (Result.isFailure(signable)) return void this.reject(s)
+    if (Result.isFailure(peerBytes)) return void this.reject("malformed")
+    const signable = R.annSignable(this.crypto.blake2b, target, id, req.token, peerBytes.success, ann.refresh, this.ns.UNANNOUNCE)
+    if (Result.isFailure(signable)) return void this.reject("malformed")
     this.checkSignature(ann.signature!, signable.success, peer.publicKey, (ok) => {
       if (ok) this.removeAnnounce(s, req, node, target, peer)
-      else this.reject(s)
+      else this.reject("badUnannounceSignature")
     })
   }
 
@@ -281,22 +362,23 @@ export class HyperDht {
       if (fwd !== undefined && fwd.relay !== null) s.forwards.delete(topic, now)
     }
     s.records.remove(topic, toHex(peer.publicKey), now)
-    s.stats.unannounces++
+    this.stats.unannounces++
     node.reply(req, null, NO_TOKEN_NO_NODES)
   }
 
   private onMutablePut(s: HyperDhtStore, req: IncomingRequest, node: DhtNode): void {
     const target = req.target
-    if (target === null || req.token === null || req.value === null) return void this.reject(s)
+    if (req.token === null) return void this.reject("missingToken")
+    if (target === null || req.value === null) return void this.reject("malformed")
     const m = decode(R.mutablePutRequest, req.value)
-    if (Result.isFailure(m)) return void this.reject(s)
+    if (Result.isFailure(m)) return void this.reject("malformed")
     const put = m.success
-    if (!equalBytes(this.hash(put.publicKey), target)) return void this.reject(s)
+    if (!equalBytes(this.hash(put.publicKey), target)) return void this.reject("targetMismatch")
     const signable = R.mutableSignable64(this.crypto.blake2b, put.seq, put.value)
-    if (Result.isFailure(signable)) return void this.reject(s)
+    if (Result.isFailure(signable)) return void this.reject("malformed")
     this.checkSignature(put.signature, signable.success, put.publicKey, (ok) => {
       if (ok) this.storeMutable(s, req, node, target, put)
-      else this.reject(s)
+      else this.reject("badMutableSignature")
     })
   }
 
@@ -308,19 +390,21 @@ export class HyperDht {
       const stored = decode(R.mutableGetResponse, storedBytes)
       if (Result.isSuccess(stored)) {
         if (stored.success.seq === put.seq && !equalBytes(stored.success.value, put.value)) {
+          this.stats.seqReused++
           node.error(req, R.ErrorCode.SEQ_REUSED)
           return
         }
         if (put.seq < stored.success.seq) {
+          this.stats.seqTooLow++
           node.error(req, R.ErrorCode.SEQ_TOO_LOW)
           return
         }
       }
     }
     const value = encode(R.mutableGetResponse, { seq: put.seq, value: put.value, signature: put.signature })
-    if (Result.isFailure(value)) return void this.reject(s)
+    if (Result.isFailure(value)) return void this.reject("malformed")
     s.mutables.set(key, value.success, now)
-    s.stats.mutablePuts++
+    this.stats.mutablePuts++
     node.reply(req, null)
   }
 
@@ -349,7 +433,7 @@ export class HyperDht {
 
   /** Pin a router entry for a server listening on this node (FIND_PEER answers it). */
   listen(publicKey: Uint8Array, now: number): void {
-    const s = (this.storeValue ??= new HyperDhtStore(this.options, now))
+    const s = (this.storeValue ??= this.newStore(now))
     const record = encode(R.peer, { publicKey, relayAddresses: [] })
     if (Result.isSuccess(record)) s.forwards.retain(toHex(this.hash(publicKey)), { relay: null, record: record.success })
   }

@@ -16,7 +16,10 @@
  * runs the reply in a later step of the node (`exec`).
  *
  * Bad input is never an exception: undecodable values, missing fields and
- * unknown targets are dropped and counted in `stats`.
+ * unknown targets are dropped and counted in `stats`. A handshake message 1
+ * that a server on this node answered is remembered (up to 30 min): copies
+ * within HANDSHAKE_RETRANSMIT_WINDOW reach the server, later ones are
+ * replays, dropped and counted (`handshakeReplays`).
  */
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
@@ -79,13 +82,43 @@ export interface RouterStats {
   dropped: number
   /** Exceptions thrown by a server's hooks (a bug): that request is dropped, the node goes on. */
   defects: number
+  /**
+   * Handshakes for a server on this node whose message 1 the server
+   * answered more than HANDSHAKE_RETRANSMIT_WINDOW earlier: replays, dropped
+   * before the server sees them (no answer, no handshake, no connection).
+   */
+  handshakeReplays: number
 }
+
+/**
+ * How long after a server on this node answered a message 1 a copy of it
+ * still counts as a retransmit (the client's retries, or the same message
+ * through its other relays) and reaches the server, which answers it from
+ * its handshake record without a second handshake. Later copies are
+ * replays. It must not exceed how long a server keeps an answered
+ * handshake (HANDSHAKE_CLEAR_WAIT in session/server.ts, 10 s after the
+ * answer at the earliest), so that no copy ever starts a second handshake.
+ */
+export const HANDSHAKE_RETRANSMIT_WINDOW = 10_000
+/** How long the message 1s a server answered are remembered to refuse their replays. */
+export const HANDSHAKE_REPLAY_MEMORY = 30 * 60_000
+/** At most this many remembered (the oldest go first). */
+export const HANDSHAKE_REPLAY_MAX = 8192
+
+/**
+ * A message 1's identity: its first 32 bytes, the client's ephemeral key
+ * (fresh for every handshake; no one else can make a valid message 1 with
+ * it, as the static key is encrypted under a DH with it).
+ */
+const fingerprint = (noise: Uint8Array): string => toHex(noise.subarray(0, 32))
 
 const NO_TOKEN_NO_NODES = { token: false, closerNodes: false } as const
 
 export class Router {
   private readonly servers = new Map<string, ServerHooks>()
-  readonly stats: RouterStats = { handshakesRelayed: 0, holepunchesRelayed: 0, serverHandshakes: 0, serverHolepunches: 0, routingHelp: 0, dropped: 0, defects: 0 }
+  readonly stats: RouterStats = { handshakesRelayed: 0, holepunchesRelayed: 0, serverHandshakes: 0, serverHolepunches: 0, routingHelp: 0, dropped: 0, defects: 0, handshakeReplays: 0 }
+  /** Message 1s a server on this node answered → when they first arrived (insertion order ≈ time order). */
+  private readonly answered = new Map<string, number>()
 
   /**
    * @param relayOf the relay entry for a target (hex), when this node stores the server's announcement
@@ -166,6 +199,13 @@ export class Router {
       else if ((mode === C.FROM_RELAY || mode === C.FROM_SECOND_RELAY) && hs.peerAddress !== null) clientAddress = hs.peerAddress
       else return this.drop()
       if (mode === C.FROM_SECOND_RELAY && hs.relayAddress === null) return this.drop()
+      const now = node.time
+      const fp = fingerprint(hs.noise)
+      const first = this.answered.get(fp)
+      if (first !== undefined && now - first > HANDSHAKE_RETRANSMIT_WINDOW) {
+        this.stats.handshakeReplays++
+        return
+      }
       this.stats.serverHandshakes++
       const info: HandshakeInfo = {
         clientAddress,
@@ -177,6 +217,7 @@ export class Router {
       this.guarded("handshake", () => server.onHandshake(hs.noise, info, (reply) => {
         if (reply === null || answered) return
         answered = true
+        if (first === undefined) this.remember(fp, now)
         this.later(node, (n) => {
           if (mode === C.FROM_CLIENT) {
             const value = encode(C.handshake, { mode: C.REPLY, noise: reply.value, peerAddress: null, relayAddress: null })
@@ -231,6 +272,16 @@ export class Router {
       default:
         return this.drop()
     }
+  }
+
+  /** Remember an answered message 1 (arrived at `at`), forgetting the expired and the oldest past the cap. */
+  private remember(fp: string, at: number): void {
+    if (this.answered.has(fp)) return
+    for (const [k, t] of this.answered) {
+      if (this.answered.size < HANDSHAKE_REPLAY_MAX && at - t <= HANDSHAKE_REPLAY_MEMORY) break
+      this.answered.delete(k)
+    }
+    this.answered.set(fp, at)
   }
 
   private onHolepunch(req: IncomingRequest, node: DhtNode): void {

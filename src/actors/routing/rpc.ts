@@ -130,8 +130,15 @@ export interface RpcStats {
   commands: Array<{ tx: number; rx: number }>
   /** Datagrams dropped on receipt: too short, bad port, undecodable, unknown type. */
   dropped: number
-  /** Replies with no matching transaction. */
+  /** Replies with no matching transaction: an unknown, spoofed or already answered tid (ignored). */
   unmatched: number
+  /**
+   * Requests carrying a token that is not ours for the sender's address:
+   * stale (issued more than two secret rotations ago, 7.5–15 s), issued to
+   * another address, or made up. Answered INVALID_TOKEN; the command does
+   * not run.
+   */
+  invalidTokens: number
 }
 
 export interface RpcHost {
@@ -205,7 +212,8 @@ export class RpcIo {
       { tx: 0, rx: 0 }
     ],
     dropped: 0,
-    unmatched: 0
+    unmatched: 0,
+    invalidTokens: 0
   }
 
   private tid: number
@@ -464,6 +472,7 @@ export class RpcIo {
         socket
       }
       if (req.token !== null && !this.tokenValid(req.token, req.from.host)) {
+        this.stats.invalidTokens++
         this.reply(req, Rpc.RpcErrorCode.INVALID_TOKEN, null, { token: true })
         return
       }

@@ -195,3 +195,53 @@ export class RecordCache {
     return all.slice(0, n)
   }
 }
+
+/**
+ * A per-source byte allowance for replies to requests that carry no
+ * round-trip token (anti-amplification). A request's source address can be
+ * spoofed, so without a token a reply may land on a victim that never
+ * asked; a tiny LOOKUP or IMMUTABLE_GET (43 bytes) can fetch 1–2 KB of
+ * stored data. Each source IPv4 address gets a token bucket of `burst`
+ * bytes refilled at `perSecond`; stored data goes out only while the bucket
+ * holds it. Loopback sources are exempt (a datagram from 127.0.0.0/8 cannot
+ * come from another machine).
+ *
+ * Bounded state: at most `maxSources` buckets. When they are all taken, the
+ * buckets that have refilled are dropped (a scan at most once a second); a
+ * new source that still finds no slot gets no allowance, so a flood spoofed
+ * from many addresses cannot buy itself fresh budgets.
+ */
+export class UnverifiedBudget {
+  private readonly buckets = new Map<string, { bytes: number; at: number }>()
+  private lastPrune = -Infinity
+
+  constructor(readonly burst: number, readonly perSecond: number, readonly maxSources = 4096) {}
+
+  /** Take `n` bytes from `host`'s allowance at `now` (ms): false, and nothing taken, when it does not hold them. */
+  take(host: string, n: number, now: number): boolean {
+    if (host.startsWith("127.")) return true
+    let b = this.buckets.get(host)
+    if (b === undefined) {
+      if (this.buckets.size >= this.maxSources && !this.prune(now)) return false
+      b = { bytes: this.burst, at: now }
+      this.buckets.set(host, b)
+    } else {
+      b.bytes = Math.min(this.burst, b.bytes + (Math.max(0, now - b.at) * this.perSecond) / 1000)
+      b.at = now
+    }
+    if (b.bytes < n) return false
+    b.bytes -= n
+    return true
+  }
+
+  /** Drop the buckets that have refilled by `now`; true when a slot is free. */
+  private prune(now: number): boolean {
+    if (now - this.lastPrune >= 1000) {
+      this.lastPrune = now
+      for (const [k, b] of this.buckets) {
+        if (b.bytes + (Math.max(0, now - b.at) * this.perSecond) / 1000 >= this.burst) this.buckets.delete(k)
+      }
+    }
+    return this.buckets.size < this.maxSources
+  }
+}
