@@ -23,6 +23,7 @@
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import * as Stream from "effect/Stream"
@@ -48,7 +49,7 @@ import {
   relayThroughInfo
 } from "../session/relay-connection.js"
 import { isBogon, isRandomPunch, isReserved, matchAddress, withVerified } from "./decide.js"
-import { type ConnectionError, connectionError, type DialReport, type PathAttempt } from "./errors.js"
+import { ConnectionError, connectionError, type DialReport, type PathAttempt } from "./errors.js"
 
 export interface ConnectOptions {
   /** Our identity for this connection (default: the node's key pair). */
@@ -283,9 +284,15 @@ class Dial {
         })
       )
       if (Result.isFailure(plain)) return yield* this.error("HANDSHAKE_INVALID", plain.failure.message)
-      const msg1 = Noise.writeMessage1(ini, plain.success)
-      if (Result.isFailure(msg1)) return yield* this.error("HANDSHAKE_INVALID", msg1.failure.message)
-      const won = yield* this.findAndHandshake(ini, msg1.success)
+      // message 1 (two DH operations) is written once the first FIND_PEER requests are on their
+      // way, so its cost overlaps their round trip (findAndHandshake); every attempt sends it
+      let msg1: Uint8Array | ConnectionError | null = null
+      const message1 = (): Uint8Array | ConnectionError => {
+        if (msg1 !== null) return msg1
+        const m = Noise.writeMessage1(ini, plain.success)
+        return (msg1 = Result.isSuccess(m) ? m.success : this.error("HANDSHAKE_INVALID", m.failure.message))
+      }
+      const won = yield* this.findAndHandshake(ini, message1)
       const plan = clientRelayPlan(this.offer, won.payload.relayThrough)
       if (plan === null) return yield* this.choosePath(won)
       // a blind relay runs beside the direct paths: the first to connect opens the socket; a
@@ -363,7 +370,7 @@ class Dial {
 
   // ---- find + handshake -------------------------------------------------------------------
 
-  private findAndHandshake(ini: Noise.NoiseState, msg1: Uint8Array): Effect.Effect<Handshaken, ConnectionError> {
+  private findAndHandshake(ini: Noise.NoiseState, msg1: () => Uint8Array | ConnectionError): Effect.Effect<Handshaken, ConnectionError> {
     return Effect.gen({ self: this }, function*() {
       const host = this.host
       const h = host.handle
@@ -389,24 +396,41 @@ class Dial {
         })
       )
       const concurrency = candidates !== null && candidates.length > 0 ? PARALLEL_HANDSHAKES + 1 : PARALLEL_HANDSHAKES
-      const first = yield* nodes.pipe(
-        Stream.mapEffect((node) => this.attempt(ini, msg1, node), { concurrency, unordered: true }),
-        Stream.filter((a): a is Exclude<Attempt, null> => a !== null),
-        Stream.runHead
+      // the first attempt that settles the dial completes `won` from its own fiber, so the dial
+      // resumes at once (a stream's head would wait for the mapper to hand it over, and start
+      // another handshake meanwhile); the others are interrupted
+      const won = Deferred.makeUnsafe<Attempt>()
+      const tried = nodes.pipe(
+        Stream.mapEffect((node) =>
+          Effect.tap(this.attempt(ini, msg1, node), (a) => (a !== null ? Deferred.succeed(won, a) : Effect.void)), { concurrency, unordered: true }),
+        Stream.runDrain,
+        // every node tried and none settled it (a no-op when one did)
+        Effect.andThen(Deferred.succeed(won, null))
       )
-      if (Option.isNone(first)) {
+      const running = yield* Effect.forkChild(tried, { startImmediately: true })
+      // the query's first requests are out: write message 1 meanwhile
+      const m1 = msg1()
+      if (m1 instanceof ConnectionError) {
+        yield* Fiber.interrupt(running)
+        return yield* m1
+      }
+      const first = yield* Deferred.await(won)
+      yield* Fiber.interrupt(running)
+      if (first === null) {
         return yield* this.relaysTried > 0 ? this.error("PEER_CONNECTION_FAILED") : this.error("PEER_NOT_FOUND")
       }
-      if (first.value._tag === "Fatal") return yield* first.value.error
-      return first.value.value
+      if (first._tag === "Fatal") return yield* first.error
+      return first.value
     })
   }
 
   /** One handshake through `node` (connect.md §8.1 step 4); null when this relay did not work out. */
-  private attempt(ini: Noise.NoiseState, msg1: Uint8Array, node: Endpoint): Effect.Effect<Attempt> {
+  private attempt(ini: Noise.NoiseState, message1: () => Uint8Array | ConnectionError, node: Endpoint): Effect.Effect<Attempt> {
     return Effect.gen({ self: this }, function*() {
       this.relaysTried++
       const via = key(node)
+      const msg1 = message1()
+      if (msg1 instanceof ConnectionError) return { _tag: "Fatal", error: msg1 }
       const value = encode(C.handshake, { mode: C.FROM_CLIENT, noise: msg1, peerAddress: null, relayAddress: null })
       if (Result.isFailure(value)) return null
       const res = yield* Effect.result(this.host.handle.request({ command: R.Command.PEER_HANDSHAKE, target: this.target, value: value.success }, node))
