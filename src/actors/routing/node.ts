@@ -37,6 +37,14 @@ export const SLEEPING_INTERVAL = 3 * TICK_INTERVAL
 export const STABLE_TICKS = 240
 export const MORE_STABLE_TICKS = 3 * STABLE_TICKS
 export const REFRESH_TICKS = 60
+/**
+ * Every this many refreshes (about 30 minutes when idle) the refresh query
+ * also asks the bootstrap nodes. After a partition heals, each side's
+ * routing tables have dropped the other side's nodes (their requests timed
+ * out) and no query leads back across; the bootstrap nodes are the one
+ * contact outside the table that joins the two again (bench/simday.mjs).
+ */
+export const REBOOTSTRAP_REFRESHES = 6
 export const RECENT_NODE = 12
 export const OLD_NODE = 360
 
@@ -270,6 +278,7 @@ export class DhtNode implements RpcHost, QueryHost {
   private checks = 0
   tick: number
   private refreshTicks: number
+  private refreshes = 0
   private stableTicks: number
   private lastTick: number
   nextTick: number
@@ -616,13 +625,14 @@ export class DhtNode implements RpcHost, QueryHost {
 
   refresh(): void {
     const node = this.table.random(this.random)
-    this.backgroundQuery(node !== null ? node.id : this.table.id).start()
+    const rebootstrap = ++this.refreshes % REBOOTSTRAP_REFRESHES === 0 && this.bootstrapNodes.length > 0
+    this.backgroundQuery(node !== null ? node.id : this.table.id, rebootstrap ? this.bootstrapNodes : undefined).start()
   }
 
-  private backgroundQuery(target: Uint8Array): Query {
+  private backgroundQuery(target: Uint8Array, nodes?: ReadonlyArray<QueryNode>): Query {
     this.refreshTicks = REFRESH_TICKS
     const bg = Math.min(this.concurrency, Math.max(2, Math.floor(this.concurrency / 8)))
-    const q = this.newQuery(target, true, FIND_NODE, null, { concurrency: bg })
+    const q = this.newQuery(target, true, FIND_NODE, null, nodes === undefined ? { concurrency: bg } : { concurrency: bg, nodes })
     q.onreply = () => {
       q.concurrency = this.io.inflight.size < 3 ? this.concurrency : bg
     }
