@@ -77,9 +77,29 @@ export const firstVerified = (addresses: ReadonlyArray<RemoteAddress>): RemoteAd
 }
 
 /**
+ * How many of a peer's advertised addresses a punch probes. The list comes
+ * from the peer (its holepunch payload or handshake reply), so it could name
+ * any number of third parties; an honest peer sends its NAT samples and
+ * LAN addresses, a few. With 8, a consistent punch sends a third party the
+ * peer did not prove at most 8 x 2 one-byte probes (unverified addresses
+ * are probed in 2 of the 10 rounds, as the reference does).
+ */
+export const MAX_PUNCH_ADDRESSES = 8
+
+/** At most MAX_PUNCH_ADDRESSES addresses, the verified ones first (order kept otherwise); the list itself when short enough. */
+export const boundAddresses = (addresses: ReadonlyArray<RemoteAddress>): ReadonlyArray<RemoteAddress> => {
+  if (addresses.length <= MAX_PUNCH_ADDRESSES) return addresses
+  const out: Array<RemoteAddress> = []
+  for (const a of addresses) if (a.verified && out.length < MAX_PUNCH_ADDRESSES) out.push(a)
+  for (const a of addresses) if (!a.verified && out.length < MAX_PUNCH_ADDRESSES) out.push(a)
+  return out
+}
+
+/**
  * The remote address list after a peer update: each advertised address is
  * verified when its host is the one the peer just proved (`verifiedHost`) or
- * was verified in the previous list.
+ * was verified in the previous list. At most MAX_PUNCH_ADDRESSES, the
+ * verified ones first.
  */
 export const withVerified = (
   addresses: ReadonlyArray<IPv4Address> | null,
@@ -92,7 +112,7 @@ export const withVerified = (
     const verified = a.host === verifiedHost || previous.some((p) => p.verified && p.host === a.host)
     out.push({ host: a.host, port: a.port, verified })
   }
-  return out
+  return boundAddresses(out) as Array<RemoteAddress>
 }
 
 /** Fast open (§6.6 step 8): we are CONSISTENT/OPEN and the client opened its NAT toward one of our advertised addresses. */

@@ -44,6 +44,7 @@
  */
 import type { IPv4Address } from "../../protocol/encoding.js"
 import {
+  boundAddresses,
   coerceFirewall,
   firstVerified,
   type PunchPace,
@@ -152,7 +153,7 @@ export class PunchCore {
     this.random = options.random
     this.localFw = coerceFirewall(options.localFirewall)
     this.remoteFw = coerceFirewall(options.remoteFirewall)
-    this.remote = options.remoteAddresses
+    this.remote = boundAddresses(options.remoteAddresses)
   }
 
   // -------------------------------------------------------------------------
@@ -237,7 +238,7 @@ export class PunchCore {
   updateRemote(remote: { readonly firewall: number; readonly addresses: ReadonlyArray<RemoteAddress> }): void {
     if (this.result !== null) return
     if (this.started === null) this.remoteFw = coerceFirewall(remote.firewall)
-    this.remote = remote.addresses
+    this.remote = boundAddresses(remote.addresses)
   }
 
   /**

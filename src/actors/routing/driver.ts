@@ -52,6 +52,7 @@ type CoreConfig = Pick<
   | "maxPingDelay"
   | "sendDownHints"
   | "downHintsRateLimit"
+  | "requestRateLimit"
   | "k"
   | "nodes"
   | "filterNode"
@@ -801,7 +802,7 @@ const resolveBootstrap = (actor: NodeActor, entries: ReadonlyArray<BootstrapEntr
 
 const PASS_THROUGH: ReadonlyArray<keyof CoreConfig> = [
   "ephemeral", "adaptive", "firewalled", "quickFirewall", "concurrency", "maxWindow", "maxPingDelay",
-  "sendDownHints", "downHintsRateLimit", "k", "nodes", "filterNode", "natSample", "onRequest"
+  "sendDownHints", "downHintsRateLimit", "requestRateLimit", "k", "nodes", "filterNode", "natSample", "onRequest"
 ]
 
 /**

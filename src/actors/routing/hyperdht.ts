@@ -16,6 +16,7 @@ import * as R from "../../protocol/records.js"
 import type { DhtNode } from "./node.js"
 import { Router } from "./router.js"
 import type { IncomingRequest } from "./rpc.js"
+import { SourceQuota } from "./limits.js"
 import { Cache, RecordCache, UnverifiedBudget } from "./store.js"
 
 export interface HyperDhtOptions {
@@ -32,6 +33,16 @@ export interface HyperDhtOptions {
    * closer nodes, no value). `false`: no limit (the reference's behaviour).
    */
   readonly unverifiedReplyBudget?: { readonly burst: number; readonly perSecond: number } | false
+  /**
+   * How many announcements (records and server entries) one source IPv4
+   * address may have stored on this node at once (default
+   * MAX_ANNOUNCES_PER_SOURCE); as many refresh tokens, and half as many
+   * mutable and as many immutable values. A write past it is dropped and
+   * counted (`rejections.sourceQuota`); a refresh of what the source already
+   * stored always passes. Local sources (loopback, private ranges) are not
+   * counted. `false`: no per-source limit (the reference's behaviour).
+   */
+  readonly maxRecordsPerSource?: number | false
 }
 
 export interface ForwardEntry {
@@ -62,6 +73,8 @@ export interface HyperDhtRejections {
   unknownRefresh: number
   /** No target or value, or a value that does not decode. */
   malformed: number
+  /** A valid write of a new entry from a source that already holds its share of the store (`maxRecordsPerSource`). */
+  sourceQuota: number
 }
 
 export interface HyperDhtStats {
@@ -90,7 +103,7 @@ export const emptyHyperDhtStats = (): HyperDhtStats => ({
   mutablePuts: 0,
   immutablePuts: 0,
   rejected: 0,
-  rejections: { missingToken: 0, badAnnounceSignature: 0, badUnannounceSignature: 0, badMutableSignature: 0, targetMismatch: 0, unknownRefresh: 0, malformed: 0 },
+  rejections: { missingToken: 0, badAnnounceSignature: 0, badUnannounceSignature: 0, badMutableSignature: 0, targetMismatch: 0, unknownRefresh: 0, malformed: 0, sourceQuota: 0 },
   seqTooLow: 0,
   seqReused: 0,
   unverifiedCapped: 0,
@@ -102,6 +115,26 @@ const DEFAULT_MAX_SIZE = 65536
 export const DEFAULT_UNVERIFIED_BUDGET = { burst: 8192, perSecond: 2048 } as const
 const DEFAULT_MAX_AGE = 20 * 60_000
 const STORE_MAX_AGE = 48 * 3600_000
+/**
+ * Announcements one public source address may have stored on a node at once
+ * (`maxRecordsPerSource`): 1/64 of the announce store (65,536 per
+ * generation), so at least 64 addresses are needed to fill a generation
+ * and push honest records out early. An honest host is far below it: a
+ * node holds only the announcements of topics close to its id, about
+ * 20/N of a host's topics in a network of N nodes (1,024 is a host
+ * announcing 50,000 topics on a 1,000-node network).
+ */
+export const MAX_ANNOUNCES_PER_SOURCE = 1024
+
+/** The per-source quotas of one store (null: no per-source limit). */
+export interface SourceQuotas {
+  /** Announce records and server entries (forwards), keyed topic + publicKey / topic. */
+  readonly announces: SourceQuota
+  /** Refresh tokens. */
+  readonly refreshes: SourceQuota
+  readonly mutables: SourceQuota
+  readonly immutables: SourceQuota
+}
 
 export class HyperDhtStore {
   readonly records: RecordCache
@@ -111,6 +144,8 @@ export class HyperDhtStore {
   readonly mutables: Cache<Uint8Array>
   readonly immutables: Cache<Uint8Array>
   readonly stats: HyperDhtStats
+  /** Who stored what, per source address (null: `maxRecordsPerSource: false`). */
+  readonly quotas: SourceQuotas | null
 
   constructor(options: HyperDhtOptions, now: number, stats: HyperDhtStats = emptyHyperDhtStats()) {
     this.stats = stats
@@ -123,6 +158,43 @@ export class HyperDhtStore {
     this.refreshes = new Cache(maxSize, maxAge, now)
     this.mutables = new Cache(Math.floor(maxSize / 2), storeAge, now)
     this.immutables = new Cache(Math.floor(maxSize / 2), storeAge, now)
+    const perSource = options.maxRecordsPerSource ?? MAX_ANNOUNCES_PER_SOURCE
+    if (perSource === false) {
+      this.quotas = null
+      return
+    }
+    const q: SourceQuotas = {
+      announces: new SourceQuota(perSource),
+      refreshes: new SourceQuota(perSource),
+      mutables: new SourceQuota(Math.max(1, Math.floor(perSource / 2))),
+      immutables: new SourceQuota(Math.max(1, Math.floor(perSource / 2)))
+    }
+    this.quotas = q
+    this.records.onEvict = (topic, pk) => q.announces.release(topic + pk)
+    this.forwards.onEvict = (topic) => q.announces.release(topic)
+    this.refreshes.onEvict = (key) => q.refreshes.release(key)
+    this.mutables.onEvict = (key) => q.mutables.release(key)
+    this.immutables.onEvict = (key) => q.immutables.release(key)
+  }
+
+  /** Apply every store's rotations due at `now` (so the quotas have let go of what expired). */
+  expire(now: number): void {
+    this.records.expire(now)
+    this.forwards.expire(now)
+    this.bumps.expire(now)
+    this.refreshes.expire(now)
+    this.mutables.expire(now)
+    this.immutables.expire(now)
+  }
+
+  /** May `host` store `key` in the store `which`? (false: refused and counted by the quota). */
+  admit(which: keyof SourceQuotas, key: string, host: string): boolean {
+    return this.quotas === null || this.quotas[which].admit(key, host)
+  }
+
+  /** Count `key` of `which` as stored on behalf of `host`. */
+  own(which: keyof SourceQuotas, key: string, host: string): void {
+    this.quotas?.[which].add(key, host)
   }
 }
 
@@ -202,6 +274,7 @@ export class HyperDht {
     if (id === null) return false
     const now = node.time
     const s = (this.storeValue ??= this.newStore(now))
+    s.expire(now)
     const target = req.target
     switch (req.command) {
       case R.Command.FIND_PEER: {
@@ -254,7 +327,10 @@ export class HyperDht {
         if (req.token === null) return this.reject("missingToken")
         if (target === null || req.value === null) return this.reject("malformed")
         if (!equalBytes(this.hash(req.value), target)) return this.reject("targetMismatch")
-        s.immutables.set(toHex(target), copyBytes(req.value), now)
+        const key = toHex(target)
+        if (!s.admit("immutables", key, req.from.host)) return this.reject("sourceQuota")
+        s.immutables.set(key, copyBytes(req.value), now)
+        s.own("immutables", key, req.from.host)
         this.stats.immutablePuts++
         node.reply(req, null)
         return true
@@ -287,10 +363,17 @@ export class HyperDht {
       const key = toHex(this.hash(ann.refresh))
       const entry = s.refreshes.get(key, now)
       if (entry === undefined) return void this.reject("unknownRefresh")
-      if (entry.announceSelf) s.forwards.set(toHex(entry.topic), { relay: { host: req.from.host, port: req.from.port }, record: entry.record }, now)
-      else s.records.add(toHex(entry.topic), toHex(entry.record.subarray(0, 32)), entry.record, now)
+      const from = req.from.host
+      const entryTopic = toHex(entry.topic)
+      const entryKey = entry.announceSelf ? entryTopic : entryTopic + toHex(entry.record.subarray(0, 32))
+      const next = toHex(ann.refresh)
+      if (!s.admit("announces", entryKey, from) || !s.admit("refreshes", next, from)) return void this.reject("sourceQuota")
+      if (entry.announceSelf) s.forwards.set(entryTopic, { relay: { host: req.from.host, port: req.from.port }, record: entry.record }, now)
+      else s.records.add(entryTopic, entryKey.slice(64), entry.record, now)
+      s.own("announces", entryKey, from)
       s.refreshes.delete(key, now)
-      s.refreshes.set(toHex(ann.refresh), entry, now)
+      s.refreshes.set(next, entry, now)
+      s.own("refreshes", next, from)
       node.reply(req, null, NO_TOKEN_NO_NODES)
       return
     }
@@ -316,11 +399,16 @@ export class HyperDht {
     peer: R.Peer
   ): void {
     const now = node.time
+    s.expire(now)
     const stored = encode(R.peer, { publicKey: peer.publicKey, relayAddresses: peer.relayAddresses.slice(0, 3) })
     if (Result.isFailure(stored)) return void this.reject("malformed")
     const record = stored.success
     const pk = toHex(peer.publicKey)
     const announceSelf = equalBytes(this.hash(peer.publicKey), target)
+    const from = req.from.host
+    const entryKey = announceSelf ? topic : topic + pk
+    const refreshKey = ann.refresh !== null ? toHex(ann.refresh) : null
+    if (!s.admit("announces", entryKey, from) || (refreshKey !== null && !s.admit("refreshes", refreshKey, from))) return void this.reject("sourceQuota")
     if (announceSelf) {
       s.forwards.set(topic, { relay: { host: req.from.host, port: req.from.port }, record }, now)
       s.records.remove(topic, pk, now)
@@ -331,7 +419,11 @@ export class HyperDht {
         if (ann.bump > prev && ann.bump <= now + 60_000) s.bumps.set(topic, ann.bump, now)
       }
     }
-    if (ann.refresh !== null) s.refreshes.set(toHex(ann.refresh), { topic: copyBytes(target), record, announceSelf }, now)
+    s.own("announces", entryKey, from)
+    if (refreshKey !== null) {
+      s.refreshes.set(refreshKey, { topic: copyBytes(target), record, announceSelf }, now)
+      s.own("refreshes", refreshKey, from)
+    }
     this.stats.announces++
     node.reply(req, null, NO_TOKEN_NO_NODES)
   }
@@ -384,6 +476,7 @@ export class HyperDht {
 
   private storeMutable(s: HyperDhtStore, req: IncomingRequest, node: DhtNode, target: Uint8Array, put: R.MutablePutRequest): void {
     const now = node.time
+    s.expire(now)
     const key = toHex(target)
     const storedBytes = s.mutables.get(key, now)
     if (storedBytes !== undefined) {
@@ -403,7 +496,9 @@ export class HyperDht {
     }
     const value = encode(R.mutableGetResponse, { seq: put.seq, value: put.value, signature: put.signature })
     if (Result.isFailure(value)) return void this.reject("malformed")
+    if (!s.admit("mutables", key, req.from.host)) return void this.reject("sourceQuota")
     s.mutables.set(key, value.success, now)
+    s.own("mutables", key, req.from.host)
     this.stats.mutablePuts++
     node.reply(req, null)
   }

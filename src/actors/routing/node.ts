@@ -14,6 +14,7 @@ import * as Result from "effect/Result"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import { encode, equalBytes, type IPv4Address, ipv4Address, ipv4Endpoint, type Ipv4Endpoint, Reader } from "../../protocol/encoding.js"
+import type { RequestRateLimit } from "./limits.js"
 import { NatSampler } from "./nat-sampler.js"
 import { NoToken, Query, type QueryHost, type QueryNode, type QueryOptions } from "./query.js"
 import {
@@ -47,6 +48,14 @@ export const REFRESH_TICKS = 60
 export const REBOOTSTRAP_REFRESHES = 6
 export const RECENT_NODE = 12
 export const OLD_NODE = 360
+/**
+ * DELAYED_PING replies waiting for their time (each up to maxPingDelay,
+ * 10 s): 1,024 in all, 16 per source address. Honest use is a handful at a
+ * time (a peer checks its reachability with one or two); past the caps a
+ * DELAYED_PING gets no answer, as one asking for too long a delay.
+ */
+export const MAX_DELAYED_PINGS = 1024
+export const MAX_DELAYED_PINGS_PER_SOURCE = 16
 
 const { PING, PING_NAT, FIND_NODE, DOWN_HINT, DELAYED_PING } = Rpc.InternalCommand
 
@@ -158,6 +167,8 @@ export interface DhtNodeOptions {
   readonly maxPingDelay?: number
   readonly sendDownHints?: boolean
   readonly downHintsRateLimit?: number
+  /** Incoming request limits per source address and for the node (default DEFAULT_REQUEST_RATE_LIMIT, local sources exempt); false: none. */
+  readonly requestRateLimit?: RequestRateLimit | false
   readonly k?: number
   readonly filterNode?: (node: { readonly host: string; readonly port: number; readonly id: Uint8Array }) => boolean
   /** Bootstrapper mode: a manual NAT sample of our public address (DHT.bootstrapper). */
@@ -289,6 +300,8 @@ export class DhtNode implements RpcHost, QueryHost {
   private readonly downHintsRateLimit: number
   private downHintsSentPerTick = 0
   private delayed: Array<DelayedReply> = []
+  /** Delayed replies waiting, by source host. */
+  private readonly delayedBySource = new Map<string, number>()
   private readonly health = new Health()
   private readonly onAppRequest: ((req: IncomingRequest, node: DhtNode) => boolean) | null
   private readonly transmitFn: DhtNodeOptions["transmit"]
@@ -323,6 +336,7 @@ export class DhtNode implements RpcHost, QueryHost {
         random: this.random,
         randomBytes,
         ...(options.maxWindow !== undefined ? { maxWindow: options.maxWindow } : {}),
+        ...(options.requestRateLimit !== undefined ? { requestRateLimit: options.requestRateLimit } : {}),
         ...(options.firewalled !== undefined ? { firewalled: options.firewalled } : {})
       },
       now
@@ -436,6 +450,7 @@ export class DhtNode implements RpcHost, QueryHost {
     this.destroyed = true
     this.nextTick = Infinity
     this.delayed = []
+    this.delayedBySource.clear()
     this.io.destroy()
     for (const q of [...this.queries]) q.destroy()
     this.emit({ _tag: "close" })
@@ -502,6 +517,11 @@ export class DhtNode implements RpcHost, QueryHost {
       const due = this.delayed.filter((d) => d.at <= now)
       if (due.length > 0) {
         this.delayed = this.delayed.filter((d) => d.at > now)
+        for (const d of due) {
+          const n = (this.delayedBySource.get(d.req.from.host) ?? 1) - 1
+          if (n <= 0) this.delayedBySource.delete(d.req.from.host)
+          else this.delayedBySource.set(d.req.from.host, n)
+        }
         for (const d of due) this.io.sendReply(d.req.tid, d.req.target, 0, null, false, false, d.req.from, d.req.socket)
       }
     }
@@ -656,6 +676,10 @@ export class DhtNode implements RpcHost, QueryHost {
   /** @internal */
   tableId(): Uint8Array {
     return this.table.id
+  }
+  /** @internal */
+  heard(id: Uint8Array): boolean {
+    return this.table.get(id) !== null
   }
   /** @internal */
   closest(target: Uint8Array, n?: number): Array<TableNode> {
@@ -846,6 +870,9 @@ export class DhtNode implements RpcHost, QueryHost {
           const v = req.value
           const delay = (v[0]! | (v[1]! << 8) | (v[2]! << 16)) + v[3]! * 0x1000000
           if (delay > this.maxPingDelay) return
+          const waiting = this.delayedBySource.get(req.from.host) ?? 0
+          if (this.delayed.length >= MAX_DELAYED_PINGS || waiting >= MAX_DELAYED_PINGS_PER_SOURCE) return
+          this.delayedBySource.set(req.from.host, waiting + 1)
           this.delayed.push({ at: this.now + delay, req })
           return
         }

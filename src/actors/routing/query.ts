@@ -10,6 +10,7 @@
 import * as Data from "effect/Data"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import { endpointKey, ipv4Endpoint, Ipv4Endpoint } from "../../protocol/encoding.js"
+import { isLocalSource } from "./limits.js"
 import type { IncomingResponse, NodeAddress, OutRequest, RequestError } from "./rpc.js"
 
 export interface QueryNode {
@@ -28,6 +29,8 @@ export interface QueryHost {
   nodeId(host: string, port: number): Uint8Array | null
   /** The node id of an interned endpoint. */
   nodeIdOf(e: Ipv4Endpoint): Uint8Array
+  /** The node with this id is in our routing table: we have heard from it ourselves. */
+  heard(id: Uint8Array): boolean
   /** Whether `filterNode` can reject anything. */
   filtering(): boolean
   filterNode(node: { readonly host: string; readonly port: number; readonly id: Uint8Array }): boolean
@@ -90,6 +93,29 @@ export class NoToken extends Data.TaggedError("NoToken")<{
   }
 }
 
+/**
+ * Distinct ports of one public host that a query contacts on the word of
+ * other nodes' replies. A reply can name any address as a closer node: one
+ * forged reply naming 20 ports of a victim host (ids ground to look close)
+ * made a query send 120 requests there. Two, because honest closer-node
+ * lists rarely hold more than one node of a host (node ids are hashes of
+ * host and port, spread over the whole id space), and a host running many
+ * nodes is still reached at two of them and through every node of it in
+ * our own table (addresses from the table, the bootstrap list or the
+ * caller are never refused). Local hosts (loopback, private ranges: local
+ * testnets run hundreds of nodes on one address) are exempt.
+ */
+export const MAX_QUERY_PORTS_PER_HOST = 2
+/**
+ * Retries of a query's request to an address that only another node's
+ * reply vouches for and that is not in our table (we never heard from it):
+ * 3, so 4 sends over 4 s, instead of the reference's 5. With the per-host
+ * cap, a forged reply gets at most 2 x 4 requests sent to a third party.
+ * An honest node is rarely lost to it: at 10% loss each way a live node
+ * misses all 4 round trips with probability 0.2%.
+ */
+export const UNHEARD_RETRIES = 3
+
 const DONE: Array<NodeAddress> = []
 const DOWN: Array<NodeAddress> = []
 
@@ -117,6 +143,12 @@ export class Query {
   /** By endpointKey(host, port) (or "host:port" for an address that has none). */
   private readonly seen = new Map<number | string, Array<NodeAddress>>()
   private readonly pending: Array<NodeAddress> = []
+  /** Addresses queued per public host (MAX_QUERY_PORTS_PER_HOST). */
+  private readonly hostPorts = new Map<string, number>()
+  /** Addresses queued on the word of a reply only (UNHEARD_RETRIES). */
+  private readonly vouched = new Set<number | string>()
+  /** Closer nodes not contacted: their host already had MAX_QUERY_PORTS_PER_HOST addresses in this query. */
+  capped = 0
   private fromTable = false
   private committing = false
   private onlyClosest = false
@@ -221,6 +253,15 @@ export class Query {
       return closer
     }
     if (!closer) return false
+    if (!isLocalSource(at.host)) {
+      const ports = this.hostPorts.get(at.host) ?? 0
+      if (ref !== null && ports >= MAX_QUERY_PORTS_PER_HOST) {
+        this.capped++
+        return true
+      }
+      this.hostPorts.set(at.host, ports + 1)
+    }
+    if (ref !== null) this.vouched.add(addr)
     this.seen.set(addr, ref === null ? [] : [ref])
     this.pending.push(at.id === id ? (at as NodeAddress) : { id, host: at.host, port: at.port })
     return true
@@ -263,6 +304,11 @@ export class Query {
 
   private visit(to: NodeAddress): void {
     this.inflight++
+    const retries = this.force
+      ? 0
+      : this.retries > UNHEARD_RETRIES && to.id !== null && this.vouched.has(keyOf(to)) && !this.host.heard(to.id)
+        ? UNHEARD_RETRIES
+        : this.retries
     const req = this.host.request(
       to,
       this.force,
@@ -274,7 +320,7 @@ export class Query {
       (res, r) => this.onvisit(res, r),
       (err, r) => this.onerror(err, r),
       (r) => {
-        r.retries = this.force ? 0 : this.retries
+        r.retries = retries
         r.oncycle = (rq) => this.oncycle(rq)
       }
     )

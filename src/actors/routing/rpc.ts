@@ -13,6 +13,7 @@ import * as Result from "effect/Result"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import { equalBytes, type IPv4Address } from "../../protocol/encoding.js"
+import { DEFAULT_REQUEST_RATE_LIMIT, type RateLimitStats, RequestLimiter, type RequestRateLimit } from "./limits.js"
 
 const NO_NODES: ReadonlyArray<{ readonly host: string; readonly port: number }> = Object.freeze([])
 
@@ -128,8 +129,10 @@ export interface ReplyOptions {
 export interface RpcStats {
   requests: { active: number; total: number; responses: number; timeouts: number; retries: number }
   commands: Array<{ tx: number; rx: number }>
-  /** Datagrams dropped on receipt: too short, bad port, undecodable, unknown type. */
+  /** Datagrams dropped on receipt: too short, bad port, undecodable, unknown type, over a request rate limit. */
   dropped: number
+  /** Requests dropped (and counted in `dropped`) over the per-source or the node's rate limit (`requestRateLimit`). */
+  rateLimited: RateLimitStats
   /** Replies with no matching transaction: an unknown, spoofed or already answered tid (ignored). */
   unmatched: number
   /**
@@ -193,6 +196,8 @@ const noop = (): void => {}
 export interface RpcOptions {
   readonly maxWindow?: number
   readonly firewalled?: boolean
+  /** Incoming request limits (default DEFAULT_REQUEST_RATE_LIMIT; local sources exempt); false: none. */
+  readonly requestRateLimit?: RequestRateLimit | false
   readonly random: () => number
   readonly randomBytes: (n: number) => Uint8Array
 }
@@ -203,6 +208,8 @@ export class RpcIo {
   suspended = false
   destroyed = false
   readonly inflight = new Map<number, OutRequest>()
+  /** Incoming request rate limits (null: none). */
+  readonly limiter: RequestLimiter | null
   readonly stats: RpcStats = {
     requests: { active: 0, total: 0, responses: 0, timeouts: 0, retries: 0 },
     commands: [
@@ -212,6 +219,7 @@ export class RpcIo {
       { tx: 0, rx: 0 }
     ],
     dropped: 0,
+    rateLimited: { source: 0, global: 0 },
     unmatched: 0,
     invalidTokens: 0
   }
@@ -237,6 +245,9 @@ export class RpcIo {
   constructor(private readonly host: RpcHost, options: RpcOptions, now: number) {
     this.firewalled = options.firewalled !== false
     this.congestion = new CongestionWindow(options.maxWindow ?? DEFAULT_MAX_WINDOW)
+    const limit = options.requestRateLimit ?? DEFAULT_REQUEST_RATE_LIMIT
+    this.limiter = limit === false ? null : new RequestLimiter(limit)
+    if (this.limiter !== null) this.stats.rateLimited = this.limiter.stats
     this.tid = Math.floor(options.random() * 65536) & 0xffff
     this.randomBytes = options.randomBytes
     this.now = now
@@ -448,6 +459,11 @@ export class RpcIo {
     }
     const type = data[0]
     if (type !== Rpc.REQUEST_ID && type !== Rpc.RESPONSE_ID) {
+      this.stats.dropped++
+      return
+    }
+    // over a rate limit: dropped before it is decoded (counted in `rateLimited`)
+    if (type === Rpc.REQUEST_ID && this.limiter !== null && !this.limiter.allow(from.host, now)) {
       this.stats.dropped++
       return
     }

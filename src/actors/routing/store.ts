@@ -45,17 +45,23 @@ export class Cache<V> {
   private old = new Map<string, V>()
   private readonly pinned = new Map<string, V>()
   private readonly gen: Generations
+  /** Told of every entry that leaves: deleted, replaced by a pinned one, or dropped with its generation. */
+  onEvict: ((key: string) => void) | null = null
 
   constructor(readonly maxSize: number, maxAge: number, now: number) {
     this.gen = new Generations(maxAge, now)
   }
 
   private rotate(): void {
+    const dropped = this.old
     this.old = this.fresh
     this.fresh = new Map()
+    const evict = this.onEvict
+    if (evict !== null) for (const k of dropped.keys()) evict(k)
   }
 
-  private expire(now: number): void {
+  /** Apply the rotations due at `now` (every access does; call it before reading sizes or owners). */
+  expire(now: number): void {
     const n = this.gen.due(now)
     for (let i = 0; i < n; i++) this.rotate()
   }
@@ -95,13 +101,14 @@ export class Cache<V> {
 
   delete(key: string, now: number): boolean {
     this.expire(now)
-    return this.fresh.delete(key) || this.old.delete(key)
+    const deleted = this.fresh.delete(key) || this.old.delete(key)
+    if (deleted) this.onEvict?.(key)
+    return deleted
   }
 
   /** Pin an entry (a locally listening server): never expires, `set` ignores it. */
   retain(key: string, value: V): void {
-    this.fresh.delete(key)
-    this.old.delete(key)
+    if (this.fresh.delete(key) || this.old.delete(key)) this.onEvict?.(key)
     this.pinned.set(key, value)
   }
 
@@ -119,18 +126,24 @@ export class RecordCache {
   private old = new Map<string, Map<string, Uint8Array>>()
   private freshCount = 0
   private readonly gen: Generations
+  /** Told of every record that leaves: removed, or dropped with its generation. */
+  onEvict: ((topic: string, publicKey: string) => void) | null = null
 
   constructor(readonly maxSize: number, maxAge: number, now: number) {
     this.gen = new Generations(maxAge, now)
   }
 
   private rotate(): void {
+    const dropped = this.old
     this.old = this.fresh
     this.fresh = new Map()
     this.freshCount = 0
+    const evict = this.onEvict
+    if (evict !== null) for (const [topic, m] of dropped) for (const pk of m.keys()) evict(topic, pk)
   }
 
-  private expire(now: number): void {
+  /** Apply the rotations due at `now` (every access does; call it before reading sizes or owners). */
+  expire(now: number): void {
     const n = this.gen.due(now)
     for (let i = 0; i < n; i++) this.rotate()
   }
@@ -159,17 +172,21 @@ export class RecordCache {
 
   remove(topic: string, publicKey: string, now: number): void {
     this.expire(now)
+    let removed = false
     const f = this.fresh.get(topic)
     if (f !== undefined && f.delete(publicKey)) {
+      removed = true
       this.freshCount--
       if (f.size === 0) this.fresh.delete(topic)
     }
     const o = this.old.get(topic)
     if (o !== undefined) {
-      o.delete(publicKey)
+      if (o.delete(publicKey)) removed = true
       if (o.size === 0) this.old.delete(topic)
     }
+    if (removed) this.onEvict?.(topic, publicKey)
   }
+
 
   has(topic: string, publicKey: string, now: number): boolean {
     this.expire(now)

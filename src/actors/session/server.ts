@@ -33,6 +33,7 @@ import { equalBytes } from "../../protocol/encoding.js"
 import { HolepunchAttempt } from "../holepunch/attempt.js"
 import { isPrivate, isRandomPunch, matchAddress, type RandomPunchGrant, shouldFastOpen, withVerified } from "../holepunch/decide.js"
 import { connectionError, type ConnectionError } from "../holepunch/errors.js"
+import { isLocalSource } from "../routing/limits.js"
 import type { IncomingResponse } from "../routing/rpc.js"
 import type { HandshakeInfo, HolepunchInfo, ServerHooks, ServerReply } from "../routing/router.js"
 import { type ConnectionHost, type ConnectionPath, GatewaySocket, Noise } from "./host.js"
@@ -72,6 +73,8 @@ export interface ServerRelay {
 interface Handshake {
   readonly key: string
   readonly id: number
+  /** The client's host as the relay saw it (MAX_PENDING_HANDSHAKES_PER_HOST). */
+  readonly source: string
   reply: Uint8Array | null
   /** Aborted or rejected: duplicates get no answer either. */
   dropped: boolean
@@ -106,6 +109,17 @@ export const HANDSHAKE_CLEAR_WAIT = 10_000
 /** Handshakes in progress per server: past this, new ones get no answer (bounded state). */
 export const MAX_PENDING_HANDSHAKES = 1024
 /**
+ * Of those, how many may come from one client host (its address as the
+ * relay saw it, or the source of a direct handshake): 32, so one host
+ * cannot take the whole table (it would need 32 hosts) nor make the server
+ * run more than 32 Noise responders at once, while a NAT with many honest
+ * users behind one address still gets 32 concurrent handshakes to this
+ * one server (each lasts until the connection opens, at most 10 s).
+ * Local hosts (loopback, private ranges) are exempt: local testnets put
+ * every client on one address.
+ */
+export const MAX_PENDING_HANDSHAKES_PER_HOST = 32
+/**
  * Relay connections a server opens at once to relays its clients named
  * (a client's `relayThrough`). Each is a whole dial (FIND_PEER, handshake,
  * pairing for up to 15 s) to a key the client chose: without a cap, a stream
@@ -128,6 +142,8 @@ export class ServerCore {
   relayAddresses: Array<Endpoint> = []
   private closestNodes: ReadonlyArray<Endpoint> = []
   private readonly handshakes = new Map<string, Handshake>()
+  /** Handshakes in the table per client host (public hosts only). */
+  private readonly handshakesByHost = new Map<string, number>()
   /** Relay dials in progress to relays that clients named, by client key (hex). */
   private readonly clientRelayDials = new Map<string, number>()
   private clientRelayDialsTotal = 0
@@ -338,6 +354,7 @@ export class ServerCore {
       this.host.listening.delete(toHex(keyPair.publicKey))
       for (const hs of this.handshakes.values()) this.abort(hs)
       this.handshakes.clear()
+      this.handshakesByHost.clear()
       this.slots.length = 0
       this.relays = []
       this.relayAddresses = []
@@ -359,18 +376,22 @@ export class ServerCore {
       else respond(null)
       return
     }
-    if (this.handshakes.size >= MAX_PENDING_HANDSHAKES) {
+    const source = info.clientAddress.host
+    const local = isLocalSource(source)
+    const fromHost = local ? 0 : (this.handshakesByHost.get(source) ?? 0)
+    if (this.handshakes.size >= MAX_PENDING_HANDSHAKES || fromHost >= MAX_PENDING_HANDSHAKES_PER_HOST) {
       stats.refused++
       return respond(null)
     }
     let id = this.slots.indexOf(null)
     if (id === -1) id = this.slots.push(null) - 1
     const hs: Handshake = {
-      key, id, reply: null, dropped: false, waiters: [respond], stream: null, stopTimer: null, connected: false,
+      key, id, source, reply: null, dropped: false, waiters: [respond], stream: null, stopTimer: null, connected: false,
       secret: null, localSecret: null, attempt: null, round: 0, replySocket: null, randomSlot: null, relaying: false, relayed: false
     }
     this.slots[id] = hs
     this.handshakes.set(key, hs)
+    if (!local) this.handshakesByHost.set(source, fromHost + 1)
     stats.handshakes++
     const host = this.host
     const c = host.crypto
@@ -709,8 +730,23 @@ export class ServerCore {
     const waiters = hs.waiters
     hs.waiters = []
     for (const w of waiters) w(null)
-    if (this.handshakes.get(hs.key) === hs) this.handshakes.delete(hs.key)
+    this.unlink(hs)
+  }
+
+  /** Take a handshake out of the table (and its host's count) and free its slot. */
+  private unlink(hs: Handshake): void {
+    if (this.handshakes.get(hs.key) === hs) {
+      this.handshakes.delete(hs.key)
+      const n = (this.handshakesByHost.get(hs.source) ?? 0) - 1
+      if (n <= 0) this.handshakesByHost.delete(hs.source)
+      else this.handshakesByHost.set(hs.source, n)
+    }
     if (this.slots[hs.id] === hs) this.slots[hs.id] = null
+  }
+
+  /** Handshakes in the table: in all, and from `host`. */
+  pendingHandshakes(host?: string): number {
+    return host === undefined ? this.handshakes.size : (this.handshakesByHost.get(host) ?? 0)
   }
 
   /** No answer for this handshake or its duplicates; forgotten after the clear wait. */
@@ -738,10 +774,7 @@ export class ServerCore {
     this.host.spawn(
       Effect.andThen(
         Effect.sleep(HANDSHAKE_CLEAR_WAIT),
-        Effect.sync(() => {
-          if (this.handshakes.get(hs.key) === hs) this.handshakes.delete(hs.key)
-          if (this.slots[hs.id] === hs) this.slots[hs.id] = null
-        })
+        Effect.sync(() => this.unlink(hs))
       )
     )
   }
