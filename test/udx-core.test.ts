@@ -189,6 +189,49 @@ describe("UDX core: receiver", () => {
 })
 
 describe("UDX core: sender", () => {
+  it("packet slabs: sized by what waits to go out, let go once everything is acknowledged", () => {
+    const { a, b } = pair()
+    expect(a.core.slabBytes).toBe(0)
+    // a short write: the smallest slab
+    a.core.write(0, ascii("hello"))
+    expect(a.core.slabBytes).toBe(4096)
+    const first = a.take()
+    const copy = first.map((p) => Uint8Array.from(p))
+    for (const p of first) b.core.onPacket(5, p)
+    deliver(b, a, 10)
+    expect(a.core.slabBytes).toBe(0) // all acknowledged: nothing held while idle
+    // later packets live in a new slab: the earlier ones are untouched
+    a.core.write(20, ascii("world"))
+    expect(first.every((p, i) => same(p, copy[i]!))).toBe(true)
+    deliver(a, b, 25)
+    deliver(b, a, 30)
+    expect(a.core.slabBytes).toBe(0)
+    // a medium write: a slab rounded up from the bytes waiting
+    a.core.write(40, pattern(20_000))
+    expect(a.core.slabBytes).toBe(32 * 1024)
+    // a bulk write: the largest slab at once, and never a smaller one while busy
+    const big = pattern(1 << 20)
+    const c = pair()
+    c.a.core.write(0, big)
+    expect(c.a.core.slabBytes).toBe(256 * 1024)
+    let max = 0
+    let min = Infinity
+    run(c.a, c.b, {
+      until: () => {
+        const n = c.a.core.slabBytes
+        if (n > 0) {
+          max = Math.max(max, n)
+          min = Math.min(min, n)
+        }
+        return c.b.received().length === big.length && c.a.core.inflight === 0
+      }
+    })
+    expect(same(c.b.received(), big)).toBe(true)
+    expect(max).toBe(256 * 1024)
+    expect(min).toBe(256 * 1024)
+    expect(c.a.core.slabBytes).toBe(0)
+  })
+
   it("RTT/RTO per RFC 6298 with the 1000 ms floor", () => {
     const { a, b } = pair()
     a.core.write(0, ascii("x"))

@@ -133,6 +133,32 @@ describe("UDX over the simulated network", () => {
       yield* b.closed
     }))
 
+  it.effect("readable and messages first read after the stream closed: what arrived, then the close (reset or clean)", () =>
+    Effect.gen(function*() {
+      // reset: b never looked at its readable before a destroyed the stream
+      const { a, b, ma, mb, sa, sb } = yield* setup({ latency: 1 })
+      yield* a.write(pattern(3000, 5))
+      yield* TestClock.adjust("10 millis")
+      yield* a.destroy()
+      yield* TestClock.adjust("10 millis")
+      assert.strictEqual(b.isClosed, true)
+      const got = yield* Effect.result(Stream.runCollect(b.readable))
+      assert.strictEqual(got._tag, "Failure")
+      assert.strictEqual(yield* Stream.runCount(b.messages), 0)
+      // clean: data and END arrive before anyone reads; the queue made later holds them, then ends
+      const c = yield* ma.connect(0xc, 0xd, sb.local)
+      const d = yield* mb.connect(0xd, 0xc, sa.local)
+      yield* c.write(pattern(3000, 6))
+      yield* c.end()
+      yield* d.end()
+      yield* TestClock.adjust("50 millis")
+      const chunks = yield* Stream.runCollect(d.readable)
+      assert.strictEqual(sha256(Buffer.concat(chunks)), sha256(pattern(3000, 6)))
+      yield* drive([yield* fork(d.closed), yield* fork(c.closed)])
+      assert.strictEqual(yield* Stream.runCount(d.messages), 0)
+      assert.strictEqual(yield* Stream.runCount(c.readable), 0)
+    }))
+
   it.effect("a dead peer makes a sending stream time out (ETIMEDOUT) within ~13 RTOs", () =>
     Effect.gen(function*() {
       const { net, hb, a, b } = yield* setup({ latency: 1, jitter: 1, lossRate: 0.01 })

@@ -104,7 +104,17 @@ const BDP_GAIN = 2.5
 const BW_ROUNDS = 10
 /** Window of the min-RTT estimate used by congestion control (ms). */
 const CC_MIN_RTT_WINDOW = 10_000
-const SLAB_SIZE = 256 * 1024
+/**
+ * Packet bytes are carved out of per-stream slabs. A new slab is sized by
+ * what is waiting to go out (queued + in flight, rounded up to a power of
+ * two) between SLAB_MIN and SLAB_MAX, and never smaller than the one it
+ * replaces while the stream is busy; once every packet is acknowledged the
+ * slab is let go. A bulk sender gets SLAB_MAX slabs after its first one; an
+ * idle connection holds none (a 256 KiB slab per stream from its first
+ * packet on made every open connection cost 512 KiB).
+ */
+const SLAB_MIN = 4 * 1024
+const SLAB_MAX = 256 * 1024
 
 // ---------------------------------------------------------------------------
 // Errors and events
@@ -335,8 +345,9 @@ export class UdxStreamCore {
   seqNext = 0
   /** Lowest sequence number not cumulatively acknowledged. */
   remoteAcked = 0
-  private ring: Array<OutPacket | undefined> = new Array(64)
-  private ringMask = 63
+  // both rings start small and double on demand (an idle connection holds little)
+  private ring: Array<OutPacket | undefined> = new Array(16)
+  private ringMask = 15
   private writeQueue: Array<Uint8Array> = []
   private writeHead = 0
   private writeOffset = 0
@@ -423,9 +434,9 @@ export class UdxStreamCore {
   // ---- receiver ----
   /** Next sequence number expected from the peer (cumulative ack). */
   ack = 0
-  private inPayload: Array<Uint8Array | undefined> = new Array(64)
-  private inType: Uint8Array = new Uint8Array(64)
-  private inMask = 63
+  private inPayload: Array<Uint8Array | undefined> = new Array(16)
+  private inType: Uint8Array = new Uint8Array(16)
+  private inMask = 15
   private oooCount = 0
   private oooBytes = 0
   private unreadBytes = 0
@@ -898,6 +909,8 @@ export class UdxStreamCore {
         this.rtoAt = Infinity
         this.tlpAt = Infinity
         this.rackAt = Infinity
+        this.newest = null
+        if (this.slab.length > 0) this.releaseSlab()
       }
     }
     if (this.deliveredNow > 0 || (type & T_SACK) !== 0) this.detectLoss(now)
@@ -1363,12 +1376,31 @@ export class UdxStreamCore {
 
   private alloc(n: number): Uint8Array {
     if (this.slabOffset + n > this.slab.length) {
-      this.slab = new Uint8Array(n > SLAB_SIZE ? n : SLAB_SIZE)
+      this.slab = new Uint8Array(this.slabSize(n))
       this.slabOffset = 0
     }
     const b = this.slab.subarray(this.slabOffset, this.slabOffset + n)
     this.slabOffset += (n + 7) & ~7
     return b
+  }
+
+  /** The size of the next slab, for a packet of `n` bytes (see SLAB_MIN). */
+  private slabSize(n: number): number {
+    const want = this.queuedBytes + this.inflightBytes + n
+    let size = this.slab.length > SLAB_MIN ? this.slab.length : SLAB_MIN
+    while (size < want && size < SLAB_MAX) size *= 2
+    return n > size ? n : size
+  }
+
+  /** Bytes of the packet slab this stream holds (0 when idle). */
+  get slabBytes(): number {
+    return this.slab.length
+  }
+
+  /** Every packet was acknowledged: the slab holds nothing we still need. */
+  private releaseSlab(): void {
+    this.slab = EMPTY
+    this.slabOffset = 0
   }
 
   /** Move `len` queued bytes into `b` at `at`. */
@@ -1506,6 +1538,7 @@ export class UdxStreamCore {
     this.listHead = this.listTail = null
     this.ring = new Array(1)
     this.ringMask = 0
+    this.releaseSlab()
     if (!clean) {
       this.inPayload = new Array(1)
       this.inMask = 0

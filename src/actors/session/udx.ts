@@ -267,7 +267,8 @@ class Session implements UdxStreamEvents, UdxStream {
   private consumedPending = 0
   private readonly consumeThreshold: number
   readonly highWaterMark: number
-  readonly firewall: ((from: Endpoint, socket: UdpSocket) => boolean) | null
+  /** Let go once the stream is connected (it is only asked before): its closure may hold a whole dial. */
+  firewall: ((from: Endpoint, socket: UdpSocket) => boolean) | null
   socket: UdpSocket
   /** Packets the firewall accepted before the stream could connect (replayed by `connect`). */
   early: Array<Datagram> = []
@@ -278,20 +279,20 @@ class Session implements UdxStreamEvents, UdxStream {
   private readonly closedDeferred = Deferred.makeUnsafe<void>()
   private readonly doneDeferred = Deferred.makeUnsafe<void, UdxError>()
   private readonly flushedDeferred = Deferred.makeUnsafe<void, UdxError>()
-
-  readonly readable: Stream.Stream<Uint8Array, UdxError>
-  readonly messages: Stream.Stream<Uint8Array>
-  readonly closed: Effect.Effect<void>
-  readonly done: Effect.Effect<void, UdxError>
-  readonly flushed: Effect.Effect<void, UdxError>
+  /**
+   * The queues behind `readable` and `messages`, made on first use: a stream
+   * read through a listener (the Duplex, the secret stream) never needs them
+   * (two queues and their streams were about 2.5 KB of every stream).
+   */
+  private rq: Queue.Queue<Uint8Array, UdxError | Cause.Done> | null = null
+  private mq: Queue.Queue<Uint8Array, Cause.Done> | null = null
+  private readableStream: Stream.Stream<Uint8Array, UdxError> | null = null
 
   constructor(
     readonly id: number,
     config: UdxStreamConfig,
     readonly mux: Mux,
     readonly mailbox: Queue.Queue<Mail>,
-    readonly readQueue: Queue.Queue<Uint8Array, UdxError | Cause.Done>,
-    readonly messageQueue: Queue.Queue<Uint8Array, Cause.Done>,
     now: number
   ) {
     this.remoteId = config.remoteId ?? null
@@ -324,18 +325,57 @@ class Session implements UdxStreamEvents, UdxStream {
       },
       now
     )
-    this.readable = Stream.fromQueue(readQueue).pipe(
-      Stream.mapArray((chunks) => {
-        let n = 0
-        for (let i = 0; i < chunks.length; i++) n += chunks[i]!.length
-        this.consumedUnsafe(n)
-        return chunks
-      })
-    )
-    this.messages = Stream.fromQueue(messageQueue)
-    this.closed = Deferred.await(this.closedDeferred)
-    this.done = Deferred.await(this.doneDeferred)
-    this.flushed = Deferred.await(this.flushedDeferred)
+  }
+
+  private readQueue(): Queue.Queue<Uint8Array, UdxError | Cause.Done> {
+    let q = this.rq
+    if (q === null) {
+      q = Effect.runSync(Queue.unbounded<Uint8Array, UdxError | Cause.Done>())
+      this.rq = q
+      if (this.isClosed) {
+        if (this.error !== null) Queue.failCauseUnsafe(q, Cause.fail(this.error))
+        else Queue.endUnsafe(q)
+      }
+    }
+    return q
+  }
+
+  private messageQueue(): Queue.Queue<Uint8Array, Cause.Done> {
+    let q = this.mq
+    if (q === null) {
+      q = Effect.runSync(Queue.dropping<Uint8Array, Cause.Done>(1024))
+      this.mq = q
+      if (this.isClosed) Queue.endUnsafe(q)
+    }
+    return q
+  }
+
+  get readable(): Stream.Stream<Uint8Array, UdxError> {
+    let r = this.readableStream
+    if (r === null) {
+      r = Stream.fromQueue(this.readQueue()).pipe(
+        Stream.mapArray((chunks) => {
+          let n = 0
+          for (let i = 0; i < chunks.length; i++) n += chunks[i]!.length
+          this.consumedUnsafe(n)
+          return chunks
+        })
+      )
+      this.readableStream = r
+    }
+    return r
+  }
+  get messages(): Stream.Stream<Uint8Array> {
+    return Stream.fromQueue(this.messageQueue())
+  }
+  get closed(): Effect.Effect<void> {
+    return Deferred.await(this.closedDeferred)
+  }
+  get done(): Effect.Effect<void, UdxError> {
+    return Deferred.await(this.doneDeferred)
+  }
+  get flushed(): Effect.Effect<void, UdxError> {
+    return Deferred.await(this.flushedDeferred)
   }
 
   // ---- events from the core (inside the actor) ----
@@ -343,17 +383,17 @@ class Session implements UdxStreamEvents, UdxStream {
   onData(chunk: Uint8Array): void {
     const l = this.listener
     if (l !== null) l.onData(chunk)
-    else Queue.offerUnsafe(this.readQueue, chunk)
+    else Queue.offerUnsafe(this.readQueue(), chunk)
   }
   onEnd(): void {
     const l = this.listener
     if (l !== null) l.onEnd()
-    else Queue.endUnsafe(this.readQueue)
+    else Queue.endUnsafe(this.readQueue())
   }
   onMessage(message: Uint8Array): void {
     const l = this.listener
     if (l !== null && l.onMessage !== undefined) l.onMessage(message)
-    else Queue.offerUnsafe(this.messageQueue, message)
+    else Queue.offerUnsafe(this.messageQueue(), message)
   }
   onDrain(): void {
     // handled after each batch (mailbox bytes count too)
@@ -362,9 +402,12 @@ class Session implements UdxStreamEvents, UdxStream {
     this.isClosed = true
     this.error = error
     this.connected = this.core.lingering
-    if (error !== null) Queue.failCauseUnsafe(this.readQueue, Cause.fail(error))
-    else Queue.endUnsafe(this.readQueue)
-    Queue.endUnsafe(this.messageQueue)
+    const rq = this.rq
+    if (rq !== null) {
+      if (error !== null) Queue.failCauseUnsafe(rq, Cause.fail(error))
+      else Queue.endUnsafe(rq)
+    }
+    if (this.mq !== null) Queue.endUnsafe(this.mq)
     const err = error ?? closedError()
     for (const w of this.drainWaiters.splice(0)) w(err)
     if (!this.core.localEnded) {
@@ -445,8 +488,8 @@ class Session implements UdxStreamEvents, UdxStream {
   attachUnsafe(listener: UdxStreamListener): void {
     this.listener = listener
     // hand over whatever already arrived
-    while (true) {
-      const exit = Queue.takeUnsafe(this.readQueue)
+    while (this.rq !== null) {
+      const exit = Queue.takeUnsafe(this.rq)
       if (exit === undefined) break
       if (exit._tag === "Success") listener.onData(exit.value)
       else break
@@ -489,6 +532,7 @@ class Session implements UdxStreamEvents, UdxStream {
     this.remoteId = remoteId >>> 0
     this.remote = { host: remote.host, port: remote.port }
     this.connected = true
+    this.firewall = null
     Queue.offerUnsafe(this.mailbox, new Cmd(CMD_CONNECT, null, remoteId >>> 0, null))
     if (this.early.length > 0) {
       const early = this.early
@@ -712,15 +756,7 @@ class Mux implements UdxMux {
     if (this.closed) return new UdxError({ code: "EDESTROYED", detail: "the UDX mux was closed" })
     if (this.sessions.has(id)) return new UdxError({ code: "EIDINUSE", detail: `stream id ${id} is in use` })
     const cfg = config === undefined ? this.defaults : { ...this.defaults, ...config }
-    const s = new Session(
-      id,
-      cfg,
-      this,
-      Effect.runSync(Queue.unbounded<Mail>()),
-      Effect.runSync(Queue.unbounded<Uint8Array, UdxError | Cause.Done>()),
-      Effect.runSync(Queue.dropping<Uint8Array, Cause.Done>(1024)),
-      this.now()
-    )
+    const s = new Session(id, cfg, this, Effect.runSync(Queue.unbounded<Mail>()), this.now())
     this.sessions.set(id, s)
     this.runFork(Effect.forkIn(this.actor(s), this.scope, { startImmediately: true }))
     return s
@@ -732,10 +768,10 @@ class Mux implements UdxMux {
       if (this.sessions.has(id)) return Effect.fail(new UdxError({ code: "EIDINUSE", detail: `stream id ${id} is in use` }))
       const cfg = config === undefined ? this.defaults : { ...this.defaults, ...config }
       return Effect.flatMap(
-        Effect.all([Queue.unbounded<Mail>(), Queue.unbounded<Uint8Array, UdxError | Cause.Done>(), Queue.dropping<Uint8Array, Cause.Done>(1024)]),
-        ([mailbox, readQueue, messageQueue]) => {
+        Queue.unbounded<Mail>(),
+        (mailbox) => {
           if (this.sessions.has(id)) return Effect.fail(new UdxError({ code: "EIDINUSE", detail: `stream id ${id} is in use` }))
-          const s = new Session(id, cfg, this, mailbox, readQueue, messageQueue, this.now())
+          const s = new Session(id, cfg, this, mailbox, this.now())
           this.sessions.set(id, s)
           return Effect.as(Effect.forkIn(this.actor(s), this.scope, { startImmediately: true }), s as UdxStream)
         }
@@ -839,7 +875,7 @@ class Mux implements UdxMux {
     }
     const loop = Effect.gen(function*() {
       while (!core.finished && !s.failed) {
-        const batch = yield* Queue.takeAll(mailbox)
+        let batch: ReadonlyArray<Mail> = yield* Queue.takeAll(mailbox)
         stepping = true
         let now: number
         try {
@@ -847,6 +883,8 @@ class Mux implements UdxMux {
         } finally {
           stepping = false
         }
+        // not held (with its datagrams) by the suspended loop until the next batch
+        batch = NO_MAIL
         if (core.finished || s.failed) break
         mux.schedule(s, core.nextDeadline(), now)
       }
