@@ -511,19 +511,36 @@ describe("follow-up lookup (Flock only)", () => {
     expect(d.followUpDeadline).toBe(null)
   })
 
-  it("its peers are marked mutual (join phase of a topic we announce); later refreshes and client-only lookups are not", () => {
+  it("peers are marked mutual while our record is on the DHT: join phase, later refreshes, an explicit refresh(), a lookup-and-unannounce; not for a client-only discovery that never announced", () => {
     const d = make({ random: () => 0 })
-    d.addHandle(0)
+    const { handle } = d.addHandle(0)
     listenAndQuery(d, 0)
     expect(d.handleReply(1, [peer(5)])).toEqual([{ ...peer(5), mutual: true }])
     d.handleQueryDone(10, 1, { ok: true })
     d.handleTimeout(10 + FOLLOW_UP_DELAY)
     d.drain()
+    // the follow-up lookup
     expect(d.handleReply(2, [peer(6)])[0]!.mutual).toBe(true)
     d.handleQueryDone(300, 2, { ok: true })
+    // the scheduled refresh
     d.handleTimeout(10 + REFRESH_INTERVAL)
     listenAndQuery(d, 10 + REFRESH_INTERVAL)
-    expect(d.handleReply(3, [peer(7)])[0]!.mutual).toBeUndefined()
+    expect(d.handleReply(3, [peer(7)])[0]!.mutual).toBe(true)
+    d.handleQueryDone(10 + REFRESH_INTERVAL + 5, 3, { ok: true })
+    // an explicit refresh() (the application's discovery.refresh())
+    const t = 20 + REFRESH_INTERVAL
+    expect(d.refresh(t)._tag).toBe("Pending")
+    listenAndQuery(d, t)
+    expect(d.handleReply(4, [peer(8)])[0]!.mutual).toBe(true)
+    d.handleQueryDone(t + 5, 4, { ok: true })
+    // client only now: our record may still be stored until the lookup-and-unannounce completes
+    d.refreshHandle(t + 10, handle!, { server: false, client: true })
+    expect(query(d.drain()).kind).toBe("lookupAndUnannounce")
+    expect(d.handleReply(5, [peer(9)])[0]!.mutual).toBe(true)
+    d.handleQueryDone(t + 20, 5, { ok: true })
+    d.refresh(t + 30)
+    expect(query(d.drain()).kind).toBe("lookup")
+    expect(d.handleReply(6, [peer(10)])[0]!.mutual).toBeUndefined()
     const c = make({ random: () => 0 })
     c.addHandle(0, { server: false })
     c.drain()

@@ -128,13 +128,34 @@ export const DEFAULT_FLUSH_TIMEOUT = 60_000
 export const FOLLOW_UP_DELAY = 100
 export const FOLLOW_UP_JITTER = 150
 /**
- * Flock only: the dial grace of the tie-break loser. A peer found during
- * the join phase (first cycle or follow-up) of a topic we announce may be
- * dialling us at the same time; if our key is the smaller (its dial wins
- * the §10 tie-break anyway) we wait this long before dialling it, and do
- * not dial if its connection arrived meanwhile. Bound: the remote's own
- * follow-up runs at most FOLLOW_UP_DELAY + FOLLOW_UP_JITTER after its first
- * cycle, plus one query and one connect; the grace covers that, and always
- * ends in a dial when nothing arrived (no pair is left unconnected).
+ * Flock only: the tie-break loser's hold. When both ends of a pair may be
+ * dialling each other (the peer was found through a topic we announce), the
+ * side whose dial loses the §10 tie-break (the smaller key) still dials at
+ * once, but keeps its outbound connection from the application for this
+ * long after it opens. The winner's own connection arriving meanwhile
+ * replaces it silently (§10 keeps the winner's anyway), and so does the
+ * winner closing it (its own dial was already under way); otherwise it is
+ * handed over when the hold ends. Bound: the winner's server hands our
+ * connection to its swarm as it sends the stream header that opens it on
+ * our side, and its swarm destroys it at once when its own dial is under
+ * way; header and DESTROY travel the same path one after the other, so the
+ * gap at our end is the two ends' processing time, not the round trip (a
+ * few ms idle, tens of ms on a loaded event loop). 150 ms covers that with
+ * margin, and is paid only by the loser of a pair, in parallel over its
+ * dials (a dial slot is freed when the connection opens, not when the
+ * hold ends).
  */
-export const LOSER_DIAL_GRACE = 500
+export const LOSER_HOLD = 150
+/**
+ * Flock only: the dial race window of the §10 staleness rule. The winner of
+ * the tie-break (the larger key) does not take its own outbound connection
+ * for stale (rule 1) while it is younger than this (or not open yet),
+ * whatever its byte counters say. When both ends dial at once and the
+ * winner's swarm sees the loser's connection only after its own dial opened
+ * (a few ms of processing on either side suffice), the bytes rule would
+ * make the winner drop the connection the loser keeps, and both would die
+ * after the application saw them. A remote that really lost our connection
+ * redials after noticing the loss and a retry backoff (at least about
+ * 0.7 s), and its connection is still taken if it redials again later.
+ */
+export const DIAL_RACE_WINDOW = 1000

@@ -69,9 +69,9 @@ export interface DiscoveredPeer {
   readonly publicKey: Uint8Array
   readonly relayAddresses: ReadonlyArray<RelayAddress>
   /**
-   * Flock only: found in the join phase (first cycle or follow-up) of a topic
-   * we announce, so the peer may be dialling us right now (the swarm core's
-   * loser grace, `LOSER_DIAL_GRACE`).
+   * Flock only: found by a query of a topic we announce (or announced and
+   * have not unannounced yet), so the peer may have found us too and be
+   * dialling us (the swarm core's loser hold, `LOSER_HOLD`).
    */
   readonly mutual?: boolean | undefined
 }
@@ -158,8 +158,6 @@ interface Cycle {
   kind: QueryKind | null
   /** Cancelled by an abort (destroy / suspend): its error is swallowed. */
   aborted: boolean
-  /** The join phase: the first client-mode cycle since creation / resume, or its follow-up. */
-  joining: boolean
   /** The early follow-up lookup (Flock only). */
   followUp: boolean
 }
@@ -463,6 +461,8 @@ export class TopicDiscoveryCore {
     const c = this.current
     if (c === null || c.id !== cycle || c.phase !== "query") return []
     if (!this.isClient || !this.active()) return []
+    // our record is (or may still be) on the DHT: the peers we find may be dialling us
+    const mutual = this.isServer || this.unannounceNeeded
     const out: Array<DiscoveredPeer> = []
     for (const peer of peers) {
       if (this.budget < Number.POSITIVE_INFINITY) {
@@ -472,7 +472,7 @@ export class TopicDiscoveryCore {
         // a connection may change mid-query and the budget be overshot by one: accepted (§9.6)
         if (!this.isConnected(id)) this.budget--
       }
-      out.push(c.joining && this.isServer ? { publicKey: peer.publicKey, relayAddresses: peer.relayAddresses, mutual: true } : peer)
+      out.push(mutual ? { publicKey: peer.publicKey, relayAddresses: peer.relayAddresses, mutual: true } : peer)
     }
     return out
   }
@@ -562,7 +562,7 @@ export class TopicDiscoveryCore {
   }
 
   private startCycle(): number {
-    const c: Cycle = { id: ++this.cycles, phase: "predecessor", clear: false, kind: null, aborted: false, joining: this.followUpArmed, followUp: false }
+    const c: Cycle = { id: ++this.cycles, phase: "predecessor", clear: false, kind: null, aborted: false, followUp: false }
     this.current = c
     if (!this.waitingPredecessor) this.proceed(c)
     return c.id
@@ -571,7 +571,7 @@ export class TopicDiscoveryCore {
   /** The follow-up lookup is due: run it unless a refresh is in flight (that one finds the same peers) or we left client mode. */
   private startFollowUp(): void {
     if (this.current !== null || !this.active() || !this.isClient || this.teardown !== null) return
-    const c: Cycle = { id: ++this.cycles, phase: "query", clear: false, kind: "lookup", aborted: false, joining: true, followUp: true }
+    const c: Cycle = { id: ++this.cycles, phase: "query", clear: false, kind: "lookup", aborted: false, followUp: true }
     this.current = c
     // the tail of the first refresh: its `limit` budget and discovered keys carry on
     this.out.push(DiscoveryOutput.Query({ cycle: c.id, kind: "lookup", clear: false, closestNodes: this.nodes }))

@@ -91,12 +91,22 @@
  *
  * Beyond the reference, for peers that join together: the discovery core
  * runs one follow-up lookup shortly after its first client-mode cycle
- * (`FOLLOW_UP_DELAY` + jitter) and marks the peers of that join phase
- * `mutual` in its `handleReply` output; the owner passes them on with
- * `handlePeer` unchanged, and the swarm core holds its dial to a mutual
- * peer whose key wins the §10 tie-break for up to `LOSER_DIAL_GRACE`
- * (that peer's own dial usually arrives first), through its ordinary
- * `nextDeadline` / `handleTimeout`.
+ * (`FOLLOW_UP_DELAY` + jitter), and marks `mutual` in its `handleReply`
+ * output every peer found while our own record is on the DHT (server mode,
+ * or an unannounce still pending): such a peer may be dialling us at the
+ * same moment. The owner passes them on with `handlePeer` unchanged. Both
+ * sides dial at once; the swarm core applies the loser's hold to the side
+ * whose dial would lose the §10 tie-break (the smaller key): when its
+ * outbound connection to a mutual peer opens, it is kept from the
+ * application (phase "on-hold", no `Connection`, not in `connections`, the
+ * dial slot freed) for `LOSER_HOLD` (150 ms), a deadline of the ordinary
+ * `nextDeadline` / `handleTimeout`. The winner's inbound connection
+ * arriving meanwhile replaces it (§10), the winner closing it (its dial was
+ * under way) ends it, both without the application ever seeing it;
+ * otherwise it is surfaced when the hold ends. The winner never holds. So
+ * dials from the join phase, from `refresh()` and from later lookups are
+ * covered alike, and a pair where only one side dials pays at most the
+ * hold, after the connection opened.
  *
  * The remaining pieces (`PeerInfo`, `RetryTimer`, `DialQueue`, the
  * policies, the dedup rule) are used by `SwarmCore` and exported for

@@ -81,8 +81,12 @@ export class PeerInfo {
   forceRelaying = false
   /** In the dial queue. */
   queued = false
-  /** Flock only: its dial waits out the tie-break loser's grace (`LOSER_DIAL_GRACE`). */
-  deferred = false
+  /**
+   * Flock only: found through a topic we announce (or announced), so it may
+   * be dialling us too; if our key loses the §10 tie-break, our outbound
+   * connection to it is held for `LOSER_HOLD` before the application sees it.
+   */
+  mutual = false
   /** The last connection was outbound (`server` is the negation). */
   client = false
   /** Topics under which it was found (or, inbound, which it shares with us); copies; never removed. */
@@ -205,8 +209,8 @@ export class PeerInfo {
     return true
   }
 
-  /** Nothing holds it (§11): not banned, queued, pinned, waiting for a retry or deferred. */
+  /** Nothing holds it (§11): not banned, queued, pinned or waiting for a retry. */
   shouldGC(): boolean {
-    return !(this.banned || this.queued || this.explicit || this.waiting || this.deferred)
+    return !(this.banned || this.queued || this.explicit || this.waiting)
   }
 }

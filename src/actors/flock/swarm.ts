@@ -14,9 +14,8 @@
  *
  * Inputs (the owner's events and commands):
  * - discovery: `handlePeer(now, topic, peer)` for each peer a topic query yields
- *   (`peer.mutual`: found in the join phase of a topic we announce; if our
- *   key loses the §10 tie-break, its dial waits `LOSER_DIAL_GRACE` and is
- *   skipped when its connection arrives meanwhile: Flock only);
+ *   (`peer.mutual`: found through a topic we announce, so it may be dialling
+ *   us too; Flock only: see "the loser's hold" below);
  *   `joinTopic(topic)` / `leaveTopic(now, topic, { closeConnections })`.
  * - pinned peers: `joinPeer(now, key)` / `leavePeer(now, key)`.
  * - outbound dials: after `Dial`, run the user firewall, then
@@ -38,10 +37,29 @@
  * `Connection` (emit the `connection` event), `Update` (emit `update`),
  * `Ban`, `Topic` (PeerInfo's `topic` event), `Flushed` (settle a flush),
  * `RefreshTopics` (refresh every discovery: network change).
+ *
+ * The loser's hold (Flock only; issue 19: no duplicate connection reaches
+ * the application). When both ends of a pair dial each other, §10 keeps
+ * the connection dialled by the larger key, so the smaller key's outbound
+ * connection is the one that may die. The core dials such a peer at once,
+ * but when the outbound connection of the tie-break loser to a `mutual`
+ * peer opens, it enters phase "on-hold" instead of "open": the dial slot is
+ * freed, it counts as a connection to that key (so the winner's inbound
+ * meets the §10 rule), but no `Connection` is emitted and it is not in
+ * `connections`. Within `loserHold` (default `LOSER_HOLD`):
+ * - the winner's inbound connection arrives: §10 keeps it, the held one is
+ *   destroyed and the inbound is accepted once its close is processed: the
+ *   application sees only the inbound;
+ * - the winner closes it (its own dial was under way when ours arrived):
+ *   the close is processed as for any outbound connection (retry
+ *   bookkeeping), without a `Connection` ever having been emitted;
+ * - otherwise, at the deadline (`nextDeadline` / `handleTimeout`), it is
+ *   surfaced: `Connection`, and the counted dial's flush accounting.
+ * The winner never holds: its outbound connection survives the tie-break.
  */
 import * as Data from "effect/Data"
 import { equalBytes, toHex } from "../../protocol/encoding.js"
-import { DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BANNED_PEERS, LOSER_DIAL_GRACE } from "./constants.js"
+import { DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BANNED_PEERS, DIAL_RACE_WINDOW, LOSER_HOLD } from "./constants.js"
 import { isExpectedInitiator, keepNewConnection } from "./dedup.js"
 import {
   canDialPinned,
@@ -66,10 +84,12 @@ export type Direction = "outbound" | "inbound"
 /**
  * - firewall: outbound, slot taken, waiting for the user firewall;
  * - connecting: outbound, `dht.connect` running;
- * - open: outbound opened, or inbound accepted;
+ * - on-hold: outbound opened, kept from the application for the loser's
+ *   hold (Flock only);
+ * - open: outbound opened (and surfaced), or inbound accepted;
  * - held: inbound that won a duplicate tie-break, waiting for the loser's close.
  */
-export type ConnPhase = "firewall" | "connecting" | "open" | "held"
+export type ConnPhase = "firewall" | "connecting" | "on-hold" | "open" | "held"
 
 /** Quirk §15.2 #11: the reference destroys refused inbound streams with a bare string; ours is a typed reason the actor maps to a typed error. */
 export type DestroyReason =
@@ -152,8 +172,8 @@ export interface SwarmCoreOptions {
   readonly maxBannedPeers?: number | undefined
   /** A flush settles false at the latest this long after `beginFlush`; default 60 s. */
   readonly flushTimeout?: number | undefined
-  /** The tie-break loser's dial grace for mutually found peers (Flock only); default `LOSER_DIAL_GRACE`, 0 disables it. */
-  readonly loserDialGrace?: number | undefined
+  /** The tie-break loser's hold of its outbound connections to mutually found peers (Flock only); default `LOSER_HOLD`, 0 disables it. */
+  readonly loserHold?: number | undefined
 }
 
 /** A read-only view of one registered connection. */
@@ -209,9 +229,9 @@ export class SwarmCore {
   private readonly relayConfigured: boolean
   private readonly maxBannedPeers: number
   private readonly flushTimeout: number
-  private readonly loserDialGrace: number
-  /** Peers whose dial waits out the loser's grace, with their deadlines (insertion order = deadline order). */
-  private readonly deferred = new Map<PeerInfo, number>()
+  private readonly loserHold: number
+  /** Outbound connections on hold, with the time they are surfaced (insertion order = deadline order). */
+  private readonly holds = new Map<ConnRecord, number>()
   private readonly backoffs: Backoffs | undefined
   private readonly jitter: number | undefined
 
@@ -254,7 +274,7 @@ export class SwarmCore {
     this.relayConfigured = options.relayConfigured ?? false
     this.maxBannedPeers = options.maxBannedPeers ?? DEFAULT_MAX_BANNED_PEERS
     this.flushTimeout = options.flushTimeout ?? DEFAULT_FLUSH_TIMEOUT
-    this.loserDialGrace = options.loserDialGrace ?? LOSER_DIAL_GRACE
+    this.loserHold = options.loserHold ?? LOSER_HOLD
     this.backoffs = options.backoffs
     this.jitter = options.jitter
     this.queue = new DialQueue(this.random)
@@ -312,9 +332,9 @@ export class SwarmCore {
     return this.queue.length
   }
 
-  /** Peers whose dial waits out the loser's grace (Flock only). */
-  get deferredPeers(): number {
-    return this.deferred.size
+  /** Outbound connections on the loser's hold: opened, not surfaced yet (Flock only). */
+  get heldConnections(): number {
+    return this.holds.size
   }
 
   /** Flushes not settled yet. */
@@ -378,11 +398,11 @@ export class SwarmCore {
     return all
   }
 
-  /** When `handleTimeout` must run next (retry ticks, flush bounds), +Infinity for never. */
+  /** When `handleTimeout` must run next (retry ticks, flush bounds, holds), +Infinity for never. */
   nextDeadline(): number {
     let d = this.retry.nextDeadline()
     for (const f of this.flushes) if (f.deadline < d) d = f.deadline
-    for (const at of this.deferred.values()) {
+    for (const at of this.holds.values()) {
       if (at < d) d = at
       break
     }
@@ -392,7 +412,7 @@ export class SwarmCore {
   handleTimeout(now: number): void {
     const batch = this.retry.handleTimeout(now)
     if (batch.length > 0) this.requeue(batch, now)
-    if (this.deferred.size > 0) this.releaseDeferred(now)
+    if (this.holds.size > 0) this.releaseHolds(now)
     if (this.flushes.length > 0) {
       const keep: Array<FlushWaiter> = []
       for (const f of this.flushes) {
@@ -435,8 +455,9 @@ export class SwarmCore {
   }
 
   /**
-   * A topic query yielded a peer (§9.1). `mutual`: it was found in the join
-   * phase of a topic we announce, so it may be dialling us at this moment.
+   * A topic query yielded a peer (§9.1). `mutual`: it was found through a
+   * topic we announce, so it may be dialling us too (the PeerInfo remembers
+   * it: the loser's hold applies to its outbound connections).
    */
   handlePeer(
     now: number,
@@ -447,16 +468,9 @@ export class SwarmCore {
     const peer = this.upsertPeer(found.publicKey, found.relayAddresses ?? null, true)
     if (peer === null) return
     if (peer.addTopic(topic)) this.emit(SwarmOutput.Topic({ peer, topic: peer.topics[peer.topics.length - 1]! }))
-    if (this.byKey.has(peer.key) || peer.deferred) return
+    if (found.mutual === true) peer.mutual = true
+    if (this.byKey.has(peer.key)) return
     if (!peer.prioritized || peer.server) peer.reset()
-    // Decision (issue 19, zero duplicates surfaced): when both sides likely dial, the side whose dial would lose the §10 tie-break waits LOSER_DIAL_GRACE and dials only if no connection from the peer arrived; §10 itself is unchanged.
-    if (found.mutual === true && this.loserDialGrace > 0 && !peer.explicit && !peer.queued && !isExpectedInitiator(this.publicKey, peer.publicKey)) {
-      if (peer.banned || this.isSuspended) return
-      peer.deferred = true
-      peer.enqueueTick = this.flushTick
-      this.deferred.set(peer, now + this.loserDialGrace)
-      return
-    }
     if (peer.updatePriority()) this.enqueue(peer, now)
   }
 
@@ -575,20 +589,37 @@ export class SwarmCore {
     this.afterClose(r, now)
   }
 
-  /** The outbound stream opened. */
+  /**
+   * The outbound stream opened: handed to the application (`Connection`),
+   * or, for the tie-break loser's connection to a mutual peer, put on hold
+   * until `loserHold` has passed (Flock only; see the module notes).
+   */
   handleOpened(now: number, id: ConnId): void {
     const r = this.conns.get(id)
     // a stream we already asked to destroy is not handed to the application
-    if (r === undefined || r.direction !== "outbound" || r.phase === "open" || r.destroying) return
+    if (r === undefined || r.direction !== "outbound" || r.phase === "open" || r.phase === "on-hold" || r.destroying) return
     if (r.phase === "firewall") this.handleDialStarted(now, id)
-    r.phase = "open"
+    // Decision (issue 19, no duplicate surfaced): the §10 loser holds its outbound connection to a peer that may be dialling it; §10 itself is unchanged.
+    const hold = this.loserHold > 0 && r.peer.mutual && !isExpectedInitiator(this.publicKey, r.peer.publicKey)
+    r.phase = hold ? "on-hold" : "open"
     r.openedAt = now
     this.stats.connects.client.opened++
     this.connectDone(now)
-    this.openIds.add(id)
     r.peer.connected(now)
+    if (hold) {
+      this.holds.set(r, now + this.loserHold)
+      this.emitUpdate()
+      return
+    }
+    this.surface(r)
+  }
+
+  /** Hand an opened outbound connection to the application. */
+  private surface(r: ConnRecord): void {
+    r.phase = "open"
+    this.openIds.add(r.id)
     r.peer.client = true
-    this.emit(SwarmOutput.Connection({ id, peer: r.peer, direction: "outbound" }))
+    this.emit(SwarmOutput.Connection({ id: r.id, peer: r.peer, direction: "outbound" }))
     if (r.counted) this.flushMaybe(r.peer)
     this.emitUpdate()
   }
@@ -617,7 +648,10 @@ export class SwarmCore {
 
   private closeOutbound(r: ConnRecord, now: number, failure: DialFailure | null): void {
     const peer = r.peer
-    const opened = r.phase === "open"
+    const surfaced = r.phase === "open"
+    // on hold: opened (its dial slot is already free), never surfaced
+    const opened = surfaced || r.phase === "on-hold"
+    this.holds.delete(r)
     if (!opened) this.connectDone(now)
     this.stats.connects.client.closed++
     if (failure !== null) peer.lastError = failure
@@ -630,7 +664,7 @@ export class SwarmCore {
     peer.disconnected(now)
     peer.waiting = shouldRetry(this, peer, (t) => this.joined.has(t)) && this.retry.add(peer, now)
     this.maybeDeletePeer(peer)
-    if (!opened && r.counted) this.flushMaybe(peer)
+    if (!surfaced && r.counted) this.flushMaybe(peer)
     this.attemptDials(now)
     this.emitUpdate()
     this.afterClose(r, now)
@@ -696,7 +730,11 @@ export class SwarmCore {
     }
     const existing = this.byKey.get(hex)
     if (existing !== undefined) {
-      const keepNew = keepNewConnection({ localKey: this.publicKey, remoteKey: remotePublicKey, existingStale: isStale(existing.id) })
+      // Decision (issue 19): the tie-break winner's own outbound connection is not stale while it is younger than DIAL_RACE_WINDOW (a simultaneous dial, not a lost connection: the loser keeps it too).
+      const racing = existing.direction === "outbound" &&
+        isExpectedInitiator(this.publicKey, remotePublicKey) &&
+        (existing.openedAt < 0 || now - existing.openedAt < DIAL_RACE_WINDOW)
+      const keepNew = keepNewConnection({ localKey: this.publicKey, remoteKey: remotePublicKey, existingStale: !racing && isStale(existing.id) })
       if (!keepNew) {
         if (existing.phase !== "firewall") this.emit(SwarmOutput.KeepAlive({ id: existing.id }))
         this.emit(SwarmOutput.Destroy({ id, reason: "duplicate" }))
@@ -749,8 +787,6 @@ export class SwarmCore {
     this.openIds.add(id)
     this.serverCount++
     peer.client = false
-    // the connection the loser's grace waited for arrived: no dial
-    if (peer.deferred) this.undefer(peer, true)
     this.emit(SwarmOutput.Connection({ id, peer, direction: "inbound" }))
     this.emitUpdate()
   }
@@ -784,7 +820,6 @@ export class SwarmCore {
     for (const r of this.conns.values()) this.destroyRecord(r, "suspended")
     this.isSuspended = true
     // Decision: forgotten retries clear `waiting` (the reference leaves it set on peers its replaced timer held, so they are never collected).
-    for (const p of [...this.deferred.keys()]) this.undefer(p, false)
     const dropped = this.retry.clear().concat(this.queue.clear())
     for (const p of dropped) {
       p.waiting = false
@@ -810,7 +845,6 @@ export class SwarmCore {
     if (this.isDestroyed) return
     this.isDestroyed = true
     this.retry.destroy()
-    for (const p of [...this.deferred.keys()]) this.undefer(p, false)
     this.settleFlushes(false)
     for (const r of this.conns.values()) this.destroyRecord(r, "destroyed")
   }
@@ -837,8 +871,8 @@ export class SwarmCore {
       return id
     }
     // Decision: only dials from the queue count as pending; the reference also counts pinned dials, which never report, so its flush could hang.
-    // a peer waiting out the loser's grace counts as queued
-    let pending = this.deferred.size
+    // a connection on hold counts as pending until it is surfaced or closed
+    let pending = 0
     for (const r of this.byKey.values()) if (r.direction === "outbound" && r.phase !== "open" && r.counted) pending++
     if (this.queue.length === 0 && pending === 0) {
       this.emit(SwarmOutput.Flushed({ flush: id, result: true }))
@@ -944,35 +978,18 @@ export class SwarmCore {
     this.attemptDials(now)
   }
 
-  /** Grace over for these peers: dial the ones no connection arrived from (the grace always ends in a dial or a connection). */
-  private releaseDeferred(now: number): void {
-    const due: Array<PeerInfo> = []
-    for (const [peer, at] of this.deferred) {
+  /** The hold of these connections is over: surface the ones still alive. */
+  private releaseHolds(now: number): void {
+    const due: Array<ConnRecord> = []
+    for (const [r, at] of this.holds) {
       if (at > now) break
-      due.push(peer)
+      due.push(r)
     }
-    if (due.length === 0) return
-    for (const peer of due) {
-      this.deferred.delete(peer)
-      peer.deferred = false
-      if (this.peerMap.get(peer.key) !== peer || this.byKey.has(peer.key) || peer.queued || !peer.updatePriority()) {
-        this.flushMaybe(peer)
-        this.maybeDeletePeer(peer)
-        continue
-      }
-      // queued with the tick it was deferred at: a flush begun meanwhile waits for it
-      peer.queued = true
-      this.queue.add(peer, peer.priority)
+    for (const r of due) {
+      this.holds.delete(r)
+      if (r.destroying || r.phase !== "on-hold" || this.conns.get(r.id) !== r) continue
+      this.surface(r)
     }
-    this.attemptDials(now)
-  }
-
-  /** Drop a peer's grace (a connection from it arrived, or suspend / destroy). */
-  private undefer(peer: PeerInfo, processed: boolean): void {
-    this.deferred.delete(peer)
-    peer.deferred = false
-    if (processed) this.flushMaybe(peer)
-    else this.maybeDeletePeer(peer)
   }
 
   /** The dial loop (§9.5). */
@@ -1033,6 +1050,8 @@ export class SwarmCore {
   private destroyRecord(r: ConnRecord, reason: DestroyReason): void {
     if (r.destroying) return
     r.destroying = true
+    // a held connection being destroyed is never surfaced
+    this.holds.delete(r)
     this.emit(SwarmOutput.Destroy({ id: r.id, reason }))
   }
 
