@@ -46,6 +46,16 @@ export const REFRESH_TICKS = 60
  * contact outside the table that joins the two again (bench/simday.mjs).
  */
 export const REBOOTSTRAP_REFRESHES = 6
+/**
+ * The quick firewall test's PING_NAT: each attempt's timeout is four round
+ * trips of the reply that triggered it, within these bounds (ms), with one
+ * retry. The bootstrap waits for it (an open host is then found open at
+ * ready()); a firewalled host, whose PING_NAT reply never arrives, waits at
+ * most twice the timeout, and on a network of real size the lookup outlasts
+ * it anyway.
+ */
+export const NAT_TEST_TIMEOUT_MIN = 25
+export const NAT_TEST_TIMEOUT_MAX = 500
 export const RECENT_NODE = 12
 export const OLD_NODE = 360
 /**
@@ -412,11 +422,25 @@ export class DhtNode implements RpcHost, QueryHost {
     this.emit({ _tag: "listening" })
     let first = this.firewalled && this.quickFirewall && !this.forcePersistent
     let testNat = false
+    // The quick test's PING_NAT may still be on its way when the bootstrap query
+    // ends (a small or fast network): the reference then skips the firewall
+    // check, and an open host stays "firewalled" until its next network check
+    // (hyperdht#287). Here the end of the query waits for that PING_NAT to
+    // settle, which its short timeout bounds (see NAT_TEST_TIMEOUT).
+    let natTestPending = false
+    let afterNatTest: (() => void) | null = null
     const onlyFirewall = !this.forcePersistent
     const done = (): void => {
       if (this.bootstrapped || this.destroyed) return
       this.bootstrapped = true
       this.emit({ _tag: "ready" })
+    }
+    const natTestSettled = (passed: boolean): void => {
+      natTestPending = false
+      if (passed) testNat = true
+      const f = afterNatTest
+      afterNatTest = null
+      f?.()
     }
     const iteration = (i: number): void => {
       const q = this.backgroundQuery(this.table.id)
@@ -428,17 +452,26 @@ export class DhtNode implements RpcHost, QueryHost {
         const value = new Uint8Array(2)
         value[0] = this.serverPort & 0xff
         value[1] = this.serverPort >>> 8
-        this.request(data.from, false, true, PING_NAT, null, value, null, () => {
-          testNat = true
-        }, noop)
+        natTestPending = true
+        const sent = this.request(data.from, false, true, PING_NAT, null, value, null, () => natTestSettled(true), () => natTestSettled(false), (req) => {
+          // one retry, each attempt a few round trips of the reply that led here
+          req.retries = 1
+          req.timeout = Math.min(NAT_TEST_TIMEOUT_MAX, Math.max(NAT_TEST_TIMEOUT_MIN, 4 * data.rtt))
+        })
+        if (sent === null) natTestPending = false
       }
       q.onend = () => {
         if (this.destroyed) return
-        if (this.bootstrapped || (!testNat && !this.forcePersistent)) return done()
-        this.updateNetworkState(onlyFirewall, (ok) => {
-          if (!ok || i >= 1) return done()
-          iteration(i + 1)
-        })
+        const decide = (): void => {
+          if (this.destroyed) return
+          if (this.bootstrapped || (!testNat && !this.forcePersistent)) return done()
+          this.updateNetworkState(onlyFirewall, (ok) => {
+            if (!ok || i >= 1) return done()
+            iteration(i + 1)
+          })
+        }
+        if (natTestPending && !this.bootstrapped) afterNatTest = decide
+        else decide()
       }
       q.start()
     }
