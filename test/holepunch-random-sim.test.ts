@@ -145,6 +145,24 @@ describe("random punches on the simulated network: one node, many punches", () =
       assert.isAtMost(sp.conn.randomPunches.probeRate, sp.conn.randomPunches.maxProbeRate)
     }), { timeout: 120_000 })
 
+  it.effect("a server with one random punch at a time answers the second client TRY_LATER, keeps its handshake, and both dials open", () =>
+    Effect.gen(function*() {
+      const sim = yield* buildConnectSim({ seed: 23, nodes: 12 })
+      const sp = yield* sim.addPeer("consistent", { name: "server", host: { randomPunchBudget: { limit: 1 } } })
+      const clients = [yield* sim.addPeer("random", { name: "c1" }), yield* sim.addPeer("random", { name: "c2" })]
+      const server = yield* listen(sp)
+      const dials = clients.map((c) => beginDial(sim, c, server))
+      yield* advanceUntil(() => dials.every((d) => d.openedAt !== null || d.failedAt !== null), 30_000, 10)
+      lines.push(`try later: ${dials.map(describeOutcome).join(" | ")} (server answered TRY_LATER ${sp.conn.stats.punches.tryLater} times)`)
+      for (const d of dials) assert.isTrue(outcomeOf(d).ok, describeOutcome(d))
+      assert.isAtLeast(sp.conn.stats.punches.tryLater, 1, "the second punch was deferred")
+      // the deferred one came back after its back-off (1–2 s), not after the reference's 10–20 s
+      assert.isAtMost(Math.max(...dials.map((d) => outcomeOf(d).ms)), 6_000)
+      // the server's punches end once it learns each path from its client's first packet
+      yield* advanceUntil(() => sp.conn.randomPunches.active === 0, 5_000, 10)
+      assert.strictEqual(sp.conn.randomPunches.active, 0, "server grants given back")
+    }), { timeout: 120_000 })
+
   it.effect("the reference's rule (randomPunchInterval 20 s): the second dial of a reused pair, 1 s later, is refused", () =>
     Effect.gen(function*() {
       const sim = yield* buildConnectSim({ seed: 21, nodes: 12 })

@@ -135,8 +135,18 @@ describe("relays a server dials for its clients (hyperdht#296)", () => {
       // a relay key nobody serves: each relay dial the server makes runs until it fails
       const bogus = sim.crypto.keyPair()!.publicKey
       const dials = Array.from({ length: 5 }, () => beginDial(sim, cp, server, { relayThrough: bogus }))
-      yield* advanceUntil(() => dials.every((d) => d.openedAt !== null || d.failedAt !== null), 30_000, 20)
-      assert.strictEqual(sp.conn.stats.server.clientRelaysRefused, 5 - MAX_CLIENT_RELAY_DIALS_PER_KEY)
+      // the server's dials in flight (its relay dials are its only dials here), sampled every step
+      const c = sp.conn.stats.connects
+      let peak = 0
+      yield* advanceUntil(() => {
+        peak = Math.max(peak, c.started - c.succeeded - c.failed)
+        return dials.every((d) => d.openedAt !== null || d.failedAt !== null)
+      }, 30_000, 5)
+      assert.isAtMost(peak, MAX_CLIENT_RELAY_DIALS_PER_KEY, "never more relay dials for one client at once")
+      // how many overlap depends on timing; at least the ones over the cap at the start were refused
+      const refused = sp.conn.stats.server.clientRelaysRefused
+      assert.isAtLeast(refused, 1)
+      assert.strictEqual(refused + c.started, 5, "every client relay was either dialled or refused")
       assert.isTrue(dials.every((d) => d.openedAt !== null), "every dial still opened (punched)")
     }), { timeout: 90_000 })
 })

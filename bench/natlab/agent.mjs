@@ -27,6 +27,10 @@ import readline from "node:readline"
 process.env.OMEGA_BOOTSTRAP = ""
 const require = createRequire(import.meta.url)
 const { Gateway } = await import("../../dist/index.js")
+// OMEGA_CRYPTO=native: Omega nodes with sodium-native signatures, hashes and Noise DH, a
+// measurement aid that separates the protocol path's cost from the WASM crypto's (../native-crypto.mjs)
+const { cryptoOptionsFromEnv } = await import("../native-crypto.mjs")
+const cryptoOpts = await cryptoOptionsFromEnv()
 const { BlindRelayServer } = await import("../../dist/api/blind-relay.js")
 const HyperDHT = require("hyperdht")
 require("hyperdht/lib/constants.js").BOOTSTRAP_NODES.length = 0
@@ -56,7 +60,7 @@ let bootstrap = []
 const IMPL = {
   omega: {
     make: (opts) => {
-      const n = new Gateway({ bootstrap, ...opts })
+      const n = new Gateway({ bootstrap, ...cryptoOpts, ...opts })
       n.on("error", (e) => log("omega node error:", e?.message ?? e))
       return n
     },

@@ -43,6 +43,7 @@ import {
   clientRelayPlan,
   RELAY_KEEPALIVE,
   relayConnection,
+  type RelayedPath,
   type RelayOffer,
   type RelayPlan,
   type RelayThrough,
@@ -84,6 +85,11 @@ export interface ConnectOptions {
 
 /** How long a client that is OPEN waits for the server to connect to it. */
 export const PASSIVE_CONNECT_TIMEOUT = 10_000
+/** How long a dial waits for the node's random-punch budget before giving up (ms), polling every GRANT_POLL. */
+const GRANT_WAIT = 4000
+const GRANT_POLL = 100
+/** Punch rounds redone after the server's TRY_LATER (back-off 1–2 s, then doubling). */
+const TRY_LATER_RETRIES = 3
 /** Parallel handshake attempts (3 when relay candidates are known up front). */
 const PARALLEL_HANDSHAKES = 2
 
@@ -292,15 +298,31 @@ class Dial {
         const m = Noise.writeMessage1(ini, plain.success)
         return (msg1 = Result.isSuccess(m) ? m.success : this.error("HANDSHAKE_INVALID", m.failure.message))
       }
+      // our own relay: dial it and ask for the pair now, beside the handshake (its answer comes once
+      // the server, told the token in our handshake, pairs too); used unless the server names its own
+      const offer = this.offer
+      const early = offer === null ? null : yield* Effect.forkChild(
+        relayConnection(host, {
+          relayPublicKey: offer.publicKey,
+          keyPair: this.keyPair,
+          isInitiator: true,
+          token: offer.token,
+          localStream: this.stream,
+          keepAlive: this.opts.relayKeepAlive ?? RELAY_KEEPALIVE
+        }),
+        { startImmediately: true }
+      )
       const won = yield* this.findAndHandshake(ini, message1)
-      const plan = clientRelayPlan(this.offer, won.payload.relayThrough)
+      const plan = clientRelayPlan(offer, won.payload.relayThrough)
+      const ours = early !== null && plan !== null && plan.isInitiator ? early : null
+      if (early !== null && ours === null) yield* Fiber.interrupt(early)
       if (plan === null) return yield* this.choosePath(won)
       // a blind relay runs beside the direct paths: the first to connect opens the socket; a
       // direct path that succeeds after the relay upgrades the connection (connect.md §6.8);
       // the dial fails only when both fail
       const relayDone = Deferred.makeUnsafe<boolean>()
       yield* Effect.forkChild(
-        this.relayed(won, plan).pipe(
+        this.relayed(won, plan, ours).pipe(
           Effect.matchEffect({
             onFailure: () => Deferred.succeed(relayDone, false),
             onSuccess: () => Deferred.succeed(relayDone, true)
@@ -339,18 +361,19 @@ class Dial {
   }
 
   /** The relayed path (connect.md §6.8): pair our stream through the relay, then open the socket over it. */
-  private relayed(won: Handshaken, plan: RelayPlan): Effect.Effect<void, ConnectionError> {
+  private relayed(won: Handshaken, plan: RelayPlan, started: Fiber.Fiber<RelayedPath, ConnectionError> | null): Effect.Effect<void, ConnectionError> {
     return Effect.gen({ self: this }, function*() {
       const host = this.host
       const via = toHex(plan.relayPublicKey).slice(0, 16)
-      const paired = yield* relayConnection(host, {
+      const connection = started !== null ? Fiber.join(started) : relayConnection(host, {
         relayPublicKey: plan.relayPublicKey,
         keyPair: this.keyPair,
         isInitiator: plan.isInitiator,
         token: plan.token,
         localStream: this.stream,
         keepAlive: this.opts.relayKeepAlive ?? RELAY_KEEPALIVE
-      }).pipe(Effect.tapError((e) => Effect.sync(() => this.attempts.push({ path: "relay", via, outcome: e.code }))))
+      })
+      const paired = yield* connection.pipe(Effect.tapError((e) => Effect.sync(() => this.attempts.push({ path: "relay", via, outcome: e.code }))))
       if (this.socket.started || this.socket.destroyed) {
         // a direct path was first: the relay is not needed
         paired.relaySocket.end()
@@ -604,6 +627,8 @@ class Dial {
           const remote = opened === null ? null : decode(C.holepunchPayload, opened)
           if (remote === null || Result.isFailure(remote)) return yield* this.error("HOLEPUNCH_INVALID")
           const rp = remote.success
+          // the server's random-punch budget is spent: the punch round is redone later (§6.5 10.4)
+          if (rp.error === C.ERROR_TRY_LATER && p.punching) return { payload: rp, peerAddress: reply.success.peerAddress ?? relay, tryLater: true }
           if (rp.error !== C.ERROR_NONE) {
             if (p.error === C.ERROR_NONE) this.attempts.push({ path: "punch", via: key(relay), outcome: `remote aborted (error ${rp.error})` })
             return yield* this.error("REMOTE_ABORTED", `Remote aborted with error code ${rp.error}`)
@@ -612,7 +637,7 @@ class Dial {
           this.remoteFirewall = rp.firewall
           attempt.updateRemote(rp.firewall, withVerified(rp.addresses, echoed ? peerAddress.host : null, attempt.remoteAddresses))
           attempt.addSample(r.to, r.from)
-          return { payload: rp, peerAddress: reply.success.peerAddress ?? relay }
+          return { payload: rp, peerAddress: reply.success.peerAddress ?? relay, tryLater: false }
         })
 
       /** Abort the server's side of the punch (best effort). */
@@ -664,7 +689,14 @@ class Dial {
       const random = isRandomPunch(attempt.nat.firewall, attempt.remoteFirewall)
       const limiter = host.randomPunches
       const now = host.handle.clock.currentTimeMillisUnsafe()
-      const grant = random ? limiter.acquire(now, attempt.nat.firewall >= C.FIREWALL_RANDOM) : null
+      let grant = random ? limiter.acquire(now, attempt.nat.firewall >= C.FIREWALL_RANDOM) : null
+      // our budget is spent: wait a little for a grant (random punches end within a second or two)
+      // rather than give up at once; the server keeps the handshake meanwhile
+      // (not under the reference's rule, randomPunchInterval: its interval is far longer)
+      for (let waited = 0; random && grant === null && limiter.interval === 0 && waited < GRANT_WAIT; waited += GRANT_POLL) {
+        yield* Effect.sleep(GRANT_POLL)
+        grant = limiter.acquire(host.handle.clock.currentTimeMillisUnsafe(), attempt.nat.firewall >= C.FIREWALL_RANDOM)
+      }
       if (random && grant === null) {
         yield* abort(serverRelay)
         attempt.stop()
@@ -674,15 +706,31 @@ class Dial {
         this.attempts.push({ path: "punch", outcome: why })
         return yield* this.error("HOLEPUNCH_ABORTED", `random punches are rate limited: ${why}`)
       }
-      const release = () => (grant !== null ? Effect.sync(() => limiter.release(host.handle.clock.currentTimeMillisUnsafe(), grant)) : Effect.void)
+      const granted = grant
+      const release = () => (granted !== null ? Effect.sync(() => limiter.release(host.handle.clock.currentTimeMillisUnsafe(), granted)) : Effect.void)
       const punched = yield* Effect.gen({ self: this }, function*() {
-        const reply = yield* update(serverAddress, won.relayAddress, {
+        let reply = yield* update(serverAddress, won.relayAddress, {
           error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: true,
           addresses: attempt.nat.addresses, remoteAddress: null,
           token: Derive.addressToken(c, localSecret, serverAddress.host), remoteToken: probe.token
         })
+        // TRY_LATER: back off (1–2 s, doubling) and redo the round through the server's relay
+        for (let tries = 0; reply.tryLater; tries++) {
+          if (tries >= TRY_LATER_RETRIES) {
+            this.attempts.push({ path: "punch", outcome: `the server asked to try later ${tries} times` })
+            return yield* this.error("HOLEPUNCH_ABORTED", "the server's random punches stayed busy (TRY_LATER)")
+          }
+          yield* Effect.sleep(Math.round((1 + host.random()) * 1000 * 2 ** tries))
+          // the token again (for the address the server's relay forwards to): its echo keeps the
+          // server's address verified, which a random punch needs
+          reply = yield* update(serverRelay.peerAddress, serverRelay.relayAddress, {
+            error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: true,
+            addresses: attempt.nat.addresses, remoteAddress: null,
+            token: Derive.addressToken(c, localSecret, serverRelay.peerAddress.host), remoteToken: probe.token
+          })
+        }
         if (!reply.payload.punching) return yield* this.error("REMOTE_NOT_HOLEPUNCHING")
-        const started = yield* attempt.start(grant)
+        const started = yield* attempt.start(granted)
         if (!started) return yield* this.error("REMOTE_NOT_HOLEPUNCHABLE")
         return yield* Deferred.await(attempt.outcome)
       }).pipe(stopOnFailure, Effect.ensuring(release()))

@@ -128,6 +128,12 @@ export const MAX_PENDING_HANDSHAKES_PER_HOST = 32
  * direct paths still run.
  */
 export const MAX_CLIENT_RELAY_DIALS = 16
+/**
+ * How long a handshake is kept after we answered a punch with TRY_LATER (ms):
+ * the client comes back within its back-off (ours: up to 14 s in all; the
+ * reference's: 10–20 s).
+ */
+export const TRY_LATER_KEEP = 30_000
 /** Of those, how many one client key may have at once. */
 export const MAX_CLIENT_RELAY_DIALS_PER_KEY = 2
 
@@ -678,17 +684,28 @@ export class ServerCore {
         if (remote.punching) {
           const veto = this.options.holepunch
           if (typeof veto === "function" && !veto(attempt.remoteFirewall, own, attempt.remoteAddresses, attempt.nat.addresses ?? [])) return abort(C.ERROR_ABORTED)
-          hs.stopTimer?.()
-          hs.stopTimer = null
           if (isRandomPunch(own, attempt.remoteFirewall) && hs.randomSlot === null) {
             const grant = host.randomPunches.acquire(host.handle.clock.currentTimeMillisUnsafe(), own >= C.FIREWALL_RANDOM)
             if (grant === null) {
+              // our random-punch budget is spent: TRY_LATER, keeping the handshake and its attempt
+              // (connect.md §6.5 step 10.4: the client redoes the punch round later, through our relay)
               host.stats.punches.tryLater++
-              return abort(C.ERROR_TRY_LATER)
+              hs.stopTimer?.()
+              hs.stopTimer = host.spawn(Effect.andThen(Effect.sleep(TRY_LATER_KEEP), Effect.sync(() => {
+                hs.stopTimer = null
+                if (!hs.connected && !hs.relaying) this.abort(hs)
+              })))
+              const later = seal({
+                error: C.ERROR_TRY_LATER, firewall: own, round: hs.round, connected: false, punching: false,
+                addresses: attempt.nat.addresses, remoteAddress: null, token: isServerRelay ? token : null, remoteToken: remote.token
+              })
+              return respond(later === null ? null : { value: later, socket: attempt.socket })
             }
             hs.randomSlot = grant
             host.spawn(Effect.andThen(Deferred.await(attempt.outcome), Effect.sync(() => this.releaseRandom(hs))))
           }
+          hs.stopTimer?.()
+          hs.stopTimer = null
           const started = yield* attempt.start(hs.randomSlot)
           if (!started) return abort(C.ERROR_ABORTED)
           // no connection within the punch: give up the handshake
