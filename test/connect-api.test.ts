@@ -8,19 +8,13 @@ import { Effect, Stream } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Connections } from "../src/effect.js"
 import { Gateway } from "../src/index.js"
-import { HOST, onFreePort, tracker, withTimeout } from "./support/live.js"
+import { HOST, withTimeout } from "./support/live.js"
+import { omegaNetwork } from "./support/omega-net.js"
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Any = any
 
-const net = tracker()
-let bootPort = 0
-
-const node = (opts: Record<string, unknown> = {}): Gateway => {
-  const g = net.track(new Gateway({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ...opts }))
-  g.on("error", () => {})
-  return g
-}
+const { net, node, start, bootPort } = omegaNetwork()
 
 const outcome = (s: Any): Promise<{ open: boolean; code?: string; error?: Any }> =>
   new Promise((resolve) => {
@@ -28,12 +22,7 @@ const outcome = (s: Any): Promise<{ open: boolean; code?: string; error?: Any }>
     s.once("error", (e: Any) => resolve({ open: false, code: e.code, error: e }))
   })
 
-beforeAll(async () => {
-  const boot = await onFreePort("omega bootstrapper", (port) => Gateway.bootstrapper(port, HOST, { host: HOST }), net.track)
-  bootPort = boot.port
-  const persistent = Array.from({ length: 4 }, () => node({ ephemeral: false, firewalled: false }))
-  await withTimeout(Promise.all(persistent.map((n) => n.ready())), 20_000, "network ready")
-}, 60_000)
+beforeAll(start, 60_000)
 
 afterAll(async () => {
   await net.destroyAll()

@@ -12,21 +12,15 @@ import { createRequire } from "node:module"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Gateway } from "../src/index.js"
 import { relayTopic } from "../src/api/relays.js"
-import { HOST, onFreePort, tracker, withTimeout } from "./support/live.js"
+import { HOST, withTimeout } from "./support/live.js"
+import { omegaNetwork } from "./support/omega-net.js"
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Any = any
 const require = createRequire(import.meta.url)
 const HyperDHT = require("hyperdht") as Any
 
-const net = tracker()
-let bootPort = 0
-
-const node = (opts: Record<string, unknown> = {}): Gateway => {
-  const g = net.track(new Gateway({ bootstrap: [`${HOST}:${bootPort}`], host: HOST, ...opts }))
-  g.on("error", () => {})
-  return g
-}
+const { net, node, start, bootPort } = omegaNetwork()
 
 /** Firewalled, ephemeral: no quick firewall check, so the node stays firewalled on loopback. */
 const FW = { quickFirewall: false, ephemeral: true }
@@ -48,18 +42,21 @@ const until = async (f: () => boolean | Promise<boolean>, ms: number, what: stri
   }
 }
 
+/** A reachable node started with `relay: true`, once its relay has announced itself. */
+const relayNode = async (): Promise<Gateway> => {
+  const r = node({ ephemeral: false, firewalled: false, relay: true })
+  await r.ready()
+  await until(() => r.relay !== null && r.relay.announces > 0, 15_000, "the relay announced itself")
+  return r
+}
+
 const opened = (s: Any): Promise<{ open: boolean; code?: string }> =>
   new Promise((resolve) => {
     s.once("open", () => resolve({ open: true }))
     s.once("error", (e: Any) => resolve({ open: false, code: e.code }))
   })
 
-beforeAll(async () => {
-  const boot = await onFreePort("omega bootstrapper", (port) => Gateway.bootstrapper(port, HOST, { host: HOST }), net.track)
-  bootPort = boot.port
-  const persistent = Array.from({ length: 4 }, () => node({ ephemeral: false, firewalled: false }))
-  await withTimeout(Promise.all(persistent.map((n) => n.ready())), 20_000, "network ready")
-}, 60_000)
+beforeAll(start, 60_000)
 
 afterAll(async () => {
   await net.destroyAll()
@@ -70,15 +67,13 @@ describe("relay: true", () => {
     const plain = node({ ephemeral: false, firewalled: false })
     await plain.ready()
     expect(plain.relay).toBeNull()
-    const r = node({ ephemeral: false, firewalled: false, relay: true })
-    await r.ready()
-    await until(() => r.relay !== null && r.relay.announces > 0, 15_000, "the relay announced itself")
+    const r = await relayNode()
     const key = Buffer.from(r.relay!.publicKey).toString("hex")
     expect(key).not.toBe(Buffer.from(r.defaultKeyPair.publicKey).toString("hex"))
     const seeker = node()
     await seeker.ready()
     expect(await relaysSeenBy(seeker)).toContain(key)
-    const ref = net.track(new HyperDHT({ bootstrap: [`${HOST}:${bootPort}`], host: HOST }))
+    const ref = net.track(new HyperDHT({ bootstrap: [`${HOST}:${bootPort()}`], host: HOST }))
     await ref.ready()
     expect(await relaysSeenBy(ref)).toContain(key)
 
@@ -107,9 +102,7 @@ describe("relay: true", () => {
   }, 60_000)
 
   it("relayThrough: 'auto': a dial whose punch is refused (the server does not holepunch) is redone through the relay found under the topic", async () => {
-    const r = node({ ephemeral: false, firewalled: false, relay: true })
-    await r.ready()
-    await until(() => r.relay !== null && r.relay.announces > 0, 15_000, "the relay announced itself")
+    const r = await relayNode()
     const a = node(FW)
     const b = node(FW)
     await Promise.all([a.ready(), b.ready()])
@@ -137,9 +130,7 @@ describe("relay: true", () => {
   }, 60_000)
 
   it("relayThrough: 'auto' on connect and createServer: reachable peers keep their direct path, no relay involved", async () => {
-    const r = node({ ephemeral: false, firewalled: false, relay: true })
-    await r.ready()
-    await until(() => r.relay !== null && r.relay.announces > 0, 15_000, "the relay announced itself")
+    const r = await relayNode()
     const a = node()
     const b = node()
     await Promise.all([a.ready(), b.ready()])
