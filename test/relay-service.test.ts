@@ -50,6 +50,30 @@ const relayNode = async (): Promise<Gateway> => {
   return r
 }
 
+/**
+ * Two firewalled peers whose direct paths are closed (the server never
+ * punches; the dialler is told to skip the LAN shortcut): `a`'s echo server
+ * and `b` to dial it.
+ */
+const closedPair = async () => {
+  const a = node(FW)
+  const b = node(FW)
+  await Promise.all([a.ready(), b.ready()])
+  const server = a.createServer({ holepunch: false }, (s: Any) => {
+    s.on("error", () => {})
+    s.on("data", (d: Uint8Array) => s.write(d))
+  })
+  await server.listen()
+  return { b, server }
+}
+
+/** Write `text` on `c` and read it back from the echo server. */
+const echo = async (c: Any, text: string): Promise<string> => {
+  const echoed = new Promise<string>((resolve) => c.once("data", (d: Uint8Array) => resolve(Buffer.from(d).toString())))
+  c.write(Buffer.from(text))
+  return withTimeout(echoed, 10_000, "echo")
+}
+
 const opened = (s: Any): Promise<{ open: boolean; code?: string }> =>
   new Promise((resolve) => {
     s.once("open", () => resolve({ open: true }))
@@ -78,21 +102,12 @@ describe("relay: true", () => {
     expect(await relaysSeenBy(ref)).toContain(key)
 
     // firewalled peers with their direct paths closed, one naming it: they connect through it
-    const a = node(FW)
-    const b = node(FW)
-    await Promise.all([a.ready(), b.ready()])
-    const server = a.createServer({ holepunch: false }, (s: Any) => {
-      s.on("error", () => {})
-      s.on("data", (d: Uint8Array) => s.write(d))
-    })
-    await server.listen()
+    const { b, server } = await closedPair()
     const c = b.connect(server.publicKey!, { localConnection: false, relayThrough: r.relay!.publicKey })
     c.on("error", () => {})
     expect(await withTimeout(opened(c), 15_000, "relayed dial")).toEqual({ open: true })
     expect(c.path).toBe("relayed")
-    const echoed = new Promise<string>((resolve) => c.once("data", (d: Uint8Array) => resolve(Buffer.from(d).toString())))
-    c.write(Buffer.from("through the relay"))
-    expect(await withTimeout(echoed, 10_000, "echo")).toBe("through the relay")
+    expect(await echo(c, "through the relay")).toBe("through the relay")
     expect(r.relay!.relay.stats.pairings.matched).toBe(1)
     c.destroy()
 
@@ -103,14 +118,7 @@ describe("relay: true", () => {
 
   it("relayThrough: 'auto': a dial whose punch is refused (the server does not holepunch) is redone through the relay found under the topic", async () => {
     const r = await relayNode()
-    const a = node(FW)
-    const b = node(FW)
-    await Promise.all([a.ready(), b.ready()])
-    const server = a.createServer({ holepunch: false }, (s: Any) => {
-      s.on("error", () => {})
-      s.on("data", (d: Uint8Array) => s.write(d))
-    })
-    await server.listen()
+    const { b, server } = await closedPair()
     // without 'auto': the punch is refused
     const plain = b.connect(server.publicKey!, { localConnection: false })
     const failed = await withTimeout(opened(plain), 15_000, "plain dial")
@@ -122,9 +130,7 @@ describe("relay: true", () => {
     expect(c.path).toBe("relayed")
     expect(Buffer.from(c.relayedVia!).equals(Buffer.from(r.relay!.publicKey))).toBe(true)
     expect(b.stats.relaying.fallbacks).toBe(1)
-    const echoed = new Promise<string>((resolve) => c.once("data", (d: Uint8Array) => resolve(Buffer.from(d).toString())))
-    c.write(Buffer.from("fell back"))
-    expect(await withTimeout(echoed, 10_000, "echo")).toBe("fell back")
+    expect(await echo(c, "fell back")).toBe("fell back")
     console.log(`relay-service: the refused punch failed with ${failed.code}; the 'auto' dial opened through the relay`)
     c.destroy()
   }, 60_000)

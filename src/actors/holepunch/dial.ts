@@ -193,7 +193,8 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
     host.stats.relaying.fallbacks++
     stopFallback = host.spawn(
       find([remotePublicKey, keyPair.publicKey]).pipe(
-        Effect.catchCause(() => Effect.succeed(null)),
+        // a defect in the directory is logged; the dial then keeps its hole-punch error
+        Effect.catchCause((cause) => Effect.as(Effect.logError("finding a relay to fall back on failed with a defect", Cause.pretty(cause)), null)),
         Effect.flatMap((relay) =>
           Effect.sync(() => {
             stopFallback = null

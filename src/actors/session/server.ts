@@ -626,12 +626,21 @@ export class ServerCore {
     }
     reply()
     // wait for the client's first packet (it connects to us: we are OPEN, by LAN, or punched)
-    hs.stopTimer = host.spawn(
+    this.abortAfter(hs, HANDSHAKE_INITIAL_TIMEOUT)
+  }
+
+  /**
+   * (Re)arm the handshake's timer: after `ms` without a connection it is
+   * abandoned. A relay pairing still in progress keeps it (the pairing
+   * aborts it if it fails).
+   */
+  private abortAfter(hs: Handshake, ms: number): void {
+    hs.stopTimer?.()
+    hs.stopTimer = this.host.spawn(
       Effect.andThen(
-        Effect.sleep(HANDSHAKE_INITIAL_TIMEOUT),
+        Effect.sleep(ms),
         Effect.sync(() => {
           hs.stopTimer = null
-          // a relay pairing still in progress keeps the handshake (it aborts it if it fails)
           if (!hs.connected && !hs.relaying) this.abort(hs)
         })
       )
@@ -690,11 +699,7 @@ export class ServerCore {
               // our random-punch budget is spent: TRY_LATER, keeping the handshake and its attempt
               // (connect.md §6.5 step 10.4: the client redoes the punch round later, through our relay)
               host.stats.punches.tryLater++
-              hs.stopTimer?.()
-              hs.stopTimer = host.spawn(Effect.andThen(Effect.sleep(TRY_LATER_KEEP), Effect.sync(() => {
-                hs.stopTimer = null
-                if (!hs.connected && !hs.relaying) this.abort(hs)
-              })))
+              this.abortAfter(hs, TRY_LATER_KEEP)
               const later = seal({
                 error: C.ERROR_TRY_LATER, firewall: own, round: hs.round, connected: false, punching: false,
                 addresses: attempt.nat.addresses, remoteAddress: null, token: isServerRelay ? token : null, remoteToken: remote.token
