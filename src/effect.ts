@@ -22,6 +22,7 @@ export {
   type GatewayApi,
   type GatewayLayerOptions,
   type GatewayOptions,
+  type GatewayRelay,
   type GatewayStartError,
   hash,
   keyPair

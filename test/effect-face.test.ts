@@ -6,7 +6,9 @@
  *
  * - On the simulated network (TestClock): the bootstrap list names a host
  *   resolved by a static DNS zone; announce and lookup are Streams; records
- *   round-trip; failures are tagged errors.
+ *   round-trip; failures are tagged errors. `relay: true` as on the promise
+ *   facade: the relay's key and stats on the service, announced under the
+ *   relay topic, two peers behind randomizing NATs connected through it.
  * - On real UDP on 127.0.0.1: `Gateway.bootstrapper` and `Gateway.layer`
  *   (real UDP, default Crypto, Node's DNS); announce, lookup, a mutable record
  *   and an encrypted connection between two services.
@@ -17,6 +19,7 @@ import * as Dns from "effect/net/Dns"
 import { Bootstrap, Crypto, defaultBootstrap, Gateway, hash, keyPair, SimNetwork } from "../src/effect.js"
 import FacadeGateway, { keyPair as rootKeyPair } from "../src/index.js"
 import { HOST, randomPort } from "./support/live.js"
+import { RELAY_TOPIC_NAME } from "../src/api/relays.js"
 import { run } from "./support/records-sim.js"
 
 const BOOT_IP = "20.255.0.1"
@@ -69,6 +72,61 @@ describe("the Effect face on the simulated network", () => {
       assert.strictEqual(r.tooLarge._tag, "ValueTooLarge")
       assert.strictEqual(r.badSeed._tag, "InvalidSeed")
     }))
+
+  it.effect("relay: true: the relay's key, start and stats on the service; announced under the relay topic; peers connect through it", () =>
+    Effect.gen(function*() {
+      const net = Layer.succeed(SimNetwork, yield* SimNetwork.make({ latency: 20, jitter: 5, seed: 8 }))
+      const env = (host: Parameters<typeof SimNetwork.host>[0], bootstrap: Layer.Layer<Bootstrap, unknown>) =>
+        Layer.mergeAll(SimNetwork.host(host).pipe(Layer.provide(net)), Crypto.layerNoble, bootstrap)
+      const join = Bootstrap.layer([`${BOOT_IP}:${BOOT_PORT}`]).pipe(Layer.provide(Dns.layerStatic({})))
+      const bootOptions = yield* Gateway.bootstrapperOptions(BOOT_PORT, BOOT_IP)
+      yield* Layer.build(Gateway.layerNoDeps(bootOptions).pipe(Layer.provide(env({ ip: BOOT_IP }, Bootstrap.none))))
+      for (let i = 1; i <= 8; i++) {
+        yield* Layer.build(Gateway.layerNoDeps({ port: 49737, ephemeral: false, randomSeed: i }).pipe(Layer.provide(env({ ip: ipOf(i) }, join))))
+      }
+      const service = (host: Parameters<typeof SimNetwork.host>[0], options: Parameters<typeof Gateway.layerNoDeps>[0]) =>
+        Effect.map(Layer.build(Gateway.layerNoDeps({ connections: { effectTimers: true }, ...options }).pipe(Layer.provide(env(host, join)))), (c) => Context.get(c, Gateway))
+      const relayNode = yield* service({ ip: ipOf(60) }, { port: 49737, randomSeed: 60, relay: { maxSessions: 4 } })
+      const server = yield* service({ nat: "random" }, { randomSeed: 61 })
+      const client = yield* service({ nat: "random" }, { randomSeed: 62 })
+      const relay = relayNode.relay!
+      assert.isNotNull(relay)
+      assert.isNull(server.relay, "a node without the option relays nobody")
+      assert.strictEqual(relay.publicKey.length, 32)
+      const topic = yield* topicOf(RELAY_TOPIC_NAME)
+      const serverKeyPair = yield* server.keyPair()
+
+      const app = Effect.gen(function*() {
+        yield* relay.started
+        while ((yield* relay.announces) === 0) yield* Effect.sleep(100)
+        // found under the relay topic by a plain node
+        const found = yield* client.lookup(topic).pipe(Stream.runCollect)
+        // a server and a client behind randomizing NATs (no punch can work) connect through it
+        const listening = yield* server.listen(serverKeyPair)
+        const served = yield* listening.connections.pipe(
+          Stream.take(1),
+          Stream.runForEach((c) => Effect.andThen(c.readable.pipe(Stream.runForEach((b) => c.write(b))), c.end)),
+          Effect.forkScoped
+        )
+        const conn = yield* client.connect(serverKeyPair.publicKey, { relayThrough: relay.publicKey })
+        yield* conn.write(new TextEncoder().encode("through the relay"))
+        const echo = yield* conn.readable.pipe(Stream.take(1), Stream.runHead)
+        yield* conn.end
+        yield* Fiber.join(served)
+        return { found, echo, path: conn.path, stats: yield* relay.stats }
+      }).pipe(Effect.scoped)
+
+      const r = yield* run(app, { maxMs: 120_000 })
+      assert.isTrue(r.found.some((x) => x.peers.some((p) => hex(p.publicKey) === hex(relay.publicKey))), "the relay is announced under the relay topic")
+      assert.strictEqual(r.path, "relayed")
+      assert.strictEqual(new TextDecoder().decode(Option.getOrThrow(r.echo)), "through the relay")
+      assert.strictEqual(r.stats.pairings.matched, 1)
+      assert.strictEqual(hex(relay.service.publicKey), hex(relay.publicKey))
+      // closed before the layers: unannounced while its node still runs (on virtual time here)
+      yield* run(Effect.promise(() => relay.service.close()), { maxMs: 30_000 })
+      const after = yield* run(client.lookup(topic).pipe(Stream.runCollect), { maxMs: 30_000 })
+      assert.isFalse(after.some((x) => x.peers.some((p) => hex(p.publicKey) === hex(relay.publicKey))), "unannounced on close")
+    }), { timeout: 120_000 })
 
   it.effect("a malformed bootstrap entry fails the layer with InvalidArgument; the default list follows OMEGA_BOOTSTRAP", () =>
     Effect.gen(function*() {

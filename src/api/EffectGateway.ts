@@ -17,20 +17,27 @@
  *   Gateway.bootstrapper(port, host, options)   a bootstrap node (hyperdht's `DHT.bootstrapper`)
  *   Gateway.make(options)           the service itself, scoped (several nodes in one program)
  *
+ * `relay: true` (or caps and a key pair) makes the node a blind relay for
+ * other nodes, as the promise facade's option does (src/api/relays.ts, the
+ * same `RelayService`): `gateway.relay` gives its key, whether it started,
+ * its stats and its announce rounds.
+ *
  * The node is destroyed (its sockets closed, its servers unannounced) when
  * the layer's scope closes.
  */
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { ConnectOptions } from "../actors/holepunch/dial.js"
-import type { ConnectionError } from "../actors/holepunch/errors.js"
+import { type ConnectionError, connectionError } from "../actors/holepunch/errors.js"
 import type { QueryReply } from "../actors/routing/driver.js"
 import type { DhtEvent } from "../actors/routing/node.js"
 import type { QueryError, QueryOptions } from "../actors/routing/query.js"
 import type { HostOptions } from "../actors/session/host.js"
+import type { BlindRelayHostStats } from "../actors/session/relay-connection.js"
 import type { ServerOptions } from "../actors/session/server.js"
 import { Crypto } from "../layers/Crypto.js"
 import type { KeyPair } from "../layers/crypto/types.js"
@@ -40,9 +47,11 @@ import { UdpTransport } from "../layers/transport/udp.js"
 import type { IPv4Address } from "../protocol/encoding.js"
 import { Bootstrap, type BootstrapConfig, type BootstrapEntry } from "./Bootstrap.js"
 import * as Connections from "./connections.js"
+import { Gateway as GatewayFacade } from "./Gateway.js"
 import { type GatewayConfig, type GatewayHandle, GatewayService, makeGateway, type NodeStatus } from "./GatewayService.js"
 import { hashWith, InvalidArgument, type InvalidSeed, keyPairWith } from "./keys.js"
 import * as Records from "./records.js"
+import { RelayService, type RelayServiceOptions } from "./relays.js"
 
 /** A node's options; its bootstrap list comes from the `Bootstrap` service. */
 export interface GatewayOptions extends Omit<GatewayConfig, "bootstrap"> {
@@ -50,6 +59,30 @@ export interface GatewayOptions extends Omit<GatewayConfig, "bootstrap"> {
   readonly keyPair?: KeyPair
   /** Options of the node's connections (keepalive, random-punch interval). */
   readonly connections?: HostOptions
+  /**
+   * Serve as a blind relay for other nodes, as the promise facade's `relay`
+   * option does (./relays.ts): `true` with the default caps
+   * (`RELAY_DEFAULTS`), or caps, a key pair and `announce`. Once the node is
+   * ready the relay listens on its own key pair and announces it under the
+   * relay topic while the node is reachable, so peers using
+   * `relayThrough: 'auto'` find it; it unannounces and closes with the
+   * layer. Off by default: a node that does not opt in relays nobody.
+   */
+  readonly relay?: boolean | RelayServiceOptions
+}
+
+/** The blind relay of a node started with `relay` (`gateway.relay`): the promise facade's `node.relay`, as Effects. */
+export interface GatewayRelay {
+  /** The relay's public key (what `relayThrough` names; never the node's default key). */
+  readonly publicKey: Uint8Array
+  /** Completes once the relay listens (its first announce then runs); fails with why it could not start. */
+  readonly started: Effect.Effect<void, ConnectionError>
+  /** Sessions, pairings, relayed streams, refusals by cause, and the datagram path. */
+  readonly stats: Effect.Effect<BlindRelayHostStats>
+  /** Announce rounds that reached at least one node. */
+  readonly announces: Effect.Effect<number>
+  /** The `RelayService` underneath (the promise facade's `node.relay`). */
+  readonly service: RelayService
 }
 
 /** `Gateway.layer`'s options: a node's, and its bootstrap list. */
@@ -67,9 +100,18 @@ export interface GatewayApi {
   readonly node: GatewayHandle
   /** The bootstrap list the node started with (resolved). */
   readonly bootstrap: BootstrapConfig
+  /** The node's blind relay when it was started with `relay` (else null). */
+  readonly relay: GatewayRelay | null
   /** Completes when the node's first bootstrap has finished (hyperdht's `fullyBootstrapped()`). */
   readonly ready: Effect.Effect<void>
   readonly status: Effect.Effect<NodeStatus>
+  /**
+   * Tell the node its host changed networks (a mobile app told by the OS,
+   * a migrated VM): it re-learns its public address and reachability as at
+   * bootstrap, and its servers re-announce (`NodeHandle.networkChange`).
+   * The node does this on its own when its interface addresses change.
+   */
+  readonly networkChange: Effect.Effect<void>
   /** The node's events (`ready`, `persistent`, `nat-update`, `add-node`, ...). */
   readonly events: Stream.Stream<DhtEvent>
   /** Ed25519 key pair (from a 32-byte seed, else random): hyperdht's `keyPair(seed)`. */
@@ -149,7 +191,7 @@ const announceStream = (
   )
 
 /** The service over a started node. */
-const serviceOf = (node: GatewayHandle, bootstrap: BootstrapConfig, options: GatewayOptions): GatewayApi => {
+const serviceOf = (node: GatewayHandle, bootstrap: BootstrapConfig, options: GatewayOptions, relay: GatewayRelay | null): GatewayApi => {
   const crypto = node.core.crypto
   let defaultKeyPair: KeyPair | null = options.keyPair ?? null
   const nodeKeyPair = (): KeyPair => (defaultKeyPair ??= crypto.keyPair()!)
@@ -157,8 +199,10 @@ const serviceOf = (node: GatewayHandle, bootstrap: BootstrapConfig, options: Gat
   return {
     node,
     bootstrap,
+    relay,
     ready: node.ready,
     status: node.status,
+    networkChange: node.networkChange,
     events: Stream.fromPubSub(node.events),
     keyPair: (seed) => Effect.fromResult(keyPairWith(crypto, seed)),
     hash: (data) => Effect.fromResult(hashWith(crypto, data)),
@@ -184,9 +228,54 @@ const serviceOf = (node: GatewayHandle, bootstrap: BootstrapConfig, options: Gat
 const make = (options: GatewayOptions = {}): Effect.Effect<GatewayApi, GatewayStartError, Transport | Crypto | Bootstrap | Scope.Scope> =>
   Effect.gen(function*() {
     const bootstrap = yield* Bootstrap
-    const { keyPair: _keyPair, connections: _connections, ...config } = options
+    const { keyPair: _keyPair, connections: _connections, relay: relayOption, ...config } = options
     const node = yield* makeGateway({ ...config, bootstrap: bootstrap.nodes })
-    return serviceOf(node, bootstrap, options)
+    const relay = relayOption === undefined || relayOption === false ? null : yield* startRelay(node, options, relayOption === true ? {} : relayOption)
+    return serviceOf(node, bootstrap, options, relay)
+  })
+
+/** A failure of the relay's start as a ConnectionError (a listen's own, else SERVER_ERROR). */
+const relayStartError = (e: unknown): ConnectionError =>
+  typeof e === "object" && e !== null && (e as { readonly _tag?: unknown })._tag === "ConnectionError"
+    ? (e as ConnectionError)
+    : connectionError("SERVER_ERROR", `the blind relay could not start: ${e instanceof Error ? e.message : String(e)}`, undefined, e)
+
+/**
+ * The node's blind relay (`relay` option): the promise facade's
+ * `RelayService` over this node (`Gateway.over`, on the node's connection
+ * host), started once the node is ready, in the background; closed (and
+ * unannounced) when the scope closes, before the node is.
+ */
+const startRelay = (node: GatewayHandle, options: GatewayOptions, relayOptions: RelayServiceOptions): Effect.Effect<GatewayRelay, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const host = yield* Connections.host(node, options.connections ?? {})
+    const facade = GatewayFacade.over(node, { host, ...(options.keyPair !== undefined ? { keyPair: options.keyPair } : {}) })
+    const crypto = node.core.crypto
+    const service = new RelayService(facade, crypto.blake2b, relayOptions.keyPair ?? crypto.keyPair()!, relayOptions)
+    const started = yield* Deferred.make<void, ConnectionError>()
+    // (registered after the node's own finalizer, so it runs first: the relay unannounces while the node still runs)
+    yield* Effect.addFinalizer(() =>
+      Effect.promise(() =>
+        service.close().catch(() => {}).then(() => facade.destroy()).catch(() => {})
+      )
+    )
+    yield* Effect.forkScoped(
+      Effect.andThen(
+        node.ready,
+        Effect.tryPromise({ try: () => service.start(), catch: relayStartError })
+      ).pipe(
+        Effect.tapError((e) => Effect.logWarning(`the node's blind relay did not start: ${e.detail}`)),
+        Effect.exit,
+        Effect.flatMap((exit) => Deferred.done(started, exit))
+      )
+    )
+    return {
+      publicKey: service.publicKey,
+      started: Deferred.await(started),
+      stats: Effect.sync(() => service.relay.stats),
+      announces: Effect.sync(() => service.announces),
+      service
+    }
   })
 
 /** The environment `Gateway.layer` builds the node on. */

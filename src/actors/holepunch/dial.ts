@@ -23,10 +23,10 @@
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Result from "effect/Result"
-import * as Stream from "effect/Stream"
 import type { KeyPair } from "../../layers/crypto/types.js"
 import { type Endpoint, sameEndpoint, type UdpSocket } from "../../layers/Transport.js"
 import * as C from "../../protocol/connect.js"
@@ -395,7 +395,7 @@ class Dial {
   // ---- find + handshake -------------------------------------------------------------------
 
   private findAndHandshake(ini: Noise.NoiseState, msg1: () => Uint8Array | ConnectionError): Effect.Effect<Handshaken, ConnectionError> {
-    return Effect.gen({ self: this }, function*() {
+    return Effect.suspend(() => {
       const host = this.host
       const h = host.handle
       let candidates: ReadonlyArray<Endpoint> | null = this.opts.relayAddresses !== undefined && this.opts.relayAddresses.length > 0
@@ -403,48 +403,90 @@ class Dial {
         : (host.relayCache.get(this.id) ?? null)
       const known = h.core.id !== null ? (h.hyperdht.store()?.forwards.get(toHex(this.target), h.core.time)?.relay ?? null) : null
       if (known !== null) candidates = [known]
-      const seen = new Set<string>()
-      const fromCandidates = Stream.fromIterable(candidates ?? [])
       const seeds = this.opts.nodes ?? candidates ?? []
-      const fromQuery = h.query({ target: this.target, command: R.Command.FIND_PEER, value: null }, { retries: 3, ...(seeds.length > 0 ? { nodes: seeds } : {}) }).pipe(
-        Stream.filter((r) => r.value !== null && Result.isSuccess(decode(R.peer, r.value))),
-        Stream.map((r) => ({ host: r.from.host, port: r.from.port }) as Endpoint),
-        Stream.catch(() => Stream.empty)
-      )
-      const nodes = Stream.concat(fromCandidates, fromQuery).pipe(
-        Stream.filter((e) => {
-          const k = key(e)
-          if (seen.has(k)) return false
-          seen.add(k)
-          return true
-        })
-      )
       const concurrency = candidates !== null && candidates.length > 0 ? PARALLEL_HANDSHAKES + 1 : PARALLEL_HANDSHAKES
-      // the first attempt that settles the dial completes `won` from its own fiber, so the dial
-      // resumes at once (a stream's head would wait for the mapper to hand it over, and start
-      // another handshake meanwhile); the others are interrupted
+      // plain state, not a stream: the query's replies come in the node's step that received them and
+      // start handshakes from there; the first attempt that settles the dial completes `won`, and
+      // the others and the query are stopped without waiting for them (they end on their own)
       const won = Deferred.makeUnsafe<Attempt>()
-      const tried = nodes.pipe(
-        Stream.mapEffect((node) =>
-          Effect.tap(this.attempt(ini, msg1, node), (a) => (a !== null ? Deferred.succeed(won, a) : Effect.void)), { concurrency, unordered: true }),
-        Stream.runDrain,
-        // every node tried and none settled it (a no-op when one did)
-        Effect.andThen(Deferred.succeed(won, null))
+      const seen = new Set<string>()
+      const waiting: Array<Endpoint> = []
+      const running = new Set<() => void>()
+      let queryEnded = false
+      let offered = false // the known candidates are in (the query may end before them)
+      let settled = false
+      let stopQuery: (() => void) | null = null
+      const settle = (a: Attempt): void => {
+        if (settled) return
+        settled = true
+        Deferred.doneUnsafe(won, Exit.succeed(a))
+      }
+      const stopAll = (): void => {
+        waiting.length = 0
+        for (const stop of running) stop()
+        running.clear()
+        stopQuery?.()
+        stopQuery = null
+      }
+      const pump = (): void => {
+        while (!settled && running.size < concurrency && waiting.length > 0) {
+          const node = waiting.shift()!
+          let done = false
+          const stop = host.spawn(
+            Effect.flatMap(Effect.exit(this.attempt(ini, msg1, node)), (exit) =>
+              Effect.sync(() => {
+                done = true
+                running.delete(stop)
+                if (Exit.isSuccess(exit)) {
+                  if (exit.value !== null) return settle(exit.value)
+                } else if (!Cause.hasInterruptsOnly(exit.cause)) {
+                  // a defect in one attempt fails the dial (typed, logged), as in any other part of it
+                  return settle({ _tag: "Fatal", error: connectionError("PEER_CONNECTION_FAILED", "a handshake attempt failed with a defect (logged)", this.report(), Cause.squash(exit.cause)) })
+                }
+                pump()
+              })
+            )
+          )
+          if (!done) running.add(stop)
+        }
+        if (!settled && offered && running.size === 0 && waiting.length === 0 && queryEnded) settle(null)
+      }
+      const offer = (e: Endpoint): void => {
+        const k = key(e)
+        if (seen.has(k)) return
+        seen.add(k)
+        waiting.push({ host: e.host, port: e.port })
+        pump()
+      }
+      // the FIND_PEER requests leave now (a direct node step when the node is idle), then message 1
+      // (two DH operations) is written while they fly; the candidates already known go first
+      const query = h.runQuery({ target: this.target, command: R.Command.FIND_PEER, value: null }, { retries: 3, ...(seeds.length > 0 ? { nodes: seeds } : {}) }, (r) => {
+        if (r.value !== null && Result.isSuccess(decode(R.peer, r.value))) offer(r.from)
+      })
+      const stop = host.spawn(
+        Effect.ensuring(Effect.ignore(query), Effect.sync(() => {
+          queryEnded = true
+          stopQuery = null
+          pump()
+        }))
       )
-      const running = yield* Effect.forkChild(tried, { startImmediately: true })
-      // the query's first requests are out: write message 1 meanwhile
+      if (!queryEnded) stopQuery = stop
       const m1 = msg1()
       if (m1 instanceof ConnectionError) {
-        yield* Fiber.interrupt(running)
-        return yield* m1
+        stopAll()
+        return Effect.fail(m1)
       }
-      const first = yield* Deferred.await(won)
-      yield* Fiber.interrupt(running)
-      if (first === null) {
-        return yield* this.relaysTried > 0 ? this.error("PEER_CONNECTION_FAILED") : this.error("PEER_NOT_FOUND")
-      }
-      if (first._tag === "Fatal") return yield* first.error
-      return first.value
+      for (const c of candidates ?? []) offer(c)
+      offered = true
+      pump()
+      return Deferred.await(won).pipe(
+        Effect.ensuring(Effect.sync(stopAll)),
+        Effect.flatMap((first) => {
+          if (first === null) return Effect.fail(this.relaysTried > 0 ? this.error("PEER_CONNECTION_FAILED") : this.error("PEER_NOT_FOUND"))
+          if (first._tag === "Fatal") return Effect.fail(first.error)
+          return Effect.succeed(first.value)
+        })
+      )
     })
   }
 

@@ -34,7 +34,7 @@ import type { CryptoImpl } from "../../layers/crypto/types.js"
 import { BindError, type BindOptions, type Datagram, type OwnedSocket, Transport, type UdpSocket } from "../../layers/Transport.js"
 import { isIPv4 } from "../../protocol/encoding.js"
 import { seededRandom } from "../../util/random.js"
-import { type DhtEvent, DhtNode, type DhtNodeOptions } from "./node.js"
+import { type DhtEvent, DhtNode, type DhtNodeOptions, type NatClassification } from "./node.js"
 import { type Query, QueryError, type QueryOptions } from "./query.js"
 import { CLIENT, type IncomingResponse, RequestError, requestError, SERVER, type SocketKind } from "./rpc.js"
 
@@ -83,7 +83,15 @@ export interface NodeStatus {
   readonly ephemeral: boolean
   readonly firewalled: boolean
   readonly bootstrapped: boolean
-  readonly nat: { readonly host: string | null; readonly port: number; readonly randomized: boolean }
+  readonly nat: {
+    readonly host: string | null
+    readonly port: number
+    readonly randomized: boolean
+    /** open / consistent / random / unknown (see NatClassification); learnt again after a network change. */
+    readonly classification: NatClassification
+    /** A network change's re-probe is running. */
+    readonly resampling: boolean
+  }
   readonly online: boolean
   readonly degraded: boolean
   readonly requests: { readonly total: number; readonly responses: number; readonly timeouts: number; readonly active: number }
@@ -158,6 +166,20 @@ export interface NodeHandle {
   readonly whenReady: (f: () => void) => void
   readonly suspend: Effect.Effect<void>
   readonly resume: Effect.Effect<void>
+  /**
+   * Tell the node its host changed networks, as a change of its interface
+   * addresses does (the node watches them every 5 s): for an owner that
+   * knows of a move the addresses do not show (a mobile app told by the OS
+   * that it switched networks, a migrated VM, a swapped router). The node
+   * emits `network-change` and `network-update`, drops its NAT samples and
+   * its reachability, probes its network again as at bootstrap, and emits
+   * `nat-update` / `network-update` once its view settles if it changed;
+   * listening servers re-announce (`DhtNode.networkChange`). dht-rpc has no
+   * public counterpart (its `_onnetworkchange` runs on udx's interface
+   * watcher only). Completes at once; `status.nat.resampling` says whether
+   * the probe still runs.
+   */
+  readonly networkChange: Effect.Effect<void>
   readonly destroy: Effect.Effect<void>
   readonly sockets: () => { readonly server: UdpSocket; readonly client: UdpSocket }
   /**
@@ -689,7 +711,7 @@ class NodeActor implements NodeHandle {
         ephemeral: node.ephemeral,
         firewalled: node.firewalled,
         bootstrapped: node.bootstrapped,
-        nat: { host: node.host, port: node.port, randomized: node.randomized },
+        nat: { host: node.host, port: node.port, randomized: node.randomized, classification: node.classification, resampling: node.resampling },
         online: node.online,
         degraded: node.degraded,
         requests: { ...node.io.stats.requests },
@@ -735,6 +757,15 @@ class NodeActor implements NodeHandle {
         node.serverPort = this.socketPair.server.local.port
         node.resume(now)
       })
+    })
+  }
+
+  get networkChange(): Effect.Effect<void> {
+    return this.run((node) => {
+      const addresses = this.transport.localAddresses()
+      // what the interface poll compares with: it sees no second change
+      this.interfaces = addresses.join(",")
+      node.networkChange(addresses)
     })
   }
 

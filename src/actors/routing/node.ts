@@ -140,6 +140,22 @@ export class NodeList {
   }
 }
 
+/**
+ * What the node knows of its own reachability (the node-level counterpart
+ * of hyperdht's firewall classes, connect.md §5.1): `open` when reachable at
+ * `remoteAddress()`, `consistent` when its NAT samples agree on one public
+ * host:port, `random` when they agree on the host only (a NAT that picks a
+ * port per destination), `unknown` until the samples agree.
+ */
+export type NatClassification = "unknown" | "open" | "consistent" | "random"
+
+/** The part of the node's view a network change may alter. */
+interface NetworkView {
+  readonly host: string | null
+  readonly port: number
+  readonly firewalled: boolean
+}
+
 export type DhtEvent =
   | { readonly _tag: "listening" }
   | { readonly _tag: "ready" }
@@ -318,6 +334,18 @@ export class DhtNode implements RpcHost, QueryHost {
   /** Source hosts seen on the server socket while a firewall probe runs. */
   private probeHosts: Set<string> | null = null
   private now: number
+  /** The `firewalled` option (default true): what a network change sets the flag back to. */
+  private readonly initialFirewalled: boolean
+  /** The bootstrapper's manual NAT sample (`natSample`): added again after a network change. */
+  private readonly natSampleOption: { readonly host: string; readonly port: number } | null
+  /** Network changes so far: a probe started before the latest one is superseded. */
+  private resampleGen = 0
+  /** While the re-probe after a network change runs: the view from before the change (else null). */
+  private resampleBefore: NetworkView | null = null
+  /** Requests that were in flight at the last network change: their replies are not NAT samples. */
+  private staleRequests: WeakSet<OutRequest> | null = null
+  /** A network change seen while suspended: re-probed on resume. */
+  private resampleOnResume = false
 
   /** The time of the input being processed (ms, the driver's clock). */
   get time(): number {
@@ -366,6 +394,8 @@ export class DhtNode implements RpcHost, QueryHost {
     this.downHintsRateLimit = options.downHintsRateLimit ?? 50
     this.onAppRequest = options.onRequest ?? null
     this.bootstrapNodes = (options.bootstrap ?? []).map((n) => ({ id: this.nodeId(n.host, n.port), host: n.host, port: n.port }))
+    this.initialFirewalled = options.firewalled !== false
+    this.natSampleOption = options.natSample ?? null
     if (options.natSample !== undefined) this.nat.add(options.natSample.host, options.natSample.port)
     if (options.nodes !== undefined) {
       for (let i = options.nodes.length - 1; i >= 0; i--) this.addNode(options.nodes[i]!)
@@ -389,6 +419,18 @@ export class DhtNode implements RpcHost, QueryHost {
   }
   get randomized(): boolean {
     return this.nat.host !== null && this.nat.port === 0
+  }
+
+  /** Our reachability class, from the firewall check and the NAT samples (see NatClassification). */
+  get classification(): NatClassification {
+    if (!this.firewalled && this.remoteAddress() !== null) return "open"
+    if (this.nat.host === null) return "unknown"
+    return this.nat.port === 0 ? "random" : "consistent"
+  }
+
+  /** A network change's re-probe is running (the classification is being learnt again). */
+  get resampling(): boolean {
+    return this.resampleBefore !== null
   }
 
   /** Our public address when reachable and stable (dht-rpc remoteAddress()). */
@@ -420,8 +462,27 @@ export class DhtNode implements RpcHost, QueryHost {
     this.started = true
     this.now = now
     this.emit({ _tag: "listening" })
+    this.probeNetwork(true, false, () => {
+      if (this.bootstrapped || this.destroyed) return
+      this.bootstrapped = true
+      this.emit({ _tag: "ready" })
+    })
+  }
+
+  /**
+   * The bootstrap's network probe (dht-rpc.md §11.2 step 3), also run after
+   * a network change (`initial` false): a background FIND_NODE for our table
+   * id, whose replies are NAT samples; the quick firewall test (a PING_NAT to
+   * the first responder); then the network-state check, which needs the
+   * quick test passed unless the node is forced persistent or `checkAnyway`.
+   * At most two rounds (the second under the table id the first one set).
+   * A probe superseded by a later network change stops (the bootstrap's
+   * still ends: `done`).
+   */
+  private probeNetwork(initial: boolean, checkAnyway: boolean, done: () => void): void {
+    const gen = this.resampleGen
     let first = this.firewalled && this.quickFirewall && !this.forcePersistent
-    let testNat = false
+    let testNat = checkAnyway
     // The quick test's PING_NAT may still be on its way when the bootstrap query
     // ends (a small or fast network): the reference then skips the firewall
     // check, and an open host stays "firewalled" until its next network check
@@ -430,11 +491,6 @@ export class DhtNode implements RpcHost, QueryHost {
     let natTestPending = false
     let afterNatTest: (() => void) | null = null
     const onlyFirewall = !this.forcePersistent
-    const done = (): void => {
-      if (this.bootstrapped || this.destroyed) return
-      this.bootstrapped = true
-      this.emit({ _tag: "ready" })
-    }
     const natTestSettled = (passed: boolean): void => {
       natTestPending = false
       if (passed) testNat = true
@@ -447,7 +503,7 @@ export class DhtNode implements RpcHost, QueryHost {
       const prev = q.onreply
       q.onreply = (data) => {
         prev(data)
-        if (!first) return
+        if (!first || gen !== this.resampleGen) return
         first = false
         const value = new Uint8Array(2)
         value[0] = this.serverPort & 0xff
@@ -464,13 +520,14 @@ export class DhtNode implements RpcHost, QueryHost {
         if (this.destroyed) return
         const decide = (): void => {
           if (this.destroyed) return
-          if (this.bootstrapped || (!testNat && !this.forcePersistent)) return done()
+          if (gen !== this.resampleGen) return initial ? done() : undefined
+          if ((initial && this.bootstrapped) || (!testNat && !this.forcePersistent)) return done()
           this.updateNetworkState(onlyFirewall, (ok) => {
             if (!ok || i >= 1) return done()
             iteration(i + 1)
-          })
+          }, !initial)
         }
-        if (natTestPending && !this.bootstrapped) afterNatTest = decide
+        if (natTestPending && !(initial && this.bootstrapped)) afterNatTest = decide
         else decide()
       }
       q.start()
@@ -505,14 +562,105 @@ export class DhtNode implements RpcHost, QueryHost {
     this.nextTick = now + TICK_INTERVAL
     this.wakeup()
     this.io.resume(now)
-    this.refresh()
+    if (this.resampleOnResume) {
+      // the network changed while suspended: the re-probe's query is the refresh
+      this.resampleOnResume = false
+      this.resample()
+    } else {
+      this.refresh()
+    }
     this.emit({ _tag: "resume" })
   }
 
-  /** The network interfaces changed (driver-detected): emits network-change and network-update. */
+  /**
+   * The host changed networks: its interface addresses changed (the driver
+   * watches them), or its owner says so (`NodeHandle.networkChange`).
+   *
+   * Emits `network-change` and `network-update` at once, as dht-rpc does (a
+   * HyperDHT server re-announces on `network-change`, so the nodes that
+   * relay to it learn its new address). Unlike dht-rpc, whose NAT samples,
+   * `firewalled` flag and persistent id outlive the change (its known nodes
+   * are sampled again only after 30 minutes, so an open host that moved
+   * behind a NAT goes on claiming to be open), the node then learns where it
+   * stands again, as at bootstrap:
+   *
+   * - it drops its NAT samples (every table node is sampled again by its next
+   *   reply; replies to requests sent before the change are never samples),
+   *   and sets `firewalled` back to the option's value (default true);
+   * - it re-runs the bootstrap's probe (a FIND_NODE for its id, the quick
+   *   firewall test, the firewall check), which learns its public address
+   *   from fresh replies and classifies it (open / consistent / random);
+   * - when that settles it emits `nat-update` if its address changed (none
+   *   are emitted while it re-samples), and `network-update` if its address
+   *   or firewall state changed.
+   *
+   * A change that changed nothing (a new interface, the same public address)
+   * keeps what it had: the same address and class, no `nat-update`, no
+   * second `network-update`, and a persistent node stays persistent under the
+   * same id. A persistent node whose id no longer names a reachable address
+   * of it (it moved, or is not reachable any more) returns to ephemeral
+   * (`ephemeral`); an adaptive node that moved starts its persistence
+   * countdown again (~20 min, as after a start), a forced persistent one
+   * becomes persistent again at once if it is reachable at its new address.
+   */
   networkChange(interfaces: ReadonlyArray<string>): void {
+    if (this.destroyed) return
     this.emit({ _tag: "network-change", interfaces })
     this.emit({ _tag: "network-update" })
+    // not started yet: the bootstrap probes anyway
+    if (!this.started) return
+    if (this.suspended) this.resampleOnResume = true
+    else this.resample()
+  }
+
+  /** Drop what the node learnt of its network and probe it again (see networkChange). */
+  private resample(): void {
+    const gen = ++this.resampleGen
+    // a change during an earlier change's probe: compare with the view before both
+    this.resampleBefore ??= { host: this.nat.host, port: this.nat.port, firewalled: this.firewalled }
+    const wasOpen = !this.resampleBefore.firewalled
+    this.nat = new NatSampler()
+    if (this.natSampleOption !== null) this.nat.add(this.natSampleOption.host, this.natSampleOption.port)
+    this.nonPersistentSamples = []
+    this.lastTo = null
+    for (let n = this.nodes.head; n !== null; n = n.next) n.sampled = 0
+    const stale = new WeakSet<OutRequest>()
+    for (const req of this.io.inflight.values()) stale.add(req)
+    this.staleRequests = stale
+    this.io.firewalled = this.initialFirewalled
+    this.probeHosts = null
+    this.lastHost = null
+    // a node that was open checks its reachability whatever the quick test says
+    this.probeNetwork(false, wasOpen, () => this.settleResample(gen))
+  }
+
+  /** The re-probe after a network change ended: keep or drop persistence, report what changed. */
+  private settleResample(gen: number): void {
+    if (gen !== this.resampleGen || this.destroyed) return
+    const before = this.resampleBefore
+    this.resampleBefore = null
+    if (before === null) return
+    // a persistent node's id must name an address it is reachable at
+    if (!this.ephemeral) {
+      const reachable = this.remoteAddress()
+      if (reachable === null || !equalBytes(this.table.id, this.nodeId(reachable.host, reachable.port)!)) this.dropPersistence()
+    }
+    const moved = before.host !== this.nat.host || before.port !== this.nat.port
+    if (moved) this.emit({ _tag: "nat-update", host: this.nat.host, port: this.nat.port })
+    if (moved || before.firewalled !== this.firewalled) {
+      // somewhere new: an adaptive node's persistence countdown starts again
+      if (this.adaptive && this.ephemeral) this.stableTicks = STABLE_TICKS
+      this.emit({ _tag: "network-update" })
+    }
+  }
+
+  /** Back to ephemeral (the id leaves the wire); an adaptive node checks again after STABLE_TICKS. */
+  private dropPersistence(): void {
+    if (this.ephemeral) return
+    this.ephemeral = true
+    this.io.ephemeral = true
+    if (this.adaptive) this.stableTicks = STABLE_TICKS
+    this.emit({ _tag: "ephemeral" })
   }
 
   // ---- inputs ------------------------------------------------------------------
@@ -780,7 +928,13 @@ export class DhtNode implements RpcHost, QueryHost {
     const ph = this.nat.host
     const pp = this.nat.port
     this.nat.add(host, port)
+    this.natChanged(ph, pp)
+  }
+
+  /** nat-update when (host, port) changed from (ph, pp); while re-sampling after a network change, reported once it settles. */
+  private natChanged(ph: string | null, pp: number): void {
     if (ph === this.nat.host && pp === this.nat.port) return
+    if (this.resampleBefore !== null) return
     this.emit({ _tag: "nat-update", host: this.nat.host, port: this.nat.port })
   }
 
@@ -792,10 +946,16 @@ export class DhtNode implements RpcHost, QueryHost {
     this.natAdd(to.host, to.port)
   }
 
-  private addNodeFromNetwork(sample: boolean, from: { host: string; port: number; id: Uint8Array | null }, to: IPv4Address): void {
+  /**
+   * A request or reply from the network: its sender as a contact, the `to`
+   * it reports as a NAT sample (`sample`: a known node's, when it is due).
+   * `stale`: a reply to a request sent before a network change, whose `to`
+   * is never a sample (not even a new node's or an id-less responder's).
+   */
+  private addNodeFromNetwork(sample: boolean, from: { host: string; port: number; id: Uint8Array | null }, to: IPv4Address, stale = false): void {
     if (from.id === null) {
       if (this.filter !== null && !this.filter({ host: from.host, port: from.port, id: new Uint8Array(0) })) return
-      this.sampleBootstrapMaybe(from, to)
+      if (!stale) this.sampleBootstrapMaybe(from, to)
       return
     }
     if (this.filter !== null && !this.filter({ host: from.host, port: from.port, id: from.id })) return
@@ -813,7 +973,7 @@ export class DhtNode implements RpcHost, QueryHost {
       this.nodes.touch(old)
       return
     }
-    this.insertNode({ id: from.id, host: from.host, port: from.port, ep: ipv4Endpoint(from.host, from.port)!, to, added: this.tick, pinged: this.tick, seen: this.tick, sampled: 0, downHints: 0, prev: null, next: null })
+    this.insertNode({ id: from.id, host: from.host, port: from.port, ep: ipv4Endpoint(from.host, from.port)!, to: stale ? null : to, added: this.tick, pinged: this.tick, seen: this.tick, sampled: 0, downHints: 0, prev: null, next: null })
   }
 
   /** Add a node by address (id computed from it). */
@@ -945,8 +1105,10 @@ export class DhtNode implements RpcHost, QueryHost {
   }
 
   /** @internal */
-  onResponse(res: IncomingResponse, external: boolean): void {
-    this.addNodeFromNetwork(!external, { host: res.from.host, port: res.from.port, id: res.from.id }, res.to)
+  onResponse(res: IncomingResponse, external: boolean, req: OutRequest): void {
+    // a reply to a request sent before a network change says where we were: no NAT sample
+    const stale = this.staleRequests !== null && this.staleRequests.has(req)
+    this.addNodeFromNetwork(!external && !stale, { host: res.from.host, port: res.from.port, id: res.from.id }, res.to, stale)
   }
 
   /** @internal */
@@ -963,7 +1125,8 @@ export class DhtNode implements RpcHost, QueryHost {
     else this.tick++
     this.lastTick = now
     if (!this.bootstrapped || this.suspended) return
-    if (this.adaptive && this.ephemeral && --this.stableTicks <= 0) {
+    // (not while a network change's probe runs: two firewall probes at once would spoil each other)
+    if (this.adaptive && this.ephemeral && this.resampleBefore === null && --this.stableTicks <= 0) {
       if (this.lastHost === this.nat.host) this.stableTicks = MORE_STABLE_TICKS
       else this.updateNetworkState(false, noop)
     }
@@ -1029,9 +1192,15 @@ export class DhtNode implements RpcHost, QueryHost {
 
   // ---- network state: firewall probe and persistence (§11.4) -------------------------
 
-  private updateNetworkState(onlyFirewall: boolean, cb: (ok: boolean) => void): void {
-    if (!this.ephemeral) return cb(false)
+  /**
+   * `afterChange`: the probe after a network change, which also runs for a
+   * persistent node (whose id must then name its new address, or it goes
+   * back to ephemeral; a forced persistent one is persistent again at once).
+   */
+  private updateNetworkState(onlyFirewall: boolean, cb: (ok: boolean) => void, afterChange = false): void {
+    if (!this.ephemeral && !afterChange) return cb(false)
     if (onlyFirewall && !this.firewalled) return cb(false)
+    const gen = this.resampleGen
     const host = this.nat.host
     const port = this.nat.port
     if (!onlyFirewall) {
@@ -1041,11 +1210,16 @@ export class DhtNode implements RpcHost, QueryHost {
     if (host === null || port === 0) return cb(false)
     const sampler = this.firewalled ? new NatSampler() : this.nat
     const proceed = (firewalled: boolean): void => {
-      if (firewalled || this.destroyed) return cb(false)
+      // a probe from before a network change speaks of the old network
+      if (firewalled || this.destroyed || gen !== this.resampleGen) return cb(false)
       this.io.firewalled = false
-      if (!this.ephemeral || host !== this.nat.host || port !== this.nat.port) return cb(false)
+      if ((!this.ephemeral && !afterChange) || host !== this.nat.host || port !== this.nat.port) return cb(false)
       if (sampler.host !== host || sampler.port === 0) return cb(false)
       const id = this.nodeId(sampler.host, sampler.port)!
+      const wasEphemeral = this.ephemeral
+      // an adaptive persistent node that moved: its id named the old address, and
+      // the new one has yet to prove stable (as after a wakeup)
+      if (this.adaptive && !this.ephemeral && !equalBytes(this.table.id, id)) this.dropPersistence()
       if (!onlyFirewall) {
         this.ephemeral = false
         this.io.ephemeral = false
@@ -1055,7 +1229,7 @@ export class DhtNode implements RpcHost, QueryHost {
         const pp = this.nat.port
         this.nonPersistentSamples = []
         this.nat = sampler
-        if (ph !== this.nat.host || pp !== this.nat.port) this.emit({ _tag: "nat-update", host: this.nat.host, port: this.nat.port })
+        this.natChanged(ph, pp)
       }
       if (!equalBytes(this.table.id, id)) {
         const nodes = this.table.toArray()
@@ -1066,7 +1240,7 @@ export class DhtNode implements RpcHost, QueryHost {
         }
         if (this.bootstrapped) this.refresh()
       }
-      if (!this.ephemeral) this.emit({ _tag: "persistent" })
+      if (!this.ephemeral && wasEphemeral) this.emit({ _tag: "persistent" })
       cb(true)
     }
     if (this.firewalled) this.checkIfFirewalled(sampler, proceed)

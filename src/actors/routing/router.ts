@@ -178,10 +178,13 @@ export class Router {
     }
   }
 
-  /** Run `f` in a node step: now if `sync` (still inside the request's step), else through exec. */
-  private later(node: DhtNode, f: (node: DhtNode) => void): void {
-    if (this.exec !== null) this.exec(f)
-    else f(node)
+  /**
+   * Run `f` in a node step: now when `inStep` (the server answered inside
+   * the step that received the request), else through exec.
+   */
+  private later(node: DhtNode, inStep: boolean, f: (node: DhtNode) => void): void {
+    if (inStep || this.exec === null) f(node)
+    else this.exec(f)
   }
 
   private onHandshake(req: IncomingRequest, node: DhtNode): void {
@@ -214,11 +217,12 @@ export class Router {
         direct: mode === C.FROM_CLIENT
       }
       let answered = false
+      let inStep = true
       this.guarded("handshake", () => server.onHandshake(hs.noise, info, (reply) => {
         if (reply === null || answered) return
         answered = true
         if (first === undefined) this.remember(fp, now)
-        this.later(node, (n) => {
+        this.later(node, inStep, (n) => {
           if (mode === C.FROM_CLIENT) {
             const value = encode(C.handshake, { mode: C.REPLY, noise: reply.value, peerAddress: null, relayAddress: null })
             if (Result.isSuccess(value)) this.replyFrom(n, req, value.success, req.from, reply.socket)
@@ -229,6 +233,7 @@ export class Router {
           }
         })
       }))
+      inStep = false
       return
     }
     const relay = this.relayOf(key, node.time)
@@ -312,10 +317,11 @@ export class Router {
           to: { host: req.to.host, port: req.to.port }
         }
         let answered = false
+        // always a step of its own: the server's attempt handles the message first
         this.guarded("holepunch", () => server.onHolepunch(hp.id, hp.payload, info, (reply) => {
           if (reply === null || answered) return
           answered = true
-          this.later(node, (n) => {
+          this.later(node, false, (n) => {
             const value = encode(C.holepunch, { mode: C.FROM_SERVER, id: 0, payload: reply.value, peerAddress })
             if (Result.isSuccess(value)) this.relayFrom(n, req, value.success, req.from, reply.socket)
           })

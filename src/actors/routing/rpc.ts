@@ -154,7 +154,8 @@ export interface RpcHost {
   closerNodes(target: Uint8Array): ReadonlyArray<{ readonly host: string; readonly port: number }>
   transmit(socket: SocketKind, to: { readonly host: string; readonly port: number }, data: Uint8Array, ttl: number): void
   onRequest(req: IncomingRequest, external: boolean): void
-  onResponse(res: IncomingResponse, external: boolean): void
+  /** A reply matched `req` (already settled; its `onresponse` runs right after). */
+  onResponse(res: IncomingResponse, external: boolean, req: OutRequest): void
   onTimeout(req: OutRequest): void
 }
 
@@ -519,7 +520,7 @@ export class RpcIo {
     if (req.internal && req.command < this.stats.commands.length) this.stats.commands[req.command]!.rx++
     this.stats.requests.active--
     this.stats.requests.responses++
-    this.host.onResponse(res, external)
+    this.host.onResponse(res, external, req)
     req.onresponse(res, req)
   }
 

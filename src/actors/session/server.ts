@@ -415,24 +415,27 @@ export class ServerCore {
     }
     const remotePublicKey = m1.success.remoteStaticKey
     const remotePayload = payload.success
-    const proceed = (firewalled: boolean): void => {
+    // still inside the node step that received the request: answer now (the reply leaves in this
+    // step too, router.ts); a firewall hook's promise settles later, and its answer is a step of its own
+    const proceed = (firewalled: boolean, inStep: boolean): void => {
       if (this.state !== "listening" || hs.dropped) return this.drop(hs)
       if (firewalled) {
         stats.firewalled++
         return this.drop(hs)
       }
-      host.handle.exec(() => this.answer(hs, st, remotePublicKey, remotePayload, info))
+      if (inStep) this.answer(hs, st, remotePublicKey, remotePayload, info)
+      else host.handle.exec(() => this.answer(hs, st, remotePublicKey, remotePayload, info))
     }
     const hook = this.options.firewall
-    if (hook === undefined) return proceed(false)
+    if (hook === undefined) return proceed(false, true)
     let verdict: boolean | Promise<boolean>
     try {
       verdict = hook(remotePublicKey, remotePayload, info.clientAddress)
     } catch {
       verdict = true // a throwing hook rejects, as a rejected promise does
     }
-    if (typeof verdict === "boolean") proceed(verdict)
-    else Promise.resolve(verdict).then((v) => proceed(v === true), () => proceed(true))
+    if (typeof verdict === "boolean") proceed(verdict, true)
+    else Promise.resolve(verdict).then((v) => proceed(v === true, false), () => proceed(true, false))
   }
 
   /** Build and send the reply; set up the connection's stream (connect.md §8.2 steps 4–13). */
