@@ -653,6 +653,18 @@ export class Gateway extends EventEmitter {
     await Promise.allSettled([...this.listening].map((s) => s.resume()))
   }
 
+  /**
+   * The host changed networks (Omega; dht-rpc only reacts to its interface
+   * watcher, which the node also runs): the node drops its NAT samples and
+   * firewall state, learns them again ('network-update' when its view
+   * changed) and its servers re-announce. For an application that knows it
+   * moved before the interfaces say so (a mobile app switching networks).
+   */
+  async networkChange(): Promise<void> {
+    const h = await this.node()
+    await Effect.runPromise(h.networkChange)
+  }
+
   // ---- state (synchronous, like the reference) -------------------------------------
 
   /**
