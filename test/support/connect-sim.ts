@@ -148,6 +148,8 @@ export interface PeerOptions {
   readonly config?: GatewayConfig
   /** Options of the peer's ConnectionHost (e.g. `randomPunchInterval`). */
   readonly host?: Omit<HostOptions, "effectTimers" | "random">
+  /** The transport as the peer's node sees it (e.g. to record what its sockets send). */
+  readonly transport?: (host: SimHost) => SimHost
 }
 
 export interface ConnectSim {
@@ -243,7 +245,7 @@ export const buildConnectSim = (options: ConnectSimOptions = {}) =>
         const scope = yield* Scope.fork(outer)
         const host = yield* net.addHost({ nat, ...(peerOptions.natGroup !== undefined ? { natGroup: peerOptions.natGroup } : {}) }).pipe(Scope.provide(scope))
         const name = peerOptions.name ?? `${nat}#${peers.length}`
-        const handle = yield* startNode(host, { bootstrap, ...peerOptions.config }, scope, `peer ${name}`)
+        const handle = yield* startNode(peerOptions.transport?.(host) ?? host, { bootstrap, ...peerOptions.config }, scope, `peer ${name}`)
         const ready = yield* advanceUntil(() => handle.core.bootstrapped, 30_000, 50)
         if (!ready) return yield* Effect.die(new Error(`peer on a ${nat} host did not bootstrap`))
         const conn = yield* connectionHost(handle, crypto, { ...peerOptions.host, effectTimers: true, random: seededRandom(++randomSeeds) })

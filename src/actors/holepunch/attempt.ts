@@ -60,7 +60,8 @@ type Msg =
   | { readonly _tag: "PingResult"; readonly node: IPv4Address; readonly to: IPv4Address | null }
   | { readonly _tag: "AddSample"; readonly to: IPv4Address; readonly from: Endpoint }
   | { readonly _tag: "Remote"; readonly firewall: number; readonly addresses: ReadonlyArray<RemoteAddress> }
-  | { readonly _tag: "SendProbe"; readonly to: Endpoint; readonly low: boolean }
+  | { readonly _tag: "SendProbe"; readonly to: Endpoint; readonly low: boolean; readonly sent: Deferred.Deferred<void> | null }
+  | { readonly _tag: "Sync"; readonly done: Deferred.Deferred<void> }
   | { readonly _tag: "Freeze" }
   | { readonly _tag: "Stop" }
 
@@ -68,6 +69,12 @@ const PING = 0
 /** Attempts per PEER_HOLEPUNCH request (3 retries), 1 s each. */
 const HOLEPUNCH_TRIES = 4
 const REQUEST_TIMEOUT = 1000
+
+/** A message someone waits on until the actor has handled it (a probe sent, a sync): release the waiter. */
+const answerBarrier = (m: Msg): void => {
+  if (m._tag === "Sync") Deferred.doneUnsafe(m.done, Effect.void)
+  else if (m._tag === "SendProbe" && m.sent !== null) Deferred.doneUnsafe(m.sent, Effect.void)
+}
 
 export interface AttemptOptions {
   readonly initiator: boolean
@@ -229,14 +236,43 @@ export class HolepunchAttempt {
     return isUnstable(this.nat.firewall, this.remoteFirewall)
   }
 
-  /** A TTL-5 probe toward `to` (opens our NAT without reaching theirs). */
-  openSession(to: Endpoint): void {
-    Queue.offerUnsafe(this.mailbox, { _tag: "SendProbe", to, low: true })
+  /**
+   * A TTL-5 probe toward `to` (opens our NAT without reaching theirs);
+   * completes once it has been handed to the socket (or the attempt has
+   * ended), so a request sent next leaves after it, as the reference's
+   * `await openSession()` orders them. On a short path the probe does reach
+   * the peer, and its answer (a probe back) may connect the attempt.
+   */
+  openSession(to: Endpoint): Effect.Effect<void> {
+    return this.barrier((done) => ({ _tag: "SendProbe", to, low: true, sent: done }))
   }
 
   /** A TTL-64 probe toward `to` (the server's fast open). */
   ping(to: Endpoint): void {
-    Queue.offerUnsafe(this.mailbox, { _tag: "SendProbe", to, low: false })
+    Queue.offerUnsafe(this.mailbox, { _tag: "SendProbe", to, low: false, sent: null })
+  }
+
+  /**
+   * Whether the attempt has connected, once the actor has handled every
+   * message queued before this call (a probe that has already arrived
+   * counts, even if the actor has not got to it yet). The client asks before
+   * it sends its punch round: the server's answer to our open-session probe
+   * may already have connected us, and a punch round then must not go out
+   * (a server that refuses it, as hyperdht's does when its random-punch
+   * budget is spent, closes the very socket we connected to).
+   */
+  connectedSoFar(): Effect.Effect<boolean> {
+    return Effect.map(this.barrier((done) => ({ _tag: "Sync", done })), () => this.core.connected)
+  }
+
+  /** Queue `msg` and wait until the actor has handled it (at once when the attempt has ended). */
+  private barrier(msg: (done: Deferred.Deferred<void>) => Msg): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.stopped) return Effect.void
+      const done = Deferred.makeUnsafe<void>()
+      if (!Queue.offerUnsafe(this.mailbox, msg(done))) return Effect.void
+      return Deferred.await(done)
+    })
   }
 
   /**
@@ -306,6 +342,7 @@ export class HolepunchAttempt {
         const now = this.now()
         for (const m of batch) this.handle(m, now)
         this.drive(now)
+        for (const m of batch) answerBarrier(m)
         this.batch = []
       }
     }).pipe(
@@ -362,6 +399,8 @@ export class HolepunchAttempt {
         return
       case "Freeze":
         this.nat.freeze()
+        return
+      case "Sync":
         return
       case "Stop":
         this.core.destroy()
@@ -444,11 +483,15 @@ export class HolepunchAttempt {
     // a strategy start the actor never got to (a step failed first) is answered: not started
     const left = this.batch
     this.batch = []
-    for (const m of left) if (m._tag === "Start") Deferred.doneUnsafe(m.done, Effect.succeed(false))
+    for (const m of left) {
+      if (m._tag === "Start") Deferred.doneUnsafe(m.done, Effect.succeed(false))
+      answerBarrier(m)
+    }
     for (;;) {
       const next = Queue.takeUnsafe(this.mailbox)
       if (next === undefined || next._tag !== "Success") break
       if (next.value._tag === "Start") Deferred.doneUnsafe(next.value.done, Effect.succeed(false))
+      answerBarrier(next.value)
     }
     Queue.shutdownUnsafe(this.mailbox)
     this.pending.clear()

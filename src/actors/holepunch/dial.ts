@@ -692,7 +692,8 @@ class Dial {
 
       const probeRound = (to: Endpoint | null, retry: boolean): Effect.Effect<{ token: Uint8Array | null; peerAddress: Endpoint }, ConnectionError> =>
         Effect.gen({ self: this }, function*() {
-          if (to !== null) attempt.openSession(to)
+          // the probe leaves before the holepunch message (the reference awaits it too)
+          if (to !== null) yield* attempt.openSession(to)
           const reply = yield* update(serverRelay.peerAddress, serverRelay.relayAddress, {
             error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: false,
             addresses: attempt.nat.addresses, remoteAddress: to, token: null, remoteToken: null
@@ -716,10 +717,23 @@ class Dial {
 
       const probe = yield* stopOnFailure(probeRound(this.opts.fastOpen === false ? null : serverAddress, true))
       this.localFirewall = attempt.nat.firewall
+      /**
+       * The server's socket answered our open-session probe (a path short
+       * enough for TTL 5: the server is in fact reachable) and connected
+       * us: that is the connection, and no punch round may follow. The
+       * reference's client stops here too (`isDone` after its probe round);
+       * a server that refuses the round (hyperdht's, when its random-punch
+       * budget is spent: TRY_LATER without a relay, the handshake aborted)
+       * closes the very socket we connected to, and the connection would
+       * open on our side and never carry a byte.
+       */
+      const connectedEarly = Effect.flatMap(attempt.connectedSoFar(), (yes) => (yes ? Deferred.await(attempt.outcome) : Effect.succeed(null)))
+      const early = yield* connectedEarly
+      if (early !== null) return early
       // the server's relay is the one we shook hands through: aim at the socket it now punches from
       if (sameEndpoint(serverRelay.relayAddress, won.relayAddress) && !sameEndpoint(serverAddress, probe.peerAddress)) {
         serverAddress = probe.peerAddress
-        attempt.openSession(serverAddress)
+        yield* attempt.openSession(serverAddress)
       }
       const veto = this.opts.holepunch
       if (veto !== undefined && !veto(attempt.remoteFirewall, attempt.nat.firewall, attempt.remoteAddresses, attempt.nat.addresses ?? [])) {
@@ -752,6 +766,9 @@ class Dial {
       const granted = grant
       const release = () => (granted !== null ? Effect.sync(() => limiter.release(host.handle.clock.currentTimeMillisUnsafe(), granted)) : Effect.void)
       const punched = yield* Effect.gen({ self: this }, function*() {
+        // (waiting for a grant took time: the server's answer may have come meanwhile)
+        const meanwhile = yield* connectedEarly
+        if (meanwhile !== null) return meanwhile
         let reply = yield* update(serverAddress, won.relayAddress, {
           error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: true,
           addresses: attempt.nat.addresses, remoteAddress: null,
@@ -764,6 +781,8 @@ class Dial {
             return yield* this.error("HOLEPUNCH_ABORTED", "the server's random punches stayed busy (TRY_LATER)")
           }
           yield* Effect.sleep(Math.round((1 + host.random()) * 1000 * 2 ** tries))
+          const connected = yield* connectedEarly
+          if (connected !== null) return connected
           // the token again (for the address the server's relay forwards to): its echo keeps the
           // server's address verified, which a random punch needs
           reply = yield* update(serverRelay.peerAddress, serverRelay.relayAddress, {

@@ -82,6 +82,13 @@ export interface SimNetworkOptions extends LinkOptions {
   readonly mappingTimeout?: number
   /** Capacity of each socket's inbox; overflow is dropped ("overflow"). Default 4096. */
   readonly inboxCapacity?: number
+  /**
+   * Datagrams sent with a smaller IP TTL are not delivered ("ttl"), after
+   * opening NAT and firewall state on the way out. Default 8: holepunch's
+   * TTL-5 probes expire, as on an internet path; 1 models paths a few hops
+   * long (a LAN, the NAT lab), on which they arrive.
+   */
+  readonly minDeliveryTtl?: number
   /** This network is one shard of a larger one (see `SimShard`). */
   readonly shard?: SimShard
 }
@@ -231,7 +238,7 @@ export interface SimDropStats {
   readonly noSocket: number
   /** Destination address unknown, or a private address behind another NAT. */
   readonly unreachable: number
-  /** Sent with ttl < 8: opened NAT/firewall state on the way out, then expired. */
+  /** Sent with a TTL below `minDeliveryTtl` (8): opened NAT/firewall state on the way out, then expired. */
   readonly ttl: number
   /** Bigger than the path's maxDatagramSize. */
   readonly oversize: number
@@ -325,7 +332,7 @@ class Prng {
 // ---------------------------------------------------------------------------
 
 const MAX_UDP_PAYLOAD = 65507
-/** Datagrams sent with a TTL below this never reach the destination (holepunch probes use 5). */
+/** By default, datagrams sent with a TTL below this never reach the destination (holepunch probes use 5). */
 const MIN_DELIVERY_TTL = 8
 const EPHEMERAL_FIRST = 49152
 
@@ -544,6 +551,7 @@ class SimNet {
   readonly defaults: Link
   readonly timeout: number
   readonly inboxCapacity: number
+  readonly minDeliveryTtl: number
   /** Every address: host ips (public and private) and NAT public ips. */
   readonly addrs = new Map<string, Host | Nat>()
   readonly natGroups = new Map<string, Nat>()
@@ -589,6 +597,7 @@ class SimNet {
     }
     this.timeout = options.mappingTimeout ?? 30_000
     this.inboxCapacity = options.inboxCapacity ?? 4096
+    this.minDeliveryTtl = options.minDeliveryTtl ?? MIN_DELIVERY_TTL
     this.shard = options.shard
     this.remoteSender = new Host("0.0.0.0", "open", undefined, {}, 0, this.timeout, this.defaults)
     this.runFork = Effect.runForkWith(context)
@@ -762,7 +771,7 @@ class SimNet {
       }
     }
 
-    if (ttl < MIN_DELIVERY_TTL) {
+    if (ttl < this.minDeliveryTtl) {
       c.ttl++
       return
     }
