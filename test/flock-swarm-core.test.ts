@@ -11,7 +11,7 @@
  * destroys) on a deterministic event loop. Seeded randomness throughout.
  */
 import { describe, expect, it } from "vitest"
-import { DEFAULT_MAX_BANNED_PEERS, DIAL_RACE_WINDOW, ERR_FIREWALLED, LOSER_HOLD } from "../src/actors/flock/constants.js"
+import { DEFAULT_MAX_BANNED_PEERS, DIAL_RACE_WINDOW, ERR_FIREWALLED, LOSER_HOLD, LOSER_HOLD_FLOOR } from "../src/actors/flock/constants.js"
 import { compareKeys } from "../src/actors/flock/dedup.js"
 import { DiscoveryOutput, TopicDiscoveryCore } from "../src/actors/flock/discovery.js"
 import { type ConnId, SwarmCore, type SwarmCoreOptions, SwarmOutput } from "../src/actors/flock/swarm.js"
@@ -294,6 +294,8 @@ class CoreNet {
   private arrive(link: Link): void {
     if (link.closedAtDialer) return
     const acc = link.acceptor
+    // the dialer's handshake reaches the acceptor's server (its swarm is told before the stream exists)
+    this.input(acc, (c, now) => c.noteHandshake(now, link.dialer.publicKey))
     const open = () =>
       this.at(this.latencyOf(link.dialer, acc), () => {
         if (link.closedAtDialer) return
@@ -1348,8 +1350,16 @@ describe("loser's hold (Flock only)", () => {
     return { d, id, out }
   }
 
-  it("the loser dials at once; its opened outbound is held (no Connection, not in connections, dial slot free) and surfaced when LOSER_HOLD has passed", () => {
-    const { d, id, out } = heldLoser()
+  it("the loser dials at once; its opened outbound is held (no Connection, not in connections, dial slot free) and surfaced when LOSER_HOLD has passed, the winner's handshake having reached us", () => {
+    const d = new Driver({ ...TEST_TIMING, publicKey: key(0x01) })
+    d.run((c) => c.joinTopic(T1))
+    mutual(d, WINNER)
+    d.advance(5)
+    // the winner is dialling us too: its handshake reached our server before our dial opened
+    d.run((c, now) => c.noteHandshake(now, WINNER))
+    d.advance(5)
+    const id = d.lastDial()
+    const out = d.open(id)
     expect(out.filter((o) => o._tag === "Connection")).toEqual([])
     expect(d.core.connections.size).toBe(0)
     expect(d.core.connecting).toBe(0)
@@ -1370,9 +1380,40 @@ describe("loser's hold (Flock only)", () => {
     expect(d.of("Connection").length).toBe(1)
   })
 
+  it("no sign of the winner dialling: the hold is LOSER_HOLD_FLOOR plus the time our dial took; a handshake from the winner during it extends it to LOSER_HOLD", () => {
+    // dial started at 0, opened at 10: held until 10 + FLOOR + 10
+    const { d, id } = heldLoser()
+    expect(d.core.nextDeadline()).toBe(10 + LOSER_HOLD_FLOOR + 10)
+    d.advance(LOSER_HOLD_FLOOR + 10 - 1)
+    expect(d.of("Connection")).toEqual([])
+    d.advance(1)
+    expect(d.of("Connection")).toEqual([SwarmOutput.Connection({ id, peer: d.core.peer(WINNER)!, direction: "outbound" })])
+    // the same, but the winner's handshake arrives 20 ms after our open: the full hold
+    const h = heldLoser()
+    h.d.advance(20)
+    h.d.run((c, now) => c.noteHandshake(now, WINNER))
+    expect(h.d.core.nextDeadline()).toBe(10 + LOSER_HOLD)
+    h.d.advance(LOSER_HOLD - 20 - 1)
+    expect(h.d.of("Connection")).toEqual([])
+    h.d.advance(1)
+    expect(h.d.of("Connection").length).toBe(1)
+    // a handshake from another key, or one older than the hold, changes nothing
+    const o = new Driver({ ...TEST_TIMING, publicKey: key(0x01) })
+    o.run((c) => c.joinTopic(T1))
+    o.run((c, now) => c.noteHandshake(now, WINNER))
+    o.advance(LOSER_HOLD + 1)
+    mutual(o, WINNER)
+    o.run((c, now) => c.noteHandshake(now, key(0x02)))
+    o.advance(10)
+    o.open(o.lastDial())
+    expect(o.core.nextDeadline()).toBe(LOSER_HOLD + 1 + 10 + LOSER_HOLD_FLOOR + 10)
+  })
+
   it("the winner's inbound during the hold replaces the held outbound silently: the application sees only the inbound", () => {
     const { d, id } = heldLoser()
-    d.advance(LOSER_HOLD / 2)
+    d.advance(5)
+    d.run((c, now) => c.noteHandshake(now, WINNER))
+    d.advance(LOSER_HOLD / 2 - 5)
     let inbound = -1
     const out = d.run((c, now) => {
       inbound = c.handleInbound(now, WINNER, () => true)
@@ -1498,7 +1539,7 @@ describe("loser's hold (Flock only)", () => {
     expect(d.of("Connection").length).toBe(1)
   })
 
-  it("spaced joins: only the newcomer (the loser) dials; its connection is surfaced LOSER_HOLD after it opened, with no dial delay", () => {
+  it("spaced joins: only the newcomer (the loser) dials; nobody dials it, so its connection is surfaced LOSER_HOLD_FLOOR plus its dial's time after it opened, with no dial delay", () => {
     const net = new CoreNet({ nodes: 2, seed: 3, ...TEST_TIMING, latency: [20, 21] })
     const [a, b] = net.nodes as [Node, Node]
     const loser = compareKeys(a.publicKey, b.publicKey) < 0 ? a : b
@@ -1507,9 +1548,9 @@ describe("loser's hold (Flock only)", () => {
     net.input(loser, (c, now) => c.handlePeer(now, T1, { publicKey: winner.publicKey, mutual: true }))
     expect(loser.dialsStarted).toBe(1)
     net.runUntil(10_000)
-    // the winner accepts at 20; the loser's stream opens at 40 and is surfaced at 40 + LOSER_HOLD
+    // the winner accepts at 20; the loser's stream opens at 40 (its dial took 40 ms) and is surfaced at 40 + FLOOR + 40
     expect(winner.connectionTimes).toEqual([20])
-    expect(loser.connectionTimes).toEqual([40 + LOSER_HOLD])
+    expect(loser.connectionTimes).toEqual([40 + LOSER_HOLD_FLOOR + 40])
   })
 
   it("both dial, the winner's swarm slow to see our connection (its dial under way): the loser sees its held outbound closed by the remote before the hold ends", () => {

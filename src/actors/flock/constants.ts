@@ -147,6 +147,19 @@ export const FOLLOW_UP_JITTER = 150
  */
 export const LOSER_HOLD = 150
 /**
+ * Flock only: the loser's hold when nothing says the winner is dialling.
+ * The winner can only be dialling us if its dial started before our
+ * connection reached its swarm, and then its handshake reaches our server
+ * within about one dial of ours after our connection opened (its FIND_PEER
+ * round trip and the relayed handshake, as ours took). So the hold is the
+ * full LOSER_HOLD once a handshake from the winner's key has reached our
+ * server (at the open, or during the hold), and otherwise this floor (the
+ * two ends' processing, tens of ms on a loaded event loop) plus the time
+ * our own dial took, capped by LOSER_HOLD: a newcomer whose peers are not
+ * dialling it (they looked up before it announced) is not kept waiting.
+ */
+export const LOSER_HOLD_FLOOR = 50
+/**
  * Flock only: the dial race window of the §10 staleness rule. The winner of
  * the tie-break (the larger key) does not take its own outbound connection
  * for stale (rule 1) while it is younger than this (or not open yet),

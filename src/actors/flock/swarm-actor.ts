@@ -236,6 +236,7 @@ export const makeSwarmActor = (options: SwarmActorOptions, events: SwarmEvents):
         case "NetworkUpdate":
           return core.handleNetworkUpdate(now, m.online)
         case "Handshake": {
+          core.noteHandshake(now, m.remotePublicKey)
           const screen = core.screenHandshake(m.remotePublicKey)
           if (screen !== "ask") return void Deferred.doneUnsafe(m.reply, Effect.succeed(true))
           if (firewall === undefined) return void Deferred.doneUnsafe(m.reply, Effect.succeed(false))

@@ -59,7 +59,7 @@
  */
 import * as Data from "effect/Data"
 import { equalBytes, toHex } from "../../protocol/encoding.js"
-import { DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BANNED_PEERS, DIAL_RACE_WINDOW, LOSER_HOLD } from "./constants.js"
+import { DEFAULT_FLUSH_TIMEOUT, DEFAULT_MAX_BANNED_PEERS, DIAL_RACE_WINDOW, LOSER_HOLD, LOSER_HOLD_FLOOR } from "./constants.js"
 import { isExpectedInitiator, keepNewConnection } from "./dedup.js"
 import {
   canDialPinned,
@@ -194,6 +194,8 @@ interface ConnRecord {
   /** Outbound from the queue: counts for flush. */
   readonly counted: boolean
   openedAt: number
+  /** Outbound: when the dial started (`handleDialStarted`), -1 before and for inbound records. */
+  dialedAt: number
   /** A Destroy was emitted for it. */
   destroying: boolean
   /** The inbound connection held until this one's close has been processed. */
@@ -212,6 +214,9 @@ interface FlushWaiter {
 export type HandshakeScreen = "self" | "banned" | "server-limit" | "ask"
 
 const keyOf = (k: Uint8Array | string): string => (typeof k === "string" ? k : toHex(k))
+
+/** Bound of the recent-handshake memory behind the loser's hold (`noteHandshake`). */
+const MAX_HANDSHAKES_SEEN = 1024
 
 export class SwarmCore {
   readonly publicKey: Uint8Array
@@ -232,6 +237,8 @@ export class SwarmCore {
   private readonly loserHold: number
   /** Outbound connections on hold, with the time they are surfaced (insertion order = deadline order). */
   private readonly holds = new Map<ConnRecord, number>()
+  /** Keys whose handshake reached our server lately (`noteHandshake`) → when; entries older than the hold are dropped. */
+  private readonly handshakesSeen = new Map<string, number>()
   private readonly backoffs: Backoffs | undefined
   private readonly jitter: number | undefined
 
@@ -402,10 +409,7 @@ export class SwarmCore {
   nextDeadline(): number {
     let d = this.retry.nextDeadline()
     for (const f of this.flushes) if (f.deadline < d) d = f.deadline
-    for (const at of this.holds.values()) {
-      if (at < d) d = at
-      break
-    }
+    for (const at of this.holds.values()) if (at < d) d = at
     return d
   }
 
@@ -508,6 +512,28 @@ export class SwarmCore {
   // -------------------------------------------------------------------------
 
   /**
+   * A handshake from `remotePublicKey` reached our server (before any
+   * screening): that peer is dialling us. A held outbound connection to it
+   * is then held for the full `loserHold` (its inbound or its close is on
+   * the way), and so is one that opens soon after (Flock only).
+   */
+  noteHandshake(now: number, remotePublicKey: Uint8Array | string): void {
+    if (this.loserHold <= 0) return
+    const hex = keyOf(remotePublicKey)
+    const seen = this.handshakesSeen
+    seen.delete(hex)
+    // oldest first: drop the expired ones (and the oldest past a bound, whatever their age)
+    for (const [k, at] of seen) {
+      if (now - at <= this.loserHold && seen.size < MAX_HANDSHAKES_SEEN) break
+      seen.delete(k)
+    }
+    seen.set(hex, now)
+    const r = this.byKey.get(hex)
+    const until = r === undefined ? undefined : this.holds.get(r)
+    if (r !== undefined && until !== undefined && r.openedAt + this.loserHold > until) this.holds.set(r, r.openedAt + this.loserHold)
+  }
+
+  /**
    * Inbound handshake screening: own key and banned peers are refused
    * without asking the user firewall again, a new peer over
    * maxServerConnections too ("server-limit", no ban); "ask" means: call
@@ -571,6 +597,7 @@ export class SwarmCore {
     if (r === undefined || r.direction !== "outbound" || r.phase !== "firewall") return false
     if (r.destroying) return false
     r.phase = "connecting"
+    r.dialedAt = now
     this.stats.connects.client.attempted++
     this.emitUpdate()
     return true
@@ -607,7 +634,12 @@ export class SwarmCore {
     this.connectDone(now)
     r.peer.connected(now)
     if (hold) {
-      this.holds.set(r, now + this.loserHold)
+      // the full hold when the winner's handshake has reached our server (it is dialling us), else
+      // long enough for it to arrive if the winner's dial started before ours reached it (LOSER_HOLD_FLOOR)
+      const seen = this.handshakesSeen.get(r.peer.key)
+      const dialling = seen !== undefined && now - seen <= this.loserHold
+      const quiet = LOSER_HOLD_FLOOR + (r.dialedAt >= 0 ? now - r.dialedAt : this.loserHold)
+      this.holds.set(r, now + (dialling ? this.loserHold : Math.min(this.loserHold, quiet)))
       this.emitUpdate()
       return
     }
@@ -753,6 +785,7 @@ export class SwarmCore {
         phase: "held",
         counted: false,
         openedAt: -1,
+        dialedAt: -1,
         destroying: false,
         heldNext: null,
         replaces: existing
@@ -778,6 +811,7 @@ export class SwarmCore {
       phase: "open",
       counted: false,
       openedAt: now,
+      dialedAt: -1,
       destroying: false,
       heldNext: null,
       replaces: null
@@ -981,10 +1015,7 @@ export class SwarmCore {
   /** The hold of these connections is over: surface the ones still alive. */
   private releaseHolds(now: number): void {
     const due: Array<ConnRecord> = []
-    for (const [r, at] of this.holds) {
-      if (at > now) break
-      due.push(r)
-    }
+    for (const [r, at] of this.holds) if (at <= now) due.push(r)
     for (const r of due) {
       this.holds.delete(r)
       if (r.destroying || r.phase !== "on-hold" || this.conns.get(r.id) !== r) continue
@@ -1023,6 +1054,7 @@ export class SwarmCore {
       phase: "firewall",
       counted,
       openedAt: -1,
+      dialedAt: -1,
       destroying: false,
       heldNext: null,
       replaces: null
