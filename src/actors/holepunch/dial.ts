@@ -92,6 +92,14 @@ const GRANT_POLL = 100
 const TRY_LATER_RETRIES = 3
 /** Parallel handshake attempts (3 when relay candidates are known up front). */
 const PARALLEL_HANDSHAKES = 2
+/**
+ * With relay candidates known up front, how long their handshakes run
+ * before the FIND_PEER query starts anyway (ms): a candidate that no longer
+ * holds the server's record answers at once (the query then starts at once);
+ * one that does not answer at all is not waited out (a request's retries
+ * take seconds).
+ */
+const CANDIDATE_GRACE = 500
 
 interface Handshaken {
   readonly relayAddress: Endpoint
@@ -404,7 +412,8 @@ class Dial {
       const known = h.core.id !== null ? (h.hyperdht.store()?.forwards.get(toHex(this.target), h.core.time)?.relay ?? null) : null
       if (known !== null) candidates = [known]
       const seeds = this.opts.nodes ?? candidates ?? []
-      const concurrency = candidates !== null && candidates.length > 0 ? PARALLEL_HANDSHAKES + 1 : PARALLEL_HANDSHAKES
+      const hasCandidates = candidates !== null && candidates.length > 0
+      const concurrency = hasCandidates ? PARALLEL_HANDSHAKES + 1 : PARALLEL_HANDSHAKES
       // plain state, not a stream: the query's replies come in the node's step that received them and
       // start handshakes from there; the first attempt that settles the dial completes `won`, and
       // the others and the query are stopped without waiting for them (they end on their own)
@@ -412,10 +421,12 @@ class Dial {
       const seen = new Set<string>()
       const waiting: Array<Endpoint> = []
       const running = new Set<() => void>()
+      let queryStarted = false
       let queryEnded = false
       let offered = false // the known candidates are in (the query may end before them)
       let settled = false
       let stopQuery: (() => void) | null = null
+      let stopGrace: (() => void) | null = null
       const settle = (a: Attempt): void => {
         if (settled) return
         settled = true
@@ -427,6 +438,8 @@ class Dial {
         running.clear()
         stopQuery?.()
         stopQuery = null
+        stopGrace?.()
+        stopGrace = null
       }
       const pump = (): void => {
         while (!settled && running.size < concurrency && waiting.length > 0) {
@@ -449,7 +462,10 @@ class Dial {
           )
           if (!done) running.add(stop)
         }
-        if (!settled && offered && running.size === 0 && waiting.length === 0 && queryEnded) settle(null)
+        if (settled || !offered || running.size > 0 || waiting.length > 0) return
+        // every node tried and none settled it: the query finds more, or it has ended
+        if (!queryStarted) startQuery()
+        else if (queryEnded) settle(null)
       }
       const offer = (e: Endpoint): void => {
         const k = key(e)
@@ -458,19 +474,37 @@ class Dial {
         waiting.push({ host: e.host, port: e.port })
         pump()
       }
-      // the FIND_PEER requests leave now (a direct node step when the node is idle), then message 1
-      // (two DH operations) is written while they fly; the candidates already known go first
-      const query = h.runQuery({ target: this.target, command: R.Command.FIND_PEER, value: null }, { retries: 3, ...(seeds.length > 0 ? { nodes: seeds } : {}) }, (r) => {
-        if (r.value !== null && Result.isSuccess(decode(R.peer, r.value))) offer(r.from)
-      })
-      const stop = host.spawn(
-        Effect.ensuring(Effect.ignore(query), Effect.sync(() => {
-          queryEnded = true
-          stopQuery = null
-          pump()
-        }))
-      )
-      if (!queryEnded) stopQuery = stop
+      const startQuery = (): void => {
+        if (queryStarted || settled) return
+        queryStarted = true
+        stopGrace?.()
+        stopGrace = null
+        const query = h.runQuery({ target: this.target, command: R.Command.FIND_PEER, value: null }, { retries: 3, ...(seeds.length > 0 ? { nodes: seeds } : {}) }, (r) => {
+          if (r.value !== null && Result.isSuccess(decode(R.peer, r.value))) offer(r.from)
+        })
+        const stop = host.spawn(
+          Effect.ensuring(Effect.ignore(query), Effect.sync(() => {
+            queryEnded = true
+            stopQuery = null
+            pump()
+          }))
+        )
+        if (!queryEnded) stopQuery = stop
+      }
+      // Without candidates the FIND_PEER requests leave now (a direct node step when the node is
+      // idle), and message 1 (two DH operations) is written while they fly. With candidates (the
+      // relays the server announced through, a cached route, or our own record of it) their
+      // handshakes go first and the query only when they all failed, or after CANDIDATE_GRACE
+      // (a candidate that does not answer): a full FIND_PEER walk for every dial of a Flock that
+      // found its peers by lookup filled the node's congestion window (26 requests a dial), and
+      // the handshakes of its later dials waited for the next drain, 750 ms
+      if (!hasCandidates) startQuery()
+      else {
+        stopGrace = host.spawn(Effect.andThen(Effect.sleep(CANDIDATE_GRACE), Effect.sync(() => {
+          stopGrace = null
+          startQuery()
+        })))
+      }
       const m1 = msg1()
       if (m1 instanceof ConnectionError) {
         stopAll()
