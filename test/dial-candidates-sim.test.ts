@@ -10,32 +10,17 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import type { SimHost } from "../src/layers/transport/sim.js"
-import { BindError, type Endpoint, type OwnedSocket } from "../src/layers/Transport.js"
 import * as Rpc from "../src/protocol/dht-rpc.js"
 import * as R from "../src/protocol/records.js"
 import { buildConnectSim, connect, exchange, listen } from "./support/connect-sim.js"
+import { recordingHost } from "./support/recording-host.js"
 
 /** The external commands every socket of a host sends, in order. */
-const recording = (log: Array<number>) => (host: SimHost): SimHost => ({
-  ...host,
-  open: (options) => {
-    const s = host.open(options)
-    if (s instanceof BindError) return s
-    const send = (to: Endpoint, data: Uint8Array, ttl?: number): void => {
-      const m = Rpc.decodeMessage(data)
-      if (m._tag === "Success" && m.success._tag === "Request" && !m.success.request.internal) log.push(m.success.request.command)
-      s.send(to, data, ttl)
-    }
-    return new Proxy(s, {
-      get: (target, key) => {
-        if (key === "send") return send
-        const v: unknown = Reflect.get(target, key, target)
-        return typeof v === "function" ? v.bind(target) : v
-      }
-    }) as OwnedSocket
-  }
-})
+const recording = (log: Array<number>) =>
+  recordingHost((_socket, _to, data) => {
+    const m = Rpc.decodeMessage(data)
+    if (m._tag === "Success" && m.success._tag === "Request" && !m.success.request.internal) log.push(m.success.request.command)
+  })
 
 const count = (log: ReadonlyArray<number>, command: number): number => log.filter((c) => c === command).length
 

@@ -33,12 +33,11 @@
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect } from "effect"
 import { HolepunchAttempt } from "../src/actors/holepunch/attempt.js"
-import type { SimHost } from "../src/layers/transport/sim.js"
-import { BindError, type Endpoint, type OwnedSocket } from "../src/layers/Transport.js"
 import * as C from "../src/protocol/connect.js"
 import * as Rpc from "../src/protocol/dht-rpc.js"
 import * as R from "../src/protocol/records.js"
 import { advanceUntil, buildConnectSim, connect, exchange, listen, outcomeOf, type SimDial } from "./support/connect-sim.js"
+import { recordingHost } from "./support/recording-host.js"
 
 const lines: Array<string> = []
 afterAll(() => {
@@ -67,28 +66,8 @@ const kindOf = (data: Uint8Array): Sent["kind"] => {
 }
 
 /** The host with every socket it opens recording what it sends into `log`. */
-const recording = (log: Array<Sent>) => (host: SimHost): SimHost => {
-  let sockets = 0
-  return {
-    ...host,
-    open: (options) => {
-      const s = host.open(options)
-      if (s instanceof BindError) return s
-      const id = sockets++
-      const send = (to: Endpoint, data: Uint8Array, ttl?: number): void => {
-        log.push({ socket: id, to: `${to.host}:${to.port}`, kind: kindOf(data), ttl: ttl ?? 64 })
-        s.send(to, data, ttl)
-      }
-      return new Proxy(s, {
-        get: (target, key) => {
-          if (key === "send") return send
-          const v: unknown = Reflect.get(target, key, target)
-          return typeof v === "function" ? v.bind(target) : v
-        }
-      }) as OwnedSocket
-    }
-  }
-}
+const recording = (log: Array<Sent>) =>
+  recordingHost((socket, to, data, ttl) => log.push({ socket, to: `${to.host}:${to.port}`, kind: kindOf(data), ttl: ttl ?? 64 }))
 
 describe("holepunch over a short path (TTL-5 probes arrive)", () => {
   it.effect("a server that refuses punch rounds <- random-NAT client, reused nodes, 10 dials 1 s apart: the probe leaves before the holepunch message, its answer connects each dial, no punch round follows, data flows both ways", () =>
