@@ -94,12 +94,11 @@ export class HolepunchAttempt {
   readonly analyzed: Deferred.Deferred<void>
   private readonly mailbox: Queue.Queue<Msg>
   /** Requests in flight by tid: who must answer, and the answer's slot. */
-  private readonly pending = new Map<number, { readonly to: Endpoint; readonly got: Deferred.Deferred<PoolResponse> | ((r: PoolResponse) => void) }>()
+  private readonly pending = new Map<number, { readonly to: Endpoint; readonly got: Deferred.Deferred<PoolResponse> }>()
   private nextTid: number
   private wakeArmed = Infinity
   private keep = -1
   private stopped = false
-  private samplingStarted = false
   /** The random-punch grant the strategy runs under (its pace; lowered as the punch slows down). */
   private grant: RandomPunchGrant | null = null
   /** The batch of messages the actor is handling (a strategy start in it is answered if a step fails). */
@@ -133,25 +132,13 @@ export class HolepunchAttempt {
     this.nextTid = Math.floor(host.random() * 0x10000)
   }
 
-  /**
-   * Open the first pool socket and start the actor; null when no socket
-   * could be bound. The NAT sampling starts at once unless `sampleLater`
-   * (then `startSampling()`): a client's first holepunch message should not
-   * queue behind its sampling pings.
-   */
-  static make(host: ConnectionHost, options: AttemptOptions, sampleLater = false): HolepunchAttempt | null {
+  /** Open the first pool socket and start the actor; null when no socket could be bound. */
+  static make(host: ConnectionHost, options: AttemptOptions): HolepunchAttempt | null {
     const a = new HolepunchAttempt(host, options)
     if (a.openSocket(0) === null) return null
     host.spawn(a.run())
-    if (!sampleLater) a.startSampling()
+    Queue.offerUnsafe(a.mailbox, { _tag: "Sample" })
     return a
-  }
-
-  /** Start the NAT sampling (the pings from the attempt's socket); once. */
-  startSampling(): void {
-    if (this.samplingStarted) return
-    this.samplingStarted = true
-    Queue.offerUnsafe(this.mailbox, { _tag: "Sample" })
   }
 
   /** The attempt's own socket (index 0). */
@@ -196,9 +183,7 @@ export class HolepunchAttempt {
     // a response from anyone but the node asked is ignored (it cannot cancel the request)
     if (p === undefined || p.to.host !== d.from.host || p.to.port !== d.from.port) return
     this.pending.delete(r.tid)
-    const res: PoolResponse = { from: { host: d.from.host, port: d.from.port }, to: r.to, error: r.error, value: r.value }
-    if (typeof p.got === "function") p.got(res)
-    else Deferred.doneUnsafe(p.got, Effect.succeed(res))
+    Deferred.doneUnsafe(p.got, Effect.succeed({ from: { host: d.from.host, port: d.from.port }, to: r.to, error: r.error, value: r.value }))
   }
 
   /**
@@ -430,38 +415,19 @@ export class HolepunchAttempt {
   }
 
   /** Ping the next nodes of the sampling plan from our socket (one try each, 1 s). */
-  /**
-   * The next NAT-sampling pings, sent at once from the attempt's socket: no
-   * fiber per ping, one timer for the batch (a ping unanswered within
-   * REQUEST_TIMEOUT counts as failed, as one try of `request` would).
-   */
   private sample(): void {
     const nodes = this.host.handle.core.toArray()
     const pings = this.plan.nextPings(nodes)
     this.checkAnalysis()
-    const socket = this.sockets[0]
-    if (pings.length === 0 || socket === null || socket === undefined || this.stopped) return
-    const sent: Array<{ readonly tid: number; readonly node: IPv4Address }> = []
     for (const node of pings) {
-      const tid = this.nextTid = (this.nextTid + 1) & 0xffff
-      const bytes = Rpc.encodeRequest({ tid, to: { host: node.host, port: node.port }, id: null, token: null, internal: true, command: PING, target: null, value: null })
-      if (Result.isFailure(bytes)) {
-        Queue.offerUnsafe(this.mailbox, { _tag: "PingResult", node, to: null })
-        continue
-      }
-      this.pending.set(tid, { to: node, got: (r) => Queue.offerUnsafe(this.mailbox, { _tag: "PingResult", node, to: r.to }) })
-      socket.send(node, bytes.success)
-      sent.push({ tid, node })
+      this.host.spawn(
+        Effect.flatMap(this.request(node, { internal: true, command: PING, target: null, value: null }, 1), (r) =>
+          Effect.sync(() => {
+            Queue.offerUnsafe(this.mailbox, { _tag: "PingResult", node, to: Option.isSome(r) ? r.value.to : null })
+          })
+        )
+      )
     }
-    if (sent.length === 0) return
-    this.host.spawn(Effect.andThen(Effect.sleep(REQUEST_TIMEOUT), Effect.sync(() => {
-      for (const { tid, node } of sent) {
-        const p = this.pending.get(tid)
-        if (p === undefined || typeof p.got !== "function") continue
-        this.pending.delete(tid)
-        Queue.offerUnsafe(this.mailbox, { _tag: "PingResult", node, to: null })
-      }
-    })))
   }
 
   /** Send what the core asks for, open birthday sockets, arm the next timer, settle the outcome. */

@@ -424,7 +424,6 @@ class Dial {
       let queryStarted = false
       let queryEnded = false
       let offered = false // the known candidates are in (the query may end before them)
-      let deferred = 0 // replies whose handshake starts in a microtask
       let settled = false
       let stopQuery: (() => void) | null = null
       let stopGrace: (() => void) | null = null
@@ -463,17 +462,16 @@ class Dial {
           )
           if (!done) running.add(stop)
         }
-        if (settled || !offered || running.size > 0 || waiting.length > 0 || deferred > 0) return
+        if (settled || !offered || running.size > 0 || waiting.length > 0) return
         // every node tried and none settled it: the query finds more, or it has ended
         if (!queryStarted) startQuery()
         else if (queryEnded) settle(null)
       }
       const offer = (e: Endpoint): void => {
         const k = key(e)
-        if (!seen.has(k)) {
-          seen.add(k)
-          waiting.push({ host: e.host, port: e.port })
-        }
+        if (seen.has(k)) return
+        seen.add(k)
+        waiting.push({ host: e.host, port: e.port })
         pump()
       }
       const startQuery = (): void => {
@@ -481,17 +479,8 @@ class Dial {
         queryStarted = true
         stopGrace?.()
         stopGrace = null
-        // a reply arrives inside the node's step: its handshake starts right after that step (a
-        // microtask), when the node can send it at once, not through the node's mailbox
         const query = h.runQuery({ target: this.target, command: R.Command.FIND_PEER, value: null }, { retries: 3, ...(seeds.length > 0 ? { nodes: seeds } : {}) }, (r) => {
-          if (r.value !== null && Result.isSuccess(decode(R.peer, r.value))) {
-            const from = r.from
-            deferred++
-            queueMicrotask(() => {
-              deferred--
-              offer(from)
-            })
-          }
+          if (r.value !== null && Result.isSuccess(decode(R.peer, r.value))) offer(r.from)
         })
         const stop = host.spawn(
           Effect.ensuring(Effect.ignore(query), Effect.sync(() => {
@@ -659,13 +648,11 @@ class Dial {
       const host = this.host
       const c = host.crypto
       const hp = won.payload.holepunch!
-      // its NAT sampling starts with the first holepunch message (`update`): the message must not
-      // queue behind the sampling pings, and their answers are back long before its reply
       const attempt = HolepunchAttempt.make(host, {
         initiator: true,
         remoteFirewall: won.payload.firewall,
         remoteAddresses: withVerified(won.payload.addresses4, null, [])
-      }, true)
+      })
       if (attempt === null) return yield* this.error("HOLEPUNCH_ABORTED", "no pool socket could be bound")
       this.puncher = attempt
       const serverRelay = hp.relays.find((r) => sameEndpoint(r.relayAddress, won.relayAddress)) ?? hp.relays[0]!
@@ -705,9 +692,7 @@ class Dial {
           if (Result.isFailure(plain)) return yield* this.error("HOLEPUNCH_INVALID", plain.failure.message)
           const value = encode(C.holepunch, { mode: C.FROM_CLIENT, id: hp.id, payload: Derive.sealPayload(c, secret, plain.success), peerAddress })
           if (Result.isFailure(value)) return yield* this.error("HOLEPUNCH_INVALID", value.failure.message)
-          const request = attempt.request(relay, { internal: false, command: R.Command.PEER_HOLEPUNCH, target: this.target, value: value.success })
-          attempt.startSampling()
-          const res = yield* request
+          const res = yield* attempt.request(relay, { internal: false, command: R.Command.PEER_HOLEPUNCH, target: this.target, value: value.success })
           if (Option.isNone(res)) {
             this.attempts.push({ path: "punch", via: key(relay), outcome: "no holepunch reply" })
             return yield* this.error("HOLEPUNCH_PROBE_TIMEOUT", "the relay or the server did not answer the holepunch message")
