@@ -88,6 +88,12 @@ export const PASSIVE_CONNECT_TIMEOUT = 10_000
 /** How long a dial waits for the node's random-punch budget before giving up (ms), polling every GRANT_POLL. */
 const GRANT_WAIT = 4000
 const GRANT_POLL = 100
+/**
+ * How long the probe round waits for our NAT analysis (ms): its pings time
+ * out after 1 s each and the analysis gives up after a few, so this only
+ * bounds an analysis that would never end.
+ */
+const ANALYSIS_WAIT = 5000
 /** Punch rounds redone after the server's TRY_LATER (back-off 1–2 s, then doubling). */
 const TRY_LATER_RETRIES = 3
 /** Parallel handshake attempts (3 when relay candidates are known up front). */
@@ -433,6 +439,8 @@ class Dial {
         Deferred.doneUnsafe(won, Exit.succeed(a))
       }
       const stopAll = (): void => {
+        // the dial is over (settled, failed or interrupted): nothing starts any more
+        settled = true
         waiting.length = 0
         for (const stop of running) stop()
         running.clear()
@@ -733,7 +741,8 @@ class Dial {
             addresses: attempt.nat.addresses, remoteAddress: to, token: null, remoteToken: null
           })
           if (attempt.remoteFirewall === C.FIREWALL_UNKNOWN) yield* Effect.sleep(1000)
-          yield* Deferred.await(attempt.analyzed)
+          // bounded: an analysis that never ends leaves our class unknown, and the dial fails typed below
+          yield* Deferred.await(attempt.analyzed).pipe(Effect.timeoutOption(ANALYSIS_WAIT))
           this.localFirewall = attempt.nat.firewall
           if ((attempt.remoteFirewall === C.FIREWALL_UNKNOWN || reply.payload.token === null) && retry) return yield* probeRound(to, false)
           if (attempt.remoteFirewall === C.FIREWALL_UNKNOWN || attempt.nat.firewall === C.FIREWALL_UNKNOWN) {
