@@ -32,7 +32,7 @@ import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { ConnectOptions } from "../actors/holepunch/dial.js"
-import { type ConnectionError, connectionError } from "../actors/holepunch/errors.js"
+import { ConnectionError, connectionError } from "../actors/holepunch/errors.js"
 import type { QueryReply } from "../actors/routing/driver.js"
 import type { DhtEvent } from "../actors/routing/node.js"
 import type { QueryError, QueryOptions } from "../actors/routing/query.js"
@@ -236,8 +236,8 @@ const make = (options: GatewayOptions = {}): Effect.Effect<GatewayApi, GatewaySt
 
 /** A failure of the relay's start as a ConnectionError (a listen's own, else SERVER_ERROR). */
 const relayStartError = (e: unknown): ConnectionError =>
-  typeof e === "object" && e !== null && (e as { readonly _tag?: unknown })._tag === "ConnectionError"
-    ? (e as ConnectionError)
+  e instanceof ConnectionError
+    ? e
     : connectionError("SERVER_ERROR", `the blind relay could not start: ${e instanceof Error ? e.message : String(e)}`, undefined, e)
 
 /**

@@ -132,7 +132,8 @@ export const FOLLOW_UP_JITTER = 150
  * dialling each other (the peer was found through a topic we announce), the
  * side whose dial loses the §10 tie-break (the smaller key) still dials at
  * once, but keeps its outbound connection from the application for this
- * long after it opens. The winner's own connection arriving meanwhile
+ * long after it opens when the winner is known to be dialling (its
+ * handshake reached our server; otherwise see LOSER_HOLD_FLOOR). The winner's own connection arriving meanwhile
  * replaces it silently (§10 keeps the winner's anyway), and so does the
  * winner closing it (its own dial was already under way); otherwise it is
  * handed over when the hold ends. Bound: the winner's server hands our

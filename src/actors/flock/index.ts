@@ -99,8 +99,11 @@
  * whose dial would lose the §10 tie-break (the smaller key): when its
  * outbound connection to a mutual peer opens, it is kept from the
  * application (phase "on-hold", no `Connection`, not in `connections`, the
- * dial slot freed) for `LOSER_HOLD` (150 ms), a deadline of the ordinary
- * `nextDeadline` / `handleTimeout`. The winner's inbound connection
+ * dial slot freed) for `LOSER_HOLD` (150 ms) once a handshake from that
+ * peer's key has reached our server (`noteHandshake`: it is dialling us),
+ * else for `LOSER_HOLD_FLOOR` plus the time our dial took (at most
+ * `LOSER_HOLD`), a deadline of the ordinary `nextDeadline` /
+ * `handleTimeout`. The winner's inbound connection
  * arriving meanwhile replaces it (§10), the winner closing it (its dial was
  * under way) ends it, both without the application ever seeing it;
  * otherwise it is surfaced when the hold ends. The winner never holds. So

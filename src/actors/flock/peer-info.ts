@@ -84,7 +84,8 @@ export class PeerInfo {
   /**
    * Flock only: found through a topic we announce (or announced), so it may
    * be dialling us too; if our key loses the §10 tie-break, our outbound
-   * connection to it is held for `LOSER_HOLD` before the application sees it.
+   * connection to it is held (`LOSER_HOLD`, shorter while nothing says the
+   * peer is dialling us) before the application sees it.
    */
   mutual = false
   /** The last connection was outbound (`server` is the negation). */

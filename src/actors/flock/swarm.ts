@@ -46,7 +46,10 @@
  * peer opens, it enters phase "on-hold" instead of "open": the dial slot is
  * freed, it counts as a connection to that key (so the winner's inbound
  * meets the §10 rule), but no `Connection` is emitted and it is not in
- * `connections`. Within `loserHold` (default `LOSER_HOLD`):
+ * `connections`. The hold lasts `loserHold` (default `LOSER_HOLD`) once a
+ * handshake from the winner's key has reached our server (`noteHandshake`,
+ * before the open or during the hold), else `LOSER_HOLD_FLOOR` plus the
+ * time the dial took, capped by `loserHold`. Within it:
  * - the winner's inbound connection arrives: §10 keeps it, the held one is
  *   destroyed and the inbound is accepted once its close is processed: the
  *   application sees only the inbound;

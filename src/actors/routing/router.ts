@@ -11,9 +11,11 @@
  * - a server entry: a server listening on this node (`listen`), with hooks
  *   that run its side of the handshake and of the holepunch exchange.
  *
- * Plain deterministic code inside the node actor. A server hook may answer
- * later (its firewall callback may be asynchronous): its `respond` then
- * runs the reply in a later step of the node (`exec`).
+ * Plain deterministic code inside the node actor. A server that answers a
+ * handshake at once replies inside the step that received it; one that
+ * answers later (its firewall callback may be asynchronous), and every
+ * holepunch answer (the server's attempt handles the message first), runs
+ * the reply in a later step of the node (`exec`).
  *
  * Bad input is never an exception: undecodable values, missing fields and
  * unknown targets are dropped and counted in `stats`. A handshake message 1
