@@ -8,7 +8,8 @@
 //     rounds   rounds per implementation in those cases, interleaved (default 2; medians shown)
 //     N2       peers in the size case (default 50)
 //     rounds2  rounds per implementation in the size case (default 2)
-//     --only=size   run the size case alone (npm run bench:flock:50)
+//     --only=size   run the size case alone (npm run bench:flock:50); --only=atonce,
+//                   --only=refresh, --only=spaced: that case alone
 //     --bound=S     the full-mesh bound of the N-peer cases, seconds (default 30;
 //                   the reference's next lookup is 10 minutes away, so a longer
 //                   bound changes nothing but the run time)
@@ -285,7 +286,7 @@ const CASES = [
     size: true,
     title: `${N2} peers, nodes ready, peer i joins once peer i-1's discovery has flushed`
   }
-].filter((c) => ONLY !== "size" || c.size)
+].filter((c) => ONLY === undefined || (ONLY === "size" ? c.size : c.id === ONLY))
 
 const cores = typeof os.availableParallelism === "function" ? os.availableParallelism() : os.cpus().length
 console.log(

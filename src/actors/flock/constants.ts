@@ -149,17 +149,22 @@ export const FOLLOW_UP_JITTER = 150
 export const LOSER_HOLD = 150
 /**
  * Flock only: the loser's hold when nothing says the winner is dialling.
- * The winner can only be dialling us if its dial started before our
- * connection reached its swarm, and then its handshake reaches our server
- * within about one dial of ours after our connection opened (its FIND_PEER
- * round trip and the relayed handshake, as ours took). So the hold is the
- * full LOSER_HOLD once a handshake from the winner's key has reached our
- * server (at the open, or during the hold), and otherwise this floor (the
- * two ends' processing, tens of ms on a loaded event loop) plus the time
- * our own dial took, capped by LOSER_HOLD: a newcomer whose peers are not
- * dialling it (they looked up before it announced) is not kept waiting.
+ * The winner can only be dialling us if its dial was registered before our
+ * connection reached its swarm, and then its swarm destroys our connection
+ * at once (§10: its own dial is the keeper). That DESTROY follows the stream
+ * header that opened our side, on the same path, so it reaches us after our
+ * open by the winner's processing time (server to swarm), not by a round
+ * trip nor by the time the winner's own handshake needs to reach us (a
+ * FIND_PEER query first when it has no route cached). A winner that took
+ * our connection does not dial us any more (it is connected). So the hold
+ * is the full LOSER_HOLD once a handshake from the winner's key has reached
+ * our server (at the open, or during the hold), and otherwise this floor:
+ * the processing of both ends, a few ms idle and tens of ms on a loaded
+ * event loop (10 swarms in one process, bench/flock.mjs: 0 duplicates
+ * surfaced). A newcomer whose peers are not dialling it (they looked up
+ * before it announced) is not kept waiting longer.
  */
-export const LOSER_HOLD_FLOOR = 50
+export const LOSER_HOLD_FLOOR = 30
 /**
  * Flock only: the dial race window of the §10 staleness rule. The winner of
  * the tie-break (the larger key) does not take its own outbound connection

@@ -48,8 +48,8 @@
  * meets the §10 rule), but no `Connection` is emitted and it is not in
  * `connections`. The hold lasts `loserHold` (default `LOSER_HOLD`) once a
  * handshake from the winner's key has reached our server (`noteHandshake`,
- * before the open or during the hold), else `LOSER_HOLD_FLOOR` plus the
- * time the dial took, capped by `loserHold`. Within it:
+ * before the open or during the hold), else `LOSER_HOLD_FLOOR` (capped by
+ * `loserHold`). Within it:
  * - the winner's inbound connection arrives: §10 keeps it, the held one is
  *   destroyed and the inbound is accepted once its close is processed: the
  *   application sees only the inbound;
@@ -197,8 +197,6 @@ interface ConnRecord {
   /** Outbound from the queue: counts for flush. */
   readonly counted: boolean
   openedAt: number
-  /** Outbound: when the dial started (`handleDialStarted`), -1 before and for inbound records. */
-  dialedAt: number
   /** A Destroy was emitted for it. */
   destroying: boolean
   /** The inbound connection held until this one's close has been processed. */
@@ -600,7 +598,6 @@ export class SwarmCore {
     if (r === undefined || r.direction !== "outbound" || r.phase !== "firewall") return false
     if (r.destroying) return false
     r.phase = "connecting"
-    r.dialedAt = now
     this.stats.connects.client.attempted++
     this.emitUpdate()
     return true
@@ -637,12 +634,11 @@ export class SwarmCore {
     this.connectDone(now)
     r.peer.connected(now)
     if (hold) {
-      // the full hold when the winner's handshake has reached our server (it is dialling us), else
-      // long enough for it to arrive if the winner's dial started before ours reached it (LOSER_HOLD_FLOOR)
+      // the full hold when the winner's handshake has reached our server (it is dialling us), else long
+      // enough for the winner's DESTROY to follow the header that opened us, if its dial was under way
       const seen = this.handshakesSeen.get(r.peer.key)
       const dialling = seen !== undefined && now - seen <= this.loserHold
-      const quiet = LOSER_HOLD_FLOOR + (r.dialedAt >= 0 ? now - r.dialedAt : this.loserHold)
-      this.holds.set(r, now + (dialling ? this.loserHold : Math.min(this.loserHold, quiet)))
+      this.holds.set(r, now + (dialling ? this.loserHold : Math.min(this.loserHold, LOSER_HOLD_FLOOR)))
       this.emitUpdate()
       return
     }
@@ -788,7 +784,6 @@ export class SwarmCore {
         phase: "held",
         counted: false,
         openedAt: -1,
-        dialedAt: -1,
         destroying: false,
         heldNext: null,
         replaces: existing
@@ -814,7 +809,6 @@ export class SwarmCore {
       phase: "open",
       counted: false,
       openedAt: now,
-      dialedAt: -1,
       destroying: false,
       heldNext: null,
       replaces: null
@@ -1057,7 +1051,6 @@ export class SwarmCore {
       phase: "firewall",
       counted,
       openedAt: -1,
-      dialedAt: -1,
       destroying: false,
       heldNext: null,
       replaces: null
