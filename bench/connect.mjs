@@ -285,7 +285,7 @@ const pairings = [
   ["reference", "omega"]
 ]
 const label = ([c, s]) => `${kinds[c].name} → ${kinds[s].name}`
-const results = new Map(pairings.map((p) => [label(p), { times: [], first: null, failures: {}, rates: [], cpu: [], transferFailures: {} }]))
+const results = new Map(pairings.map((p) => [label(p), { times: [], dialCpu: [], first: null, failures: {}, rates: [], cpu: [], transferFailures: {} }]))
 const fail = (bag, err) => {
   const c = codeOf(err)
   bag[c] = (bag[c] ?? 0) + 1
@@ -302,8 +302,11 @@ for (let i = 0; i < N; i++) {
     const p = pairings[(i + j) % pairings.length]
     const r = results.get(label(p))
     try {
+      const c0 = process.cpuUsage()
       const ms = await dialOnce(...p)
+      const c = process.cpuUsage(c0)
       r.times.push(ms)
+      r.dialCpu.push((c.user + c.system) / 1000)
       if (i === 0) r.first = ms
     } catch (err) {
       fail(r.failures, err)
@@ -352,14 +355,15 @@ console.log(`connections on ${HOST}: node ${process.version}, ${cores} cores (${
 console.log(`network: reference testnet of ${TESTNET_SIZE} nodes + 4 client/server nodes (Omega and reference), set up in ${(setupMs / 1000).toFixed(1)} s`)
 console.log("")
 console.log(`connect() → 'open' latency (ms), ${N} dials per pairing, fresh client key pair each, interleaved; timeout ${DIAL_TIMEOUT / 1000} s${WARM ? `; after 1 warm-up dial per pairing to another key (failures: ${failText(warmFailures)})` : ""}`)
-const lat = ["pairing (client → server)", "median", "p95", "min", "max", "first", "ok", "failures"]
-const w = [30, 9, 9, 9, 9, 9, 6]
+const lat = ["pairing (client → server)", "median", "p95", "min", "max", "first", "ok", "CPU ms", "failures"]
+const w = [30, 9, 9, 9, 9, 9, 6, 8]
 console.log(lat.map((h, i) => (i === 0 ? h.padEnd(w[0]) : i < lat.length - 1 ? h.padStart(w[i]) : "  " + h)).join(""))
 for (const p of pairings) {
   const r = results.get(label(p))
   const cells = [median(r.times), quantile(r.times, 0.95), Math.min(...r.times), Math.max(...r.times), r.first ?? NaN]
-  console.log(label(p).padEnd(w[0]) + cells.map((x, i) => f1(r.times.length ? x : NaN).padStart(w[i + 1])).join("") + `${r.times.length}/${N}`.padStart(w[6]) + "  " + failText(r.failures))
+  console.log(label(p).padEnd(w[0]) + cells.map((x, i) => f1(r.times.length ? x : NaN).padStart(w[i + 1])).join("") + `${r.times.length}/${N}`.padStart(w[6]) + f1(r.dialCpu.length ? median(r.dialCpu) : NaN).padStart(w[7]) + "  " + failText(r.failures))
 }
+console.log("CPU ms: median process CPU (user + system) of one dial's whole life, connect() to 'close' after a graceful end, both ends and the testnet's relaying (all in this process)")
 const oo = results.get(label(pairings[0]))
 const rr = results.get(label(pairings[1]))
 console.log(
