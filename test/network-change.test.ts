@@ -78,6 +78,13 @@ const viewOf = (peer: SimPeer) => {
 }
 
 const tagsOf = (events: ReadonlyArray<DhtEvent>) => events.map((e) => e._tag)
+/** The events each node emits from now on (one array per handle, in order). */
+const recordEvents = (...handles: ReadonlyArray<{ readonly onEvent: (f: (e: DhtEvent) => void) => unknown }>): Array<Array<DhtEvent>> =>
+  handles.map((h) => {
+    const events: Array<DhtEvent> = []
+    h.onEvent((e) => events.push(e))
+    return events
+  })
 const natUpdates = (events: ReadonlyArray<DhtEvent>) =>
   events.flatMap((e) => (e._tag === "nat-update" ? [{ host: e.host, port: e.port }] : []))
 
@@ -102,8 +109,7 @@ describe("a host that changes network re-samples", () => {
       const server = yield* listen(peer)
       yield* reachable(sim, server, "consistent", "before the move")
 
-      const events: Array<DhtEvent> = []
-      handle.onEvent((e) => events.push(e))
+      const [events] = recordEvents(handle) as [Array<DhtEvent>]
       // pings in flight across the move: the old interface stays up a while,
       // so their replies arrive, naming the old network's address
       let staleReplies = 0
@@ -155,8 +161,7 @@ describe("a host that changes network re-samples", () => {
       const server = yield* listen(peer)
       yield* reachable(sim, server, "consistent", "open, before the moves")
 
-      const events: Array<DhtEvent> = []
-      handle.onEvent((e) => events.push(e))
+      const [events] = recordEvents(handle) as [Array<DhtEvent>]
       // behind a NAT now; nobody tells the node: its interface poll (every 5 s) sees the new address
       const natted = yield* network("consistent")
       machine.move(natted)
@@ -195,9 +200,7 @@ describe("a host that changes network re-samples", () => {
       assert.strictEqual(views[0]!.classification, "open")
       assert.strictEqual(views[1]!.classification, "consistent")
 
-      const events: Array<Array<DhtEvent>> = [[], []]
-      persistent.handle.onEvent((e) => events[0]!.push(e))
-      natted.handle.onEvent((e) => events[1]!.push(e))
+      const events = recordEvents(persistent.handle, natted.handle)
       // a VPN or a container bridge comes up: the interface list changes, the network does not
       persistent.machine.extraAddresses = ["10.8.0.2"]
       natted.machine.extraAddresses = ["172.17.0.1"]
@@ -227,9 +230,7 @@ describe("a host that changes network re-samples", () => {
       const a = adaptive.handle.core
       assert.isFalse(f.ephemeral)
       assert.isFalse(a.ephemeral, "the adaptive node became persistent")
-      const events: Array<Array<DhtEvent>> = [[], []]
-      forced.handle.onEvent((e) => events[0]!.push(e))
-      adaptive.handle.onEvent((e) => events[1]!.push(e))
+      const events = recordEvents(forced.handle, adaptive.handle)
 
       const fNext = yield* forced.network("open")
       const aNext = yield* adaptive.network("open")

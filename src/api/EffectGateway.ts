@@ -254,11 +254,10 @@ const startRelay = (node: GatewayHandle, options: GatewayOptions, relayOptions: 
     const service = new RelayService(facade, crypto.blake2b, relayOptions.keyPair ?? crypto.keyPair()!, relayOptions)
     const started = yield* Deferred.make<void, ConnectionError>()
     // (registered after the node's own finalizer, so it runs first: the relay unannounces while the node still runs)
-    yield* Effect.addFinalizer(() =>
-      Effect.promise(() =>
-        service.close().catch(() => {}).then(() => facade.destroy()).catch(() => {})
-      )
-    )
+    // a failure to unannounce or close is logged; the teardown goes on (the node still closes)
+    const closing = (what: string, f: () => Promise<unknown>) =>
+      Effect.tryPromise(f).pipe(Effect.catch((e) => Effect.logWarning(`the node's blind relay: ${what} failed`, e.cause)))
+    yield* Effect.addFinalizer(() => Effect.andThen(closing("close", () => service.close()), closing("its facade's destroy", () => facade.destroy())))
     yield* Effect.forkScoped(
       Effect.andThen(
         node.ready,

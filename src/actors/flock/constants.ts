@@ -131,20 +131,18 @@ export const FOLLOW_UP_JITTER = 150
  * Flock only: the tie-break loser's hold. When both ends of a pair may be
  * dialling each other (the peer was found through a topic we announce), the
  * side whose dial loses the §10 tie-break (the smaller key) still dials at
- * once, but keeps its outbound connection from the application for this
- * long after it opens when the winner is known to be dialling (its
- * handshake reached our server; otherwise see LOSER_HOLD_FLOOR). The winner's own connection arriving meanwhile
- * replaces it silently (§10 keeps the winner's anyway), and so does the
- * winner closing it (its own dial was already under way); otherwise it is
- * handed over when the hold ends. Bound: the winner's server hands our
- * connection to its swarm as it sends the stream header that opens it on
- * our side, and its swarm destroys it at once when its own dial is under
- * way; header and DESTROY travel the same path one after the other, so the
- * gap at our end is the two ends' processing time, not the round trip (a
- * few ms idle, tens of ms on a loaded event loop). 150 ms covers that with
- * margin, and is paid only by the loser of a pair, in parallel over its
- * dials (a dial slot is freed when the connection opens, not when the
- * hold ends).
+ * once, but keeps its outbound connection from the application after it
+ * opens: for this long when the winner is known to be dialling (a handshake
+ * from its key reached our server), else for LOSER_HOLD_FLOOR. The winner's
+ * own connection arriving meanwhile replaces it silently (§10 keeps the
+ * winner's anyway), and so does the winner closing it (its own dial was
+ * already under way); otherwise it is handed over when the hold ends.
+ * Bound: a winner whose handshake reached us is past its FIND_PEER and its
+ * message 1, so its connection (or its close of ours, LOSER_HOLD_FLOOR) is
+ * a few round trips away; 150 ms covers that on ordinary paths, and is paid
+ * only by the loser of a pair, in parallel over its dials (a dial slot is
+ * freed when the connection opens, not when the hold ends), and only while
+ * neither arrives.
  */
 export const LOSER_HOLD = 150
 /**

@@ -101,10 +101,10 @@
  * application (phase "on-hold", no `Connection`, not in `connections`, the
  * dial slot freed) for `LOSER_HOLD` (150 ms) once a handshake from that
  * peer's key has reached our server (`noteHandshake`: it is dialling us),
- * else for `LOSER_HOLD_FLOOR` (30 ms: the winner, if it is dialling
- * us, destroys our connection right after the header that opened it, and
- * that DESTROY arrives within its processing time), a deadline of the ordinary `nextDeadline` /
- * `handleTimeout`. The winner's inbound connection
+ * else for `LOSER_HOLD_FLOOR` (30 ms: the winner, if it is dialling us,
+ * destroys our connection right after the header that opened it, and that
+ * DESTROY arrives within its processing time), a deadline of the ordinary
+ * `nextDeadline` / `handleTimeout`. The winner's inbound connection
  * arriving meanwhile replaces it (§10), the winner closing it (its dial was
  * under way) ends it, both without the application ever seeing it;
  * otherwise it is surfaced when the hold ends. The winner never holds. So

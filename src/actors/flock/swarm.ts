@@ -236,7 +236,7 @@ export class SwarmCore {
   private readonly maxBannedPeers: number
   private readonly flushTimeout: number
   private readonly loserHold: number
-  /** Outbound connections on hold, with the time they are surfaced (insertion order = deadline order). */
+  /** Outbound connections on hold, with the time they are surfaced (holds differ in length: any order). */
   private readonly holds = new Map<ConnRecord, number>()
   /** Keys whose handshake reached our server lately (`noteHandshake`) → when; entries older than the hold are dropped. */
   private readonly handshakesSeen = new Map<string, number>()
