@@ -154,6 +154,11 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
   let stopFallback: (() => void) | null = null
   /** One round of the dial: its own UDX stream, handshake and paths. */
   const round = (o: ConnectOptions, mayFallBack: boolean): void => {
+    // without relay candidates the FIND_PEER requests leave first: the stream, the dial and Noise
+    // are set up while they fly
+    const target = host.crypto.blake2b(remotePublicKey)
+    const plan = findPlan(host, remotePublicKey, target, o)
+    const finder = plan.candidates === null ? new PeerFinder(host, target, plan.seeds) : null
     // our UDX stream: the server's first packet may come before its handshake reply
     const early = { socket: null as UdpSocket | null, from: null as Endpoint | null }
     const firstPacket = Deferred.makeUnsafe<{ socket: UdpSocket; from: Endpoint }>()
@@ -170,13 +175,16 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
       }
     })
     if (created instanceof Error) {
+      finder?.stop()
       fail(host, socket, connectionError("PEER_CONNECTION_FAILED", created.message, undefined, created))
       return
     }
     const stream = created
-    const d = new Dial(host, socket, stream, remotePublicKey, keyPair, o, early, firstPacket)
+    const d = new Dial(host, socket, stream, remotePublicKey, keyPair, o, early, firstPacket, target, plan, finder)
     const stop = host.spawn(
       d.run().pipe(
+        // the query ends with the dial, however it ends (the finder is idle once taken over)
+        Effect.ensuring(Effect.sync(() => finder?.stop())),
         Effect.catchTag("ConnectionError", (e) =>
           Effect.sync(() => {
             if (mayFallBack && o.relayFallback !== undefined && RELAY_FALLBACK_CODES.has(e.code) && !socket.destroyed && !socket.started) {
@@ -241,6 +249,60 @@ const fail = (host: ConnectionHost, socket: GatewaySocket, error: ConnectionErro
   if (!socket.destroyed) socket.destroy(error)
 }
 
+/** Where a dial looks for the server: relay candidates known up front, and the query's seeds. */
+interface FindPlan {
+  /** The relays the server announced through (`relayAddresses`), a cached route, or our own record of it; null: none. */
+  readonly candidates: ReadonlyArray<Endpoint> | null
+  readonly seeds: ReadonlyArray<Endpoint>
+}
+
+const findPlan = (host: ConnectionHost, remotePublicKey: Uint8Array, target: Uint8Array, opts: ConnectOptions): FindPlan => {
+  const h = host.handle
+  let candidates: ReadonlyArray<Endpoint> | null = opts.relayAddresses !== undefined && opts.relayAddresses.length > 0
+    ? opts.relayAddresses
+    : (host.relayCache.get(toHex(remotePublicKey)) ?? null)
+  const known = h.core.id !== null ? (h.hyperdht.store()?.forwards.get(toHex(target), h.core.time)?.relay ?? null) : null
+  if (known !== null) candidates = [known]
+  if (candidates !== null && candidates.length === 0) candidates = null
+  return { candidates, seeds: opts.nodes ?? candidates ?? [] }
+}
+
+/**
+ * A dial's FIND_PEER query (connect.md §8.1 step 2). Started as the dial
+ * begins, so its requests leave before the rest of the dial is set up;
+ * the replies that carry the server's record are kept until the dial takes
+ * them over (`attach`). `stop` ends the query (idempotent).
+ */
+class PeerFinder {
+  private found: Array<Endpoint> = []
+  private take: ((relay: Endpoint) => void) | null = null
+  private ended = false
+  private onEnd: (() => void) | null = null
+  readonly stop: () => void
+
+  constructor(host: ConnectionHost, target: Uint8Array, seeds: ReadonlyArray<Endpoint>) {
+    const query = host.handle.runQuery({ target, command: R.Command.FIND_PEER, value: null }, { retries: 3, ...(seeds.length > 0 ? { nodes: seeds } : {}) }, (r) => {
+      if (r.value === null || Result.isFailure(decode(R.peer, r.value))) return
+      if (this.take !== null) this.take(r.from)
+      else this.found.push(r.from)
+    })
+    this.stop = host.spawn(Effect.ensuring(Effect.ignore(query), Effect.sync(() => {
+      this.ended = true
+      this.onEnd?.()
+    })))
+  }
+
+  /** Hand the replies so far, and every later one, to `take`; `onEnd` once the query has ended. */
+  attach(take: (relay: Endpoint) => void, onEnd: () => void): void {
+    this.take = take
+    this.onEnd = onEnd
+    const found = this.found
+    this.found = []
+    for (const relay of found) take(relay)
+    if (this.ended) onEnd()
+  }
+}
+
 class Dial {
   private readonly attempts: Array<PathAttempt> = []
   private relaysTried = 0
@@ -251,7 +313,6 @@ class Dial {
   /** Our relay offer (a relay and a fresh token), sent in our handshake payload. */
   private offer: RelayOffer | null = null
   private localFirewall: number = C.FIREWALL_UNKNOWN
-  private readonly target: Uint8Array
   private readonly id: string
 
   constructor(
@@ -262,9 +323,12 @@ class Dial {
     readonly keyPair: KeyPair,
     readonly opts: ConnectOptions,
     readonly early: { socket: UdpSocket | null; from: Endpoint | null },
-    readonly firstPacket: Deferred.Deferred<{ socket: UdpSocket; from: Endpoint }>
+    readonly firstPacket: Deferred.Deferred<{ socket: UdpSocket; from: Endpoint }>,
+    readonly target: Uint8Array,
+    private readonly plan: FindPlan,
+    /** The FIND_PEER query already under way (no relay candidates), else null. */
+    private readonly finder: PeerFinder | null
   ) {
-    this.target = host.crypto.blake2b(remotePublicKey)
     this.id = toHex(remotePublicKey)
   }
 
@@ -411,14 +475,8 @@ class Dial {
   private findAndHandshake(ini: Noise.NoiseState, msg1: () => Uint8Array | ConnectionError): Effect.Effect<Handshaken, ConnectionError> {
     return Effect.suspend(() => {
       const host = this.host
-      const h = host.handle
-      let candidates: ReadonlyArray<Endpoint> | null = this.opts.relayAddresses !== undefined && this.opts.relayAddresses.length > 0
-        ? this.opts.relayAddresses
-        : (host.relayCache.get(this.id) ?? null)
-      const known = h.core.id !== null ? (h.hyperdht.store()?.forwards.get(toHex(this.target), h.core.time)?.relay ?? null) : null
-      if (known !== null) candidates = [known]
-      const seeds = this.opts.nodes ?? candidates ?? []
-      const hasCandidates = candidates !== null && candidates.length > 0
+      const { candidates, seeds } = this.plan
+      const hasCandidates = candidates !== null
       const concurrency = hasCandidates ? PARALLEL_HANDSHAKES + 1 : PARALLEL_HANDSHAKES
       // plain state, not a stream: the query's replies come in the node's step that received them and
       // start handshakes from there; the first attempt that settles the dial completes `won`, and
@@ -487,20 +545,16 @@ class Dial {
         queryStarted = true
         stopGrace?.()
         stopGrace = null
-        const query = h.runQuery({ target: this.target, command: R.Command.FIND_PEER, value: null }, { retries: 3, ...(seeds.length > 0 ? { nodes: seeds } : {}) }, (r) => {
-          if (r.value !== null && Result.isSuccess(decode(R.peer, r.value))) offer(r.from)
+        const finder = this.finder ?? new PeerFinder(host, this.target, seeds)
+        stopQuery = finder.stop
+        finder.attach(offer, () => {
+          queryEnded = true
+          stopQuery = null
+          pump()
         })
-        const stop = host.spawn(
-          Effect.ensuring(Effect.ignore(query), Effect.sync(() => {
-            queryEnded = true
-            stopQuery = null
-            pump()
-          }))
-        )
-        if (!queryEnded) stopQuery = stop
       }
-      // Without candidates the FIND_PEER requests leave now (a direct node step when the node is
-      // idle), and message 1 (two DH operations) is written while they fly. With candidates (the
+      // Without candidates the FIND_PEER requests left as the dial began (`PeerFinder`, a direct node
+      // step when the node is idle), and message 1 (two DH operations) is written while they fly. With candidates (the
       // relays the server announced through, a cached route, or our own record of it) their
       // handshakes go first and the query only when they all failed, or after CANDIDATE_GRACE
       // (a candidate that does not answer): a full FIND_PEER walk for every dial of a Flock that

@@ -19,7 +19,7 @@
 import * as Cause from "effect/Cause"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import type * as Fiber from "effect/Fiber"
+import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import type { GatewayHandle } from "../../api/GatewayService.js"
 import type { CryptoImpl } from "../../layers/crypto/types.js"
@@ -33,6 +33,8 @@ import { fromUdxStream, type SecretStreamClock } from "./secret-stream.js"
 import { makeUdxMux, type UdxMux, type UdxStream } from "./udx.js"
 
 export { Noise }
+
+const noop = (): void => {}
 
 /** How a connection reached its peer (hyperdht#303 asks for this). */
 export type ConnectionPath = "direct" | "lan" | "punched" | "relayed"
@@ -170,8 +172,10 @@ export class ConnectionHost {
    * handed to `onFailure`, so the unit it belongs to can fail visibly.
    */
   spawn(effect: Effect.Effect<unknown, unknown>, onFailure?: (cause: Cause.Cause<unknown>) => void): () => void {
-    let fiber: Fiber.Fiber<unknown, unknown> | null = null
-    let stopped = false
+    // one fiber, started here and tied to the node's scope (`Fiber.runIn`): closing the node
+    // interrupts it; the node's scope closed already: nothing starts
+    const scope = this.handle.scope
+    if (scope.state._tag === "Closed") return noop
     const supervised = Effect.catchCause(effect, (cause) =>
       Cause.hasInterruptsOnly(cause)
         ? Effect.void
@@ -179,21 +183,8 @@ export class ConnectionHost {
           Effect.logError("connection host: a fiber failed", Cause.pretty(cause)),
           Effect.sync(() => onFailure?.(cause))
         ))
-    const outer = this.runFork(
-      Effect.forkIn(supervised, this.handle.scope, { startImmediately: true }).pipe(
-        Effect.tap((f) =>
-          Effect.sync(() => {
-            fiber = f
-            if (stopped) f.interruptUnsafe()
-          })
-        )
-      )
-    )
-    void outer
-    return () => {
-      stopped = true
-      if (fiber !== null) fiber.interruptUnsafe()
-    }
+    const fiber = Fiber.runIn(this.runFork(supervised), scope)
+    return () => fiber.interruptUnsafe()
   }
 
   /** Consulted before the mux for every UDX packet on any of the node's sockets (a blind relay's streams). */
