@@ -37,6 +37,13 @@ require("hyperdht/lib/constants.js").BOOTSTRAP_NODES.length = 0
 const BlindRelay = require("blind-relay")
 
 const NAME = process.argv[2] ?? "agent"
+
+// NATLAB_PROFILE=DIR: the client dials' windows (connect() to 'open', CLOCK_MONOTONIC µs, the clock of
+// V8's CPU profiles), written to DIR/<agent>.windows.json at shutdown; with NATLAB_NODE_FLAGS="--cpu-prof
+// --cpu-prof-dir=DIR" the samples of each agent's profile that fall in them are the dials' CPU
+const PROFILE_DIR = process.env.NATLAB_PROFILE ?? ""
+const windows = []
+const monoUs = () => Number(process.hrtime.bigint() / 1000n)
 const log = (...a) => process.stderr.write(`[${NAME}] ${a.join(" ")}\n`)
 
 // A stray error in a library callback must not end the agent: log it, go on.
@@ -49,7 +56,7 @@ const withTimeout = (p, ms, what) => {
   return Promise.race([p, new Promise((_, rej) => (t = setTimeout(() => rej(Object.assign(new Error(`timeout after ${ms} ms: ${what}`), { code: "TIMEOUT" })), ms)))]).finally(() => clearTimeout(t))
 }
 const hex = (b) => (b ? Buffer.from(b).toString("hex") : null)
-const round = (x) => Math.round(x * 10) / 10
+const round = (x, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits
 
 // ---------------------------------------------------------------------------
 // Implementations
@@ -372,6 +379,10 @@ const ops = {
     const opts = { keyPair: impl(which).keyPair() }
     if (relayThrough) opts.relayThrough = relayThrough === "auto" ? "auto" : Buffer.from(relayThrough, "hex")
     const t0 = performance.now()
+    const t0Epoch = performance.timeOrigin + t0
+    const w0 = monoUs()
+    const cpu0 = process.cpuUsage()
+    let cpuMs = null
     const socket = node.connect(Buffer.from(key, "hex"), opts)
     let openMs = null
     let echoMs = null
@@ -381,6 +392,9 @@ const ops = {
         new Promise((resolve, reject) => {
           socket.once("open", () => {
             openMs = performance.now() - t0
+            const cpu = process.cpuUsage(cpu0)
+            cpuMs = (cpu.user + cpu.system) / 1000
+            windows.push({ impl: which, from: w0, to: monoUs() })
             resolve()
           })
           socket.once("error", reject)
@@ -409,6 +423,8 @@ const ops = {
     const result = {
       ok: error === null,
       openMs: openMs === null ? null : round(openMs),
+      // this process's CPU (user + system) from connect() to 'open': the client's side of the dial
+      cpuMs: cpuMs === null ? null : round(cpuMs, 2),
       echoMs: echoMs === null ? null : round(echoMs),
       failMs: error === null ? null : round(performance.now() - t0),
       code: error === null ? null : (error.code ?? error.name ?? "ERROR"),
@@ -418,7 +434,9 @@ const ops = {
       remote,
       stats: d,
       readyMs: readyMs ?? null,
-      nat: selfReport(node)
+      nat: selfReport(node),
+      // wall-clock instants (ms since the epoch, sub-ms) of connect() and 'open', to line up with packet captures
+      at: { connect: round(t0Epoch, 3), open: openMs === null ? null : round(t0Epoch + openMs, 3) }
     }
     // end gracefully (bounded), so the server side sees a clean close
     if (error === null) {
@@ -459,6 +477,7 @@ const ops = {
     for (const r of relays) await withTimeout(Promise.resolve().then(() => r.close()), 5000, "relay close").catch(() => {})
     for (const n of infra.reverse()) await destroyNode(n)
     for (const o of udp.observers) o.s.close()
+    if (PROFILE_DIR !== "") (await import("node:fs")).writeFileSync(`${PROFILE_DIR}/${NAME}.windows.json`, JSON.stringify(windows))
     setTimeout(() => process.exit(0), 50)
     return { bye: true }
   }

@@ -24,6 +24,9 @@
 //   --capability     print whether this machine can run the lab (JSON) and
 //                    exit: 0 it can, 2 it cannot
 //   --no-install     do not apt-get install iptables when it is missing
+//   --capture        record every home host's UDP traffic (tcpdump, when
+//                    installed) into OUT/<home>.pcap; `node bench/natlab/phases.mjs
+//                    OUT` then shows where each cell's dials spent their time
 //
 // Needs root, iproute2 and iptables (installed with apt-get when missing);
 // says so and exits 2 when the machine cannot create network namespaces.
@@ -135,7 +138,9 @@ class Agent {
     this.pending = new Map()
     this.seq = 0
     this.exited = false
-    this.child = spawn("ip", ["netns", "exec", ns, process.execPath, path.join(here, "agent.mjs"), name], {
+    // NATLAB_NODE_FLAGS: extra node flags for every agent (e.g. "--cpu-prof --cpu-prof-dir=DIR")
+    const nodeFlags = (process.env.NATLAB_NODE_FLAGS ?? "").split(" ").filter(Boolean)
+    this.child = spawn("ip", ["netns", "exec", ns, process.execPath, ...nodeFlags, path.join(here, "agent.mjs"), name], {
       cwd: root,
       stdio: ["pipe", "pipe", "pipe"],
       env: { ...process.env, OMEGA_BOOTSTRAP: "" }
@@ -197,11 +202,13 @@ class Agent {
 
 let lab = null
 const agents = new Map()
+const captures = []
 let tornDown = false
 const teardown = () => {
   if (tornDown) return
   tornDown = true
   for (const a of agents.values()) if (!a.exited) a.child.kill("SIGKILL")
+  for (const c of captures) if (c.exitCode === null) c.kill("SIGKILL")
   if (lab !== null && !flag("keep")) {
     const removed = Lab.cleanup(PREFIX)
     say(`lab torn down (${removed.length} namespaces removed)`)
@@ -220,6 +227,32 @@ process.on("uncaughtException", (err) => {
   teardown()
   process.exit(1)
 })
+
+// ---------------------------------------------------------------------------
+// Packet captures (--capture): what phases.mjs reads
+// ---------------------------------------------------------------------------
+
+const startCaptures = (homes) => {
+  const tcpdump = ["/usr/bin/tcpdump", "/usr/sbin/tcpdump", "/bin/tcpdump", "/sbin/tcpdump"].find((p) => existsSync(p))
+  if (tcpdump === undefined) {
+    say("--capture: tcpdump is not installed (apt-get install -y tcpdump); no captures this run")
+    return
+  }
+  for (const h of homes) {
+    const child = spawn("ip", ["netns", "exec", h.ns, tcpdump, "-i", "any", "-n", "-U", "-s", "600", "-w", path.join(OUT, `${h.name}.pcap`), "udp"], {
+      stdio: ["ignore", "ignore", "ignore"]
+    })
+    child.on("error", () => {})
+    captures.push(child)
+  }
+  say(`capturing UDP in ${homes.length} homes (${OUT}/<home>.pcap)`)
+}
+
+const stopCaptures = async () => {
+  for (const c of captures) if (c.exitCode === null) c.kill("SIGTERM")
+  const deadline = Date.now() + 3000
+  while (captures.some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) await sleep(50)
+}
 
 // ---------------------------------------------------------------------------
 // Steps
@@ -325,6 +358,7 @@ const main = async () => {
   for (const h of lab.homes) agents.set(h.name, new Agent(h.ns, h.name))
   await Promise.all([...agents.values()].map((a) => Promise.race([a.started, sleep(30_000).then(() => Promise.reject(new Error(`${a.name}: agent did not start`)))])))
   say(`agents up (${agents.size})`)
+  if (flag("capture")) startCaptures(lab.homes)
 
   const checks = await udpCheck(core, lab.homes)
   if (!checks.every((c) => c.ok)) {
@@ -483,6 +517,7 @@ try {
   code = 1
 } finally {
   await Promise.all([...agents.values()].map((a) => a.stop().catch(() => {})))
+  await stopCaptures()
   teardown()
 }
 process.exit(code)
