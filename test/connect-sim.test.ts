@@ -28,6 +28,7 @@
  */
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Scope } from "effect"
+import { PASSIVE_CONNECT_TIMEOUT } from "../src/actors/holepunch/dial.js"
 import { FIREWALL_RANDOM } from "../src/protocol/connect.js"
 import { toHex } from "../src/protocol/encoding.js"
 import {
@@ -192,6 +193,41 @@ describe("connect on the simulated network: server NAT x client NAT", () => {
       assert.strictEqual(dial.socket.remoteHost, sp.host.ip)
       const exchangeMs = yield* checkOpened(sim, dial, server)
       rows[rows.indexOf(row)] = { ...row, exchangeMs }
+    }), { timeout: 30_000 })
+
+  it.effect("a client that wrongly calls itself OPEN (behind a consistent NAT): the server cannot reach it, the dial is redone as a firewalled client and punches", () =>
+    Effect.gen(function*() {
+      const sim = yield* buildConnectSim({ seed: 3 })
+      const sp = yield* sim.addPeer("consistent", { name: "server" })
+      // `firewalled: false`: the node skips its reachability check and says it is OPEN, as one
+      // whose check passed through NAT state left by an earlier socket on the same port does
+      const cp = yield* sim.addPeer("consistent", { name: "client", config: { firewalled: false } })
+      assert.isFalse(cp.handle.core.firewalled)
+      assert.isNotNull(cp.handle.core.remoteAddress(), "the client knows its public address: it says OPEN")
+      const server = yield* listen(sp)
+      const { dial, outcome } = yield* connect(sim, cp, server, { maxMs: 60_000 })
+      assert.isTrue(outcome.ok, `the dial opened (${describeFailure(outcome)})`)
+      assert.strictEqual(outcome.path, "punched", "client path")
+      // the passive wait ran out first (PASSIVE_CONNECT_TIMEOUT), then one more round
+      assert.isAtLeast(outcome.ms, PASSIVE_CONNECT_TIMEOUT)
+      assert.isAtMost(outcome.ms, PASSIVE_CONNECT_TIMEOUT + PUNCH_BOUND)
+      assert.strictEqual(cp.conn.stats.connects.reachabilityRetries, 1)
+      // the server has this round's connection (punched, the client's handshake hash) and the
+      // first round's, made at once for an OPEN client that it could never reach
+      const hash = toHex(dial.socket.handshakeHash!)
+      const ofThisRound = () => server.connections.find((s) => s.handshakeHash !== null && toHex(s.handshakeHash) === hash) ?? null
+      yield* advanceUntil(() => ofThisRound() !== null, 10_000, 10)
+      const mine = ofThisRound()
+      assert.isNotNull(mine, "the server's socket of this round")
+      assert.strictEqual(mine!.path, "punched", "server path")
+      const stale = server.connections.filter((s) => s !== mine)
+      console.log(`connect-sim: wrongly OPEN client: opened ${outcome.path} after ${outcome.ms} virtual ms`)
+      const x = yield* exchange(sim, dial.socket, mine!, SIZE, 1)
+      assert.isTrue(x.upIntact && x.downIntact, "bytes intact both ways")
+      // the first round's socket on the server does not stay half alive
+      yield* advanceUntil(() => stale.every((s) => s.destroyed), 120_000, 500)
+      assert.strictEqual(stale.length, 1, "one socket of the first round")
+      assert.isTrue(stale.every((s) => s.destroyed), "the first round's server socket closed on its own")
     }), { timeout: 30_000 })
 })
 

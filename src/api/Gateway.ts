@@ -842,7 +842,7 @@ export class Gateway extends EventEmitter {
     const base: ConnectStats = host?.stats ?? {
       punches: { open: 0, lan: 0, consistent: 0, random: 0, tryLater: 0 },
       relaying: { attempts: 0, successes: 0, aborts: 0, upgrades: 0, fallbacks: 0 },
-      connects: { started: 0, succeeded: 0, failed: 0, byCode: {} },
+      connects: { started: 0, succeeded: 0, failed: 0, reachabilityRetries: 0, byCode: {} },
       server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0, refused: 0, clientRelaysRefused: 0 }
     }
     const h = this.handle

@@ -153,7 +153,12 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
   let current: { readonly stop: () => void; readonly dial: Dial; readonly stream: UdxStream } | null = null
   let stopFallback: (() => void) | null = null
   /** One round of the dial: its own UDX stream, handshake and paths. */
-  const round = (o: ConnectOptions, mayFallBack: boolean): void => {
+  /**
+   * One round of the dial. `unreachable`: a round in which we said we were
+   * OPEN failed because the server's connection to us never came; this one
+   * says our class is unknown, so the server offers holepunching.
+   */
+  const round = (o: ConnectOptions, mayFallBack: boolean, unreachable: ReadonlyArray<PathAttempt> | null = null): void => {
     // without relay candidates the FIND_PEER requests leave first: the stream, the dial and Noise
     // are set up while they fly
     const target = host.crypto.blake2b(remotePublicKey)
@@ -180,14 +185,22 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
       return
     }
     const stream = created
-    const d = new Dial(host, socket, stream, remotePublicKey, keyPair, o, early, firstPacket, target, plan, finder)
+    const d = new Dial(host, socket, stream, remotePublicKey, keyPair, o, early, firstPacket, target, plan, finder, unreachable)
     const stop = host.spawn(
       d.run().pipe(
         // the query ends with the dial, however it ends (the finder is idle once taken over)
         Effect.ensuring(Effect.sync(() => finder?.stop())),
         Effect.catchTag("ConnectionError", (e) =>
           Effect.sync(() => {
-            if (mayFallBack && o.relayFallback !== undefined && RELAY_FALLBACK_CODES.has(e.code) && !socket.destroyed && !socket.started) {
+            if (d.notReached && unreachable === null && !socket.destroyed && !socket.started) {
+              // we called ourselves OPEN and the server's connection to us never came: our node's
+              // reachability check was wrong (a NAT that let its probes in through state left by an
+              // earlier socket on the same port); the dial is redone saying our class is unknown
+              host.stats.connects.reachabilityRetries++
+              d.close()
+              stream.destroyUnsafe()
+              round(o, mayFallBack, d.tried())
+            } else if (mayFallBack && o.relayFallback !== undefined && RELAY_FALLBACK_CODES.has(e.code) && !socket.destroyed && !socket.started) {
               d.close()
               stream.destroyUnsafe()
               viaRelay(o, o.relayFallback, e)
@@ -327,9 +340,20 @@ class Dial {
     readonly target: Uint8Array,
     private readonly plan: FindPlan,
     /** The FIND_PEER query already under way (no relay candidates), else null. */
-    private readonly finder: PeerFinder | null
+    private readonly finder: PeerFinder | null,
+    /** Set when this round redoes one in which we said we were OPEN and were not reached: its attempts. */
+    private readonly unreachable: ReadonlyArray<PathAttempt> | null = null
   ) {
     this.id = toHex(remotePublicKey)
+    if (unreachable !== null) this.attempts.push(...unreachable)
+  }
+
+  /** We said we were OPEN, and the server's connection to us did not come. */
+  notReached = false
+
+  /** What this round tried so far. */
+  tried(): ReadonlyArray<PathAttempt> {
+    return this.attempts.slice()
   }
 
   /** The socket closed: stop punching (a punched connection's pool socket closes after its UDX stream). */
@@ -350,7 +374,7 @@ class Dial {
       const host = this.host
       const h = host.handle
       const c = host.crypto
-      const own = h.core.firewalled ? null : h.core.remoteAddress()
+      const own = h.core.firewalled || this.unreachable !== null ? null : h.core.remoteAddress()
       this.localFirewall = own !== null ? C.FIREWALL_OPEN : C.FIREWALL_UNKNOWN
       const addresses4: Array<Endpoint> = own !== null ? [own] : []
       if (this.opts.localConnection !== false) addresses4.push(...host.localAddresses())
@@ -678,6 +702,9 @@ class Dial {
         const got = yield* Deferred.await(this.firstPacket).pipe(Effect.timeoutOption(PASSIVE_CONNECT_TIMEOUT))
         if (Option.isNone(got)) {
           this.attempts.push({ path: "direct", outcome: "the server did not connect to us within 10 s" })
+          // the server offered holepunching (else it was dialled directly above): it can be dialled
+          // again as a firewalled client (startDial)
+          this.notReached = true
           return yield* this.error("HOLEPUNCH_ABORTED")
         }
         return this.onsocket(won, got.value.socket, got.value.from, "direct")

@@ -44,7 +44,11 @@ export interface ConnectStats {
   readonly punches: { open: number; lan: number; consistent: number; random: number; tryLater: number }
   /** Relayed connections: attempts, successes, aborts, upgrades to a direct path, and dials redone through a relay after a failed punch (`fallbacks`). */
   readonly relaying: { attempts: number; successes: number; aborts: number; upgrades: number; fallbacks: number }
-  readonly connects: { started: number; succeeded: number; failed: number; byCode: Record<string, number> }
+  /**
+   * Dials started, opened and failed (by code); `reachabilityRetries`: dials redone as a firewalled
+   * client after the server's connection to us, a client that called itself OPEN, never came.
+   */
+  readonly connects: { started: number; succeeded: number; failed: number; reachabilityRetries: number; byCode: Record<string, number> }
   readonly server: {
     handshakes: number
     firewalled: number
@@ -124,7 +128,7 @@ export class ConnectionHost {
   readonly stats: ConnectStats = {
     punches: { open: 0, lan: 0, consistent: 0, random: 0, tryLater: 0 },
     relaying: { attempts: 0, successes: 0, aborts: 0, upgrades: 0, fallbacks: 0 },
-    connects: { started: 0, succeeded: 0, failed: 0, byCode: {} },
+    connects: { started: 0, succeeded: 0, failed: 0, reachabilityRetries: 0, byCode: {} },
     server: { handshakes: 0, firewalled: 0, connections: 0, badHandshakes: 0, duplicates: 0, holepunchesIgnored: 0, refused: 0, clientRelaysRefused: 0 }
   }
   /** Relay nodes that led to the last successful dial of a key (hex), newest last (bounded). */
