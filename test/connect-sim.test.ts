@@ -195,7 +195,7 @@ describe("connect on the simulated network: server NAT x client NAT", () => {
       rows[rows.indexOf(row)] = { ...row, exchangeMs }
     }), { timeout: 30_000 })
 
-  it.effect("a client that wrongly calls itself OPEN (behind a consistent NAT): the server cannot reach it, the dial is redone as a firewalled client and punches", () =>
+  it.effect("a client that wrongly calls itself OPEN (behind a consistent NAT): the server cannot reach it, the dial is redone as a firewalled client and punches; the node's next dial punches at once", () =>
     Effect.gen(function*() {
       const sim = yield* buildConnectSim({ seed: 3 })
       const sp = yield* sim.addPeer("consistent", { name: "server" })
@@ -228,6 +228,14 @@ describe("connect on the simulated network: server NAT x client NAT", () => {
       yield* advanceUntil(() => stale.every((s) => s.destroyed), 120_000, 500)
       assert.strictEqual(stale.length, 1, "one socket of the first round")
       assert.isTrue(stale.every((s) => s.destroyed), "the first round's server socket closed on its own")
+      // the node remembers: its next dial says its class is unknown at once (no passive wait)
+      dial.socket.destroy()
+      mine!.destroy()
+      const again = yield* connect(sim, cp, server, { maxMs: 60_000 })
+      assert.isTrue(again.outcome.ok, `the second dial opened (${describeFailure(again.outcome)})`)
+      assert.strictEqual(again.outcome.path, "punched")
+      assert.isBelow(again.outcome.ms, PASSIVE_CONNECT_TIMEOUT, "no passive wait this time")
+      assert.strictEqual(cp.conn.stats.connects.reachabilityRetries, 1, "no second retry")
     }), { timeout: 30_000 })
 })
 

@@ -197,6 +197,7 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
               // reachability check was wrong (a NAT that let its probes in through state left by an
               // earlier socket on the same port); the dial is redone saying our class is unknown
               host.stats.connects.reachabilityRetries++
+              host.markUnreachable()
               d.close()
               stream.destroyUnsafe()
               round(o, mayFallBack, d.tried())
@@ -374,7 +375,9 @@ class Dial {
       const host = this.host
       const h = host.handle
       const c = host.crypto
-      const own = h.core.firewalled || this.unreachable !== null ? null : h.core.remoteAddress()
+      // a node that says it is OPEN but was recently found unreachable (or this round redoes such a
+      // dial) says its class is unknown: the server offers holepunching instead of dialling us
+      const own = h.core.firewalled || this.unreachable !== null || host.believedUnreachable ? null : h.core.remoteAddress()
       this.localFirewall = own !== null ? C.FIREWALL_OPEN : C.FIREWALL_UNKNOWN
       const addresses4: Array<Endpoint> = own !== null ? [own] : []
       if (this.opts.localConnection !== false) addresses4.push(...host.localAddresses())

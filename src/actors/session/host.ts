@@ -36,6 +36,14 @@ export { Noise }
 
 const noop = (): void => {}
 
+/**
+ * How long a node remembers that a server could not reach it although it
+ * called itself OPEN (ms): NAT state that let its reachability probes in
+ * lasts about as long (a UDP conntrack entry that saw traffic both ways:
+ * 120 s on Linux; routers keep mappings for minutes).
+ */
+export const UNREACHABLE_MEMORY = 5 * 60_000
+
 /** How a connection reached its peer (hyperdht#303 asks for this). */
 export type ConnectionPath = "direct" | "lan" | "punched" | "relayed"
 
@@ -133,6 +141,13 @@ export class ConnectionHost {
   }
   /** Relay nodes that led to the last successful dial of a key (hex), newest last (bounded). */
   readonly relayCache = new Map<string, ReadonlyArray<Endpoint>>()
+  /**
+   * When a dial last found that servers cannot reach us although the node
+   * says it is reachable (OPEN); with the node's public address then. Until
+   * UNREACHABLE_MEMORY has passed, or the address changes, dials say their
+   * class is unknown instead (the server then offers holepunching).
+   */
+  private unreachable: { readonly at: number; readonly address: string } | null = null
   /** The node's open and opening encrypted sockets (closed with the node). */
   readonly sockets = new Set<GatewaySocket>()
   /** Public keys (hex) of the servers listening on this node. */
@@ -252,6 +267,24 @@ export class ConnectionHost {
   }
 
   /** Remember the relay nodes of a successful dial (bounded: the oldest 256 are forgotten). */
+  /** A server could not reach us although the node says it is OPEN (a dial's passive wait ran out). */
+  markUnreachable(): void {
+    const own = this.handle.core.remoteAddress()
+    this.unreachable = { at: this.handle.clock.currentTimeMillisUnsafe(), address: own === null ? "" : `${own.host}:${own.port}` }
+  }
+
+  /** The node says it is OPEN, but a dial recently found servers could not reach it (same public address). */
+  get believedUnreachable(): boolean {
+    const u = this.unreachable
+    if (u === null) return false
+    const own = this.handle.core.remoteAddress()
+    if (this.handle.clock.currentTimeMillisUnsafe() - u.at > UNREACHABLE_MEMORY || own === null || `${own.host}:${own.port}` !== u.address) {
+      this.unreachable = null
+      return false
+    }
+    return true
+  }
+
   cacheRelays(key: string, relays: ReadonlyArray<Endpoint>): void {
     if (relays.length === 0) return
     this.relayCache.delete(key)
