@@ -94,7 +94,7 @@ export class HolepunchAttempt {
   readonly analyzed: Deferred.Deferred<void>
   private readonly mailbox: Queue.Queue<Msg>
   /** Requests in flight by tid: who must answer, and the answer's slot. */
-  private readonly pending = new Map<number, { readonly to: Endpoint; readonly got: Deferred.Deferred<PoolResponse> }>()
+  private readonly pending = new Map<number, { readonly to: Endpoint; readonly done: (r: PoolResponse) => void }>()
   private nextTid: number
   private wakeArmed = Infinity
   private keep = -1
@@ -183,7 +183,7 @@ export class HolepunchAttempt {
     // a response from anyone but the node asked is ignored (it cannot cancel the request)
     if (p === undefined || p.to.host !== d.from.host || p.to.port !== d.from.port) return
     this.pending.delete(r.tid)
-    Deferred.doneUnsafe(p.got, Effect.succeed({ from: { host: d.from.host, port: d.from.port }, to: r.to, error: r.error, value: r.value }))
+    p.done({ from: { host: d.from.host, port: d.from.port }, to: r.to, error: r.error, value: r.value })
   }
 
   /**
@@ -203,7 +203,7 @@ export class HolepunchAttempt {
       const bytes = Rpc.encodeRequest({ tid, to: { host: to.host, port: to.port }, id: null, token: null, ...args })
       if (Result.isFailure(bytes)) return Effect.succeedNone
       const got = Deferred.makeUnsafe<PoolResponse>()
-      this.pending.set(tid, { to, got })
+      this.pending.set(tid, { to, done: (r) => Deferred.doneUnsafe(got, Effect.succeed(r)) })
       const once = Effect.suspend(() => {
         socket.send(to, bytes.success)
         return Deferred.await(got).pipe(Effect.timeoutOption(REQUEST_TIMEOUT))
@@ -419,7 +419,13 @@ export class HolepunchAttempt {
     const nodes = this.host.handle.core.toArray()
     const pings = this.plan.nextPings(nodes)
     this.checkAnalysis()
+    const schedule = this.host.handle.transport.schedule
     for (const node of pings) {
+      if (schedule !== undefined) {
+        this.samplePing(node, schedule)
+        continue
+      }
+      // no shared timer on this transport: a fiber per ping, its timeout on the clock
       this.host.spawn(
         Effect.flatMap(this.request(node, { internal: true, command: PING, target: null, value: null }, 1), (r) =>
           Effect.sync(() => {
@@ -428,6 +434,33 @@ export class HolepunchAttempt {
         )
       )
     }
+  }
+
+  /**
+   * One sampling PING from our socket, one try: the answer (the address the
+   * node saw) or, after REQUEST_TIMEOUT on the transport's shared timer,
+   * none comes to the mailbox as a PingResult. No fiber, no Deferred: the
+   * answer is handed over in the step that received it.
+   */
+  private samplePing(node: IPv4Address, schedule: (at: number, f: () => void) => void): void {
+    let settled = false
+    const result = (to: IPv4Address | null): void => {
+      if (settled) return
+      settled = true
+      Queue.offerUnsafe(this.mailbox, { _tag: "PingResult", node, to })
+    }
+    const socket = this.sockets[0]
+    if (socket === null || socket === undefined || this.stopped) return result(null)
+    const tid = this.nextTid = (this.nextTid + 1) & 0xffff
+    const bytes = Rpc.encodeRequest({ tid, to: { host: node.host, port: node.port }, id: null, token: null, internal: true, command: PING, target: null, value: null })
+    if (Result.isFailure(bytes)) return result(null)
+    const entry = { to: node, done: (r: PoolResponse) => result(r.to) }
+    this.pending.set(tid, entry)
+    socket.send(node, bytes.success)
+    schedule(this.host.handle.clock.currentTimeMillisUnsafe() + REQUEST_TIMEOUT, () => {
+      if (this.pending.get(tid) === entry) this.pending.delete(tid)
+      result(null)
+    })
   }
 
   /** Send what the core asks for, open birthday sockets, arm the next timer, settle the outcome. */
