@@ -206,6 +206,30 @@ export class ConnectionHost {
     return () => fiber.interruptUnsafe()
   }
 
+  /**
+   * Call `f` after `ms` (the node's clock), unless the returned function is
+   * called first. On the transport's shared timer when it has one: no fiber
+   * and no sleep per timer (a server arms two per handshake). The timer's
+   * entry holds only a cell that the cancel function empties, so a
+   * cancelled timer keeps nothing alive until its deadline. `f` runs as a
+   * fiber of the node (none once the node closed; a defect is logged).
+   * Without a shared timer: a fiber that sleeps, in the node's scope.
+   */
+  after(ms: number, f: () => void): () => void {
+    const schedule = this.handle.transport.schedule
+    if (schedule === undefined) return this.spawn(Effect.andThen(Effect.sleep(ms), Effect.sync(f)))
+    const cell: { f: (() => void) | null } = { f }
+    schedule(this.handle.clock.currentTimeMillisUnsafe() + ms, () => {
+      const run = cell.f
+      cell.f = null
+      // as a fiber of its own when it fires: a defect in `f` is logged (spawn), not thrown into the timer
+      if (run !== null) this.spawn(Effect.sync(run))
+    })
+    return () => {
+      cell.f = null
+    }
+  }
+
   /** Consulted before the mux for every UDX packet on any of the node's sockets (a blind relay's streams). */
   private readonly interceptors = new Set<(socket: UdpSocket, d: Datagram) => boolean>()
 

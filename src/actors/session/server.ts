@@ -639,15 +639,10 @@ export class ServerCore {
    */
   private abortAfter(hs: Handshake, ms: number): void {
     hs.stopTimer?.()
-    hs.stopTimer = this.host.spawn(
-      Effect.andThen(
-        Effect.sleep(ms),
-        Effect.sync(() => {
-          hs.stopTimer = null
-          if (!hs.connected && !hs.relaying) this.abort(hs)
-        })
-      )
-    )
+    hs.stopTimer = this.host.after(ms, () => {
+      hs.stopTimer = null
+      if (!hs.connected && !hs.relaying) this.abort(hs)
+    })
   }
 
   /** A client's holepunch message (connect.md §6.6), answered from our attempt's socket. */
@@ -796,12 +791,7 @@ export class ServerCore {
   }
 
   private clearLater(hs: Handshake): void {
-    this.host.spawn(
-      Effect.andThen(
-        Effect.sleep(HANDSHAKE_CLEAR_WAIT),
-        Effect.sync(() => this.unlink(hs))
-      )
-    )
+    this.host.after(HANDSHAKE_CLEAR_WAIT, () => this.unlink(hs))
   }
 
   address(): { host: string; port: number; publicKey: Uint8Array } | null {
