@@ -394,7 +394,7 @@ const ops = {
             openMs = performance.now() - t0
             const cpu = process.cpuUsage(cpu0)
             cpuMs = (cpu.user + cpu.system) / 1000
-            windows.push({ impl: which, from: w0, to: monoUs() })
+            if (PROFILE_DIR !== "") windows.push({ impl: which, from: w0, to: monoUs() })
             resolve()
           })
           socket.once("error", reject)

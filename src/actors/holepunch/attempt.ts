@@ -419,34 +419,23 @@ export class HolepunchAttempt {
     const nodes = this.host.handle.core.toArray()
     const pings = this.plan.nextPings(nodes)
     this.checkAnalysis()
-    const schedule = this.host.handle.transport.schedule
-    for (const node of pings) {
-      if (schedule !== undefined) {
-        this.samplePing(node, schedule)
-        continue
-      }
-      // no shared timer on this transport: a fiber per ping, its timeout on the clock
-      this.host.spawn(
-        Effect.flatMap(this.request(node, { internal: true, command: PING, target: null, value: null }, 1), (r) =>
-          Effect.sync(() => {
-            Queue.offerUnsafe(this.mailbox, { _tag: "PingResult", node, to: Option.isSome(r) ? r.value.to : null })
-          })
-        )
-      )
-    }
+    for (const node of pings) this.samplePing(node)
   }
 
   /**
    * One sampling PING from our socket, one try: the answer (the address the
-   * node saw) or, after REQUEST_TIMEOUT on the transport's shared timer,
-   * none comes to the mailbox as a PingResult. No fiber, no Deferred: the
-   * answer is handed over in the step that received it.
+   * node saw) or, after REQUEST_TIMEOUT (`ConnectionHost.after`: the
+   * transport's shared timer), none comes to the mailbox as a PingResult.
+   * No fiber or Deferred per ping: the answer is handed over in the step
+   * that received it, and it cancels the timer.
    */
-  private samplePing(node: IPv4Address, schedule: (at: number, f: () => void) => void): void {
+  private samplePing(node: IPv4Address): void {
     let settled = false
+    let cancelTimer: (() => void) | null = null
     const result = (to: IPv4Address | null): void => {
       if (settled) return
       settled = true
+      cancelTimer?.()
       Queue.offerUnsafe(this.mailbox, { _tag: "PingResult", node, to })
     }
     const socket = this.sockets[0]
@@ -457,7 +446,7 @@ export class HolepunchAttempt {
     const entry = { to: node, done: (r: PoolResponse) => result(r.to) }
     this.pending.set(tid, entry)
     socket.send(node, bytes.success)
-    schedule(this.host.handle.clock.currentTimeMillisUnsafe() + REQUEST_TIMEOUT, () => {
+    cancelTimer = this.host.after(REQUEST_TIMEOUT, () => {
       if (this.pending.get(tid) === entry) this.pending.delete(tid)
       result(null)
     })

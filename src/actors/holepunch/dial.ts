@@ -152,9 +152,9 @@ export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePub
   }
   let current: { readonly stop: () => void; readonly dial: Dial; readonly stream: UdxStream } | null = null
   let stopFallback: (() => void) | null = null
-  /** One round of the dial: its own UDX stream, handshake and paths. */
   /**
-   * One round of the dial. `unreachable`: a round in which we said we were
+   * One round of the dial: its own UDX stream, handshake and paths.
+   * `unreachable`: a round in which we said we were
    * OPEN failed because the server's connection to us never came; this one
    * says our class is unknown, so the server offers holepunching.
    */
@@ -377,7 +377,7 @@ class Dial {
       const c = host.crypto
       // a node that says it is OPEN but was recently found unreachable (or this round redoes such a
       // dial) says its class is unknown: the server offers holepunching instead of dialling us
-      const own = h.core.firewalled || this.unreachable !== null || host.believedUnreachable ? null : h.core.remoteAddress()
+      const own = h.core.firewalled || this.unreachable !== null || host.believedUnreachable() ? null : h.core.remoteAddress()
       this.localFirewall = own !== null ? C.FIREWALL_OPEN : C.FIREWALL_UNKNOWN
       const addresses4: Array<Endpoint> = own !== null ? [own] : []
       if (this.opts.localConnection !== false) addresses4.push(...host.localAddresses())

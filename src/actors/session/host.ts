@@ -290,15 +290,17 @@ export class ConnectionHost {
     return out
   }
 
-  /** Remember the relay nodes of a successful dial (bounded: the oldest 256 are forgotten). */
   /** A server could not reach us although the node says it is OPEN (a dial's passive wait ran out). */
   markUnreachable(): void {
     const own = this.handle.core.remoteAddress()
     this.unreachable = { at: this.handle.clock.currentTimeMillisUnsafe(), address: own === null ? "" : `${own.host}:${own.port}` }
   }
 
-  /** The node says it is OPEN, but a dial recently found servers could not reach it (same public address). */
-  get believedUnreachable(): boolean {
+  /**
+   * The node says it is OPEN, but a dial recently found servers could not
+   * reach it (same public address); forgets an old or outdated finding.
+   */
+  believedUnreachable(): boolean {
     const u = this.unreachable
     if (u === null) return false
     const own = this.handle.core.remoteAddress()
@@ -309,6 +311,7 @@ export class ConnectionHost {
     return true
   }
 
+  /** Remember the relay nodes of a successful dial (bounded: the oldest 256 are forgotten). */
   cacheRelays(key: string, relays: ReadonlyArray<Endpoint>): void {
     if (relays.length === 0) return
     this.relayCache.delete(key)
