@@ -483,6 +483,15 @@ export class Gateway extends EventEmitter {
       (h) => {
         this.handle = h
         if (opts.relay !== undefined && opts.relay !== false) this.startRelay(h, opts.relay === true ? {} : opts.relay)
+        // the connection host (UDX mux, punch state) is made as the node becomes ready, so that the
+        // first connect() does not pay for it (the reference's node has its connection machinery
+        // from its constructor on)
+        // (a microtask: after the node's step that became ready, before ready()'s caller resumes)
+        h.whenReady(() =>
+          queueMicrotask(() => {
+            if (!this.destroyed && this.connHost === null && this.handle === h) this.hostOf(h)
+          })
+        )
       },
       (err) => {
         // only to listeners: an 'error' nobody listens to would throw, and

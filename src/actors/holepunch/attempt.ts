@@ -81,6 +81,12 @@ export interface AttemptOptions {
   readonly remoteFirewall: number
   /** Advertised addresses of the peer so far. */
   readonly remoteAddresses?: ReadonlyArray<RemoteAddress>
+  /**
+   * Wait for `startSampling` before the NAT-sampling pings go out (default:
+   * they go out at once). The client's first holepunch message is what the
+   * server waits for; its pings follow it (`request`'s `onSent`).
+   */
+  readonly deferSampling?: boolean
 }
 
 export class HolepunchAttempt {
@@ -99,6 +105,7 @@ export class HolepunchAttempt {
   private wakeArmed = Infinity
   private keep = -1
   private stopped = false
+  private sampling = false
   /** The random-punch grant the strategy runs under (its pace; lowered as the punch slows down). */
   private grant: RandomPunchGrant | null = null
   /** The batch of messages the actor is handling (a strategy start in it is answered if a step fails). */
@@ -137,8 +144,15 @@ export class HolepunchAttempt {
     const a = new HolepunchAttempt(host, options)
     if (a.openSocket(0) === null) return null
     host.spawn(a.run())
-    Queue.offerUnsafe(a.mailbox, { _tag: "Sample" })
+    if (options.deferSampling !== true) a.startSampling()
     return a
+  }
+
+  /** Start sampling our NAT (its first pings); once. */
+  startSampling(): void {
+    if (this.sampling) return
+    this.sampling = true
+    Queue.offerUnsafe(this.mailbox, { _tag: "Sample" })
   }
 
   /** The attempt's own socket (index 0). */
@@ -194,7 +208,9 @@ export class HolepunchAttempt {
     to: Endpoint,
     args: { readonly internal: boolean; readonly command: number; readonly target: Uint8Array | null; readonly value: Uint8Array | null },
     tries = HOLEPUNCH_TRIES,
-    index = 0
+    index = 0,
+    /** Called once the first try's datagram is handed to the socket. */
+    onSent?: () => void
   ): Effect.Effect<Option.Option<PoolResponse>> {
     return Effect.suspend(() => {
       const socket = this.sockets[index]
@@ -204,8 +220,14 @@ export class HolepunchAttempt {
       if (Result.isFailure(bytes)) return Effect.succeedNone
       const got = Deferred.makeUnsafe<PoolResponse>()
       this.pending.set(tid, { to, done: (r) => Deferred.doneUnsafe(got, Effect.succeed(r)) })
+      let first = onSent
       const once = Effect.suspend(() => {
         socket.send(to, bytes.success)
+        if (first !== undefined) {
+          const f = first
+          first = undefined
+          f()
+        }
         return Deferred.await(got).pipe(Effect.timeoutOption(REQUEST_TIMEOUT))
       })
       const loop = (left: number): Effect.Effect<Option.Option<PoolResponse>> =>

@@ -381,7 +381,13 @@ class Dial {
       this.localFirewall = own !== null ? C.FIREWALL_OPEN : C.FIREWALL_UNKNOWN
       const addresses4: Array<Endpoint> = own !== null ? [own] : []
       if (this.opts.localConnection !== false) addresses4.push(...host.localAddresses())
-      const ini = Noise.initiator(c, { staticKeyPair: this.keyPair, remoteStaticKey: this.remotePublicKey, prologue: host.ns.PEER_HANDSHAKE })
+      const e = host.ephemeralKeyPair()
+      const ini = Noise.initiator(c, {
+        staticKeyPair: this.keyPair,
+        remoteStaticKey: this.remotePublicKey,
+        prologue: host.ns.PEER_HANDSHAKE,
+        ...(e !== undefined ? { ephemeralKeyPair: e } : {})
+      })
       this.offer = relayThroughInfo(this.opts.relayThrough, c, host.random)
       const plain = encode(
         C.noisePayload,
@@ -742,6 +748,8 @@ class Dial {
       const hp = won.payload.holepunch!
       const attempt = HolepunchAttempt.make(host, {
         initiator: true,
+        // our pings follow our first holepunch message (the server waits for that one)
+        deferSampling: true,
         remoteFirewall: won.payload.firewall,
         remoteAddresses: withVerified(won.payload.addresses4, null, [])
       })
@@ -778,13 +786,13 @@ class Dial {
       const stopOnFailure = <A>(e: Effect.Effect<A, ConnectionError>): Effect.Effect<A, ConnectionError> =>
         Effect.tapError(e, () => Effect.sync(() => attempt.stop()))
       /** One PEER_HOLEPUNCH exchange from the attempt's socket through `relay` (connect.md §6.2–§6.4). */
-      const update = (peerAddress: Endpoint, relay: Endpoint, p: C.HolepunchPayload) =>
+      const update = (peerAddress: Endpoint, relay: Endpoint, p: C.HolepunchPayload, onSent?: () => void) =>
         Effect.gen({ self: this }, function*() {
           const plain = encode(C.holepunchPayload, p)
           if (Result.isFailure(plain)) return yield* this.error("HOLEPUNCH_INVALID", plain.failure.message)
           const value = encode(C.holepunch, { mode: C.FROM_CLIENT, id: hp.id, payload: Derive.sealPayload(c, secret, plain.success), peerAddress })
           if (Result.isFailure(value)) return yield* this.error("HOLEPUNCH_INVALID", value.failure.message)
-          const res = yield* attempt.request(relay, { internal: false, command: R.Command.PEER_HOLEPUNCH, target: this.target, value: value.success })
+          const res = yield* attempt.request(relay, { internal: false, command: R.Command.PEER_HOLEPUNCH, target: this.target, value: value.success }, undefined, 0, onSent)
           if (Option.isNone(res)) {
             this.attempts.push({ path: "punch", via: key(relay), outcome: "no holepunch reply" })
             return yield* this.error("HOLEPUNCH_PROBE_TIMEOUT", "the relay or the server did not answer the holepunch message")
@@ -823,7 +831,7 @@ class Dial {
           const reply = yield* update(serverRelay.peerAddress, serverRelay.relayAddress, {
             error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: false,
             addresses: attempt.nat.addresses, remoteAddress: to, token: null, remoteToken: null
-          })
+          }, () => attempt.startSampling()).pipe(Effect.ensuring(Effect.sync(() => attempt.startSampling())))
           if (attempt.remoteFirewall === C.FIREWALL_UNKNOWN) yield* Effect.sleep(1000)
           // bounded: an analysis that never ends leaves our class unknown, and the dial fails typed below
           yield* Deferred.await(attempt.analyzed).pipe(Effect.timeoutOption(ANALYSIS_WAIT))

@@ -22,7 +22,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Scope from "effect/Scope"
 import type { GatewayHandle } from "../../api/GatewayService.js"
-import type { CryptoImpl } from "../../layers/crypto/types.js"
+import type { CryptoImpl, KeyPair } from "../../layers/crypto/types.js"
 import * as Noise from "../../layers/crypto/noise.js"
 import type { Datagram, Endpoint, UdpSocket } from "../../layers/Transport.js"
 import { namespaces, type Namespaces } from "../../protocol/records.js"
@@ -132,6 +132,9 @@ export class GatewaySocket extends NoiseSecretStream {
   }
 }
 
+/** How long after a handshake took the spare ephemeral key pair the next one is made (ms). */
+const EPHEMERAL_REFILL_DELAY = 20
+
 export class ConnectionHost {
   readonly stats: ConnectStats = {
     punches: { open: 0, lan: 0, consistent: 0, random: 0, tryLater: 0 },
@@ -183,6 +186,30 @@ export class ConnectionHost {
         clearTimer: (h) => (h as () => void)()
       }
       : undefined
+    this.spareEphemeral = crypto.keyPair()
+  }
+
+  /** A Noise ephemeral key pair made ahead of need (`ephemeralKeyPair`); handed out once. */
+  private spareEphemeral: KeyPair | null = null
+  private refilling = false
+
+  /**
+   * A fresh ephemeral key pair for a Noise handshake: one made ahead (when
+   * the host was made, or a moment after the previous handshake took one),
+   * so that its key generation is off the handshake's path; undefined when
+   * there is none (Noise then makes one). Each pair is handed out once.
+   */
+  ephemeralKeyPair(): KeyPair | undefined {
+    const e = this.spareEphemeral
+    this.spareEphemeral = null
+    if (!this.refilling) {
+      this.refilling = true
+      this.after(EPHEMERAL_REFILL_DELAY, () => {
+        this.refilling = false
+        if (this.spareEphemeral === null) this.spareEphemeral = this.crypto.keyPair()
+      })
+    }
+    return e ?? undefined
   }
 
   /**

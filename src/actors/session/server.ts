@@ -402,7 +402,8 @@ export class ServerCore {
     const host = this.host
     const c = host.crypto
     const keyPair = this.keyPair!
-    const st = Noise.responder(c, { staticKeyPair: keyPair, prologue: host.ns.PEER_HANDSHAKE })
+    const e = host.ephemeralKeyPair()
+    const st = Noise.responder(c, { staticKeyPair: keyPair, prologue: host.ns.PEER_HANDSHAKE, ...(e !== undefined ? { ephemeralKeyPair: e } : {}) })
     const m1 = Noise.readMessage1(st, noise)
     if (Result.isFailure(m1)) {
       stats.badHandshakes++
