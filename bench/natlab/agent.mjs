@@ -46,6 +46,27 @@ const windows = []
 const monoUs = () => Number(process.hrtime.bigint() / 1000n)
 const log = (...a) => process.stderr.write(`[${NAME}] ${a.join(" ")}\n`)
 
+// NATLAB_TRACE=DIR: the instants (ms since the epoch) of Omega's step marks (src/layers/trace.ts: a
+// dial's and a server's steps) and of every datagram an Omega socket sends or receives (node:dgram;
+// the reference's udx-native sockets are not seen), written to DIR/<agent>.trace.json at shutdown as
+// [t, label, t, label, ...]; bench/natlab/steps.mjs lines them up with the dials
+const TRACE_DIR = process.env.NATLAB_TRACE ?? ""
+const traced = []
+if (TRACE_DIR !== "") {
+  const now = () => performance.timeOrigin + performance.now()
+  globalThis.__omegaTrace = (label) => traced.push(now(), label)
+  const send = dgram.Socket.prototype.send
+  dgram.Socket.prototype.send = function (msg, ...rest) {
+    traced.push(now(), `tx:${msg?.length}`)
+    return send.call(this, msg, ...rest)
+  }
+  const emit = dgram.Socket.prototype.emit
+  dgram.Socket.prototype.emit = function (event, ...args) {
+    if (event === "message") traced.push(now(), `rx:${args[0]?.length}`)
+    return emit.call(this, event, ...args)
+  }
+}
+
 // A stray error in a library callback must not end the agent: log it, go on.
 process.on("uncaughtException", (err) => log("uncaught:", err?.stack ?? err))
 process.on("unhandledRejection", (err) => log("unhandled rejection:", err?.stack ?? err))
@@ -478,6 +499,7 @@ const ops = {
     for (const n of infra.reverse()) await destroyNode(n)
     for (const o of udp.observers) o.s.close()
     if (PROFILE_DIR !== "") (await import("node:fs")).writeFileSync(`${PROFILE_DIR}/${NAME}.windows.json`, JSON.stringify(windows))
+    if (TRACE_DIR !== "") (await import("node:fs")).writeFileSync(`${TRACE_DIR}/${NAME}.trace.json`, JSON.stringify(traced))
     setTimeout(() => process.exit(0), 50)
     return { bye: true }
   }

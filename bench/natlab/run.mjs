@@ -27,6 +27,10 @@
 //   --capture        record every home host's UDP traffic (tcpdump, when
 //                    installed) into OUT/<home>.pcap; `node bench/natlab/phases.mjs
 //                    OUT` then shows where each cell's dials spent their time
+//   --trace          each agent records the instants of Omega's step marks and
+//                    datagrams (NATLAB_TRACE) into OUT/trace/<agent>.trace.json;
+//                    `node bench/natlab/steps.mjs OUT` then shows the time
+//                    between the steps inside the client and the server
 //
 // Needs root, iproute2 and iptables (installed with apt-get when missing);
 // says so and exits 2 when the machine cannot create network namespaces.
@@ -97,6 +101,8 @@ if (flag("capability")) {
 
 const OUT = opt("out", null) ?? mkdtempSync(path.join(os.tmpdir(), "natlab-"))
 mkdirSync(OUT, { recursive: true })
+const TRACE_DIR = flag("trace") ? path.join(OUT, "trace") : ""
+if (TRACE_DIR !== "") mkdirSync(TRACE_DIR, { recursive: true })
 const RESULTS = path.join(OUT, "results.jsonl")
 const AGENT_LOG = path.join(OUT, "agents.log")
 writeFileSync(RESULTS, "")
@@ -143,7 +149,7 @@ class Agent {
     this.child = spawn("ip", ["netns", "exec", ns, process.execPath, ...nodeFlags, path.join(here, "agent.mjs"), name], {
       cwd: root,
       stdio: ["pipe", "pipe", "pipe"],
-      env: { ...process.env, OMEGA_BOOTSTRAP: "" }
+      env: { ...process.env, OMEGA_BOOTSTRAP: "", ...(TRACE_DIR !== "" ? { NATLAB_TRACE: TRACE_DIR } : {}) }
     })
     this.child.stdin.on("error", () => {})
     readline.createInterface({ input: this.child.stderr }).on("line", (l) => appendFileSync(AGENT_LOG, `${l}\n`))

@@ -29,6 +29,7 @@ import * as Option from "effect/Option"
 import * as Result from "effect/Result"
 import type { KeyPair } from "../../layers/crypto/types.js"
 import { type Endpoint, sameEndpoint, type UdpSocket } from "../../layers/Transport.js"
+import { mark } from "../../layers/trace.js"
 import * as C from "../../protocol/connect.js"
 import { decode, encode, toHex } from "../../protocol/encoding.js"
 import * as R from "../../protocol/records.js"
@@ -144,6 +145,7 @@ export const RELAY_FALLBACK_CODES: ReadonlySet<string> = new Set([
 /** Run the dial of `socket` (made by `dialSocket`) in a fiber of the node. */
 export const startDial = (host: ConnectionHost, socket: GatewaySocket, remotePublicKey: Uint8Array, keyPair: KeyPair, opts: ConnectOptions = {}): GatewaySocket => {
   host.stats.connects.started++
+  mark("dial")
   if (socket.destroyed) return socket
   host.track(socket)
   if (host.handle.core.suspended) {
@@ -297,9 +299,11 @@ class PeerFinder {
   constructor(host: ConnectionHost, target: Uint8Array, seeds: ReadonlyArray<Endpoint>) {
     const query = host.handle.runQuery({ target, command: R.Command.FIND_PEER, value: null }, { retries: 3, ...(seeds.length > 0 ? { nodes: seeds } : {}) }, (r) => {
       if (r.value === null || Result.isFailure(decode(R.peer, r.value))) return
+      mark("record")
       if (this.take !== null) this.take(r.from)
       else this.found.push(r.from)
     })
+    mark("find.sent")
     this.stop = host.spawn(Effect.ensuring(Effect.ignore(query), Effect.sync(() => {
       this.ended = true
       this.onEnd?.()
@@ -407,7 +411,9 @@ class Dial {
       let msg1: Uint8Array | ConnectionError | null = null
       const message1 = (): Uint8Array | ConnectionError => {
         if (msg1 !== null) return msg1
+        mark("msg1.start")
         const m = Noise.writeMessage1(ini, plain.success)
+        mark("msg1")
         return (msg1 = Result.isSuccess(m) ? m.success : this.error("HANDSHAKE_INVALID", m.failure.message))
       }
       // our own relay: dial it and ask for the pair now, beside the handshake (its answer comes once
@@ -628,18 +634,21 @@ class Dial {
       if (msg1 instanceof ConnectionError) return { _tag: "Fatal", error: msg1 }
       const value = encode(C.handshake, { mode: C.FROM_CLIENT, noise: msg1, peerAddress: null, relayAddress: null })
       if (Result.isFailure(value)) return null
+      mark("hs.send")
       const res = yield* Effect.result(this.host.handle.request({ command: R.Command.PEER_HANDSHAKE, target: this.target, value: value.success }, node))
       if (Result.isFailure(res)) {
         this.attempts.push({ path: "handshake", via, outcome: res.failure.code })
         return null
       }
       const r = res.success
+      mark("hs.reply")
       const hs = r.value === null ? null : decode(C.handshake, r.value)
       if (hs === null || Result.isFailure(hs) || hs.success.mode !== C.REPLY || hs.success.noise.length === 0 || !sameEndpoint(r.from, node)) {
         this.attempts.push({ path: "handshake", via, outcome: r.value === null ? "no server record at this node" : "BAD_HANDSHAKE_REPLY" })
         return null
       }
       const reply = hs.success
+      mark("m2.start")
       const m2 = Noise.readMessage2(Noise.clone(ini), reply.noise)
       if (Result.isFailure(m2)) {
         this.attempts.push({ path: "handshake", via, outcome: `HANDSHAKE_INVALID (${m2.failure.reason})` })
@@ -651,6 +660,7 @@ class Dial {
         return null
       }
       const p = payload.success
+      mark("m2")
       this.attempts.push({ path: "handshake", via, outcome: "ok" })
       if (p.version !== 1) return { _tag: "Fatal", error: this.error("SERVER_INCOMPATIBLE") }
       if (p.error !== C.ERROR_NONE) return { _tag: "Fatal", error: this.error("SERVER_ERROR", `Server returned error ${p.error}`) }
@@ -681,12 +691,14 @@ class Dial {
     const host = this.host
     const relays = won.payload.relayAddresses !== null && won.payload.relayAddresses.length > 0 ? won.payload.relayAddresses : [won.relayAddress]
     host.cacheRelays(this.id, relays)
+    mark("connected")
     this.stream.connectUnsafe(won.payload.udx!.id, to, socket)
     this.socket.startOver(
       this.stream,
       { tx: won.split.tx, rx: won.split.rx, hash: won.split.handshakeHash, publicKey: this.keyPair.publicKey, remotePublicKey: this.remotePublicKey },
       path
     )
+    mark("started")
     host.stats.connects.succeeded++
     if (path === "lan") host.stats.punches.lan++
     if (path !== "punched") this.puncher?.stop()
@@ -746,6 +758,7 @@ class Dial {
       const host = this.host
       const c = host.crypto
       const hp = won.payload.holepunch!
+      mark("punch.make")
       const attempt = HolepunchAttempt.make(host, {
         initiator: true,
         // our pings follow our first holepunch message (the server waits for that one)
@@ -754,6 +767,7 @@ class Dial {
         remoteAddresses: withVerified(won.payload.addresses4, null, [])
       })
       if (attempt === null) return yield* this.error("HOLEPUNCH_ABORTED", "no pool socket could be bound")
+      mark("punch.made")
       this.puncher = attempt
       const serverRelay = hp.relays.find((r) => sameEndpoint(r.relayAddress, won.relayAddress)) ?? hp.relays[0]!
       const serverAddress = won.serverAddress
@@ -792,6 +806,7 @@ class Dial {
           if (Result.isFailure(plain)) return yield* this.error("HOLEPUNCH_INVALID", plain.failure.message)
           const value = encode(C.holepunch, { mode: C.FROM_CLIENT, id: hp.id, payload: Derive.sealPayload(c, secret, plain.success), peerAddress })
           if (Result.isFailure(value)) return yield* this.error("HOLEPUNCH_INVALID", value.failure.message)
+          mark("hp.send")
           const res = yield* attempt.request(relay, { internal: false, command: R.Command.PEER_HOLEPUNCH, target: this.target, value: value.success }, undefined, 0, onSent)
           if (Option.isNone(res)) {
             this.attempts.push({ path: "punch", via: key(relay), outcome: "no holepunch reply" })

@@ -25,6 +25,7 @@ import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type { KeyPair } from "../../layers/crypto/types.js"
 import { type Endpoint, sameEndpoint, type UdpSocket } from "../../layers/Transport.js"
+import { mark } from "../../layers/trace.js"
 import * as C from "../../protocol/connect.js"
 import { decode, encode, toHex } from "../../protocol/encoding.js"
 import * as R from "../../protocol/records.js"
@@ -371,6 +372,7 @@ export class ServerCore {
   // ---- handshakes (inside the node's steps) ---------------------------------------------------
 
   private onHandshake(noise: Uint8Array, info: HandshakeInfo, respond: (reply: ServerReply | null) => void): void {
+    mark("S.hs")
     const stats = this.host.stats.server
     if (this.state !== "listening" || this.suspended) return respond(null)
     const key = toHex(noise)
@@ -404,7 +406,9 @@ export class ServerCore {
     const keyPair = this.keyPair!
     const e = host.ephemeralKeyPair()
     const st = Noise.responder(c, { staticKeyPair: keyPair, prologue: host.ns.PEER_HANDSHAKE, ...(e !== undefined ? { ephemeralKeyPair: e } : {}) })
+    mark("S.m1.start")
     const m1 = Noise.readMessage1(st, noise)
+    mark("S.m1")
     if (Result.isFailure(m1)) {
       stats.badHandshakes++
       return this.forget(hs)
@@ -475,7 +479,9 @@ export class ServerCore {
     })
     const plain = encode(C.noisePayload, payload)
     if (Result.isFailure(plain)) return this.drop(hs)
+    mark("S.m2.start")
     const m2 = Noise.writeMessage2(st, plain.success)
+    mark("S.m2")
     if (Result.isFailure(m2)) return this.drop(hs)
     const split = m2.success.split
     const handshake = {
@@ -499,10 +505,12 @@ export class ServerCore {
       host.stats.server.connections++
       this.clearLater(hs)
       this.onconnection(socketOut)
+      mark("S.open")
       return socketOut
     }
     const onsocket = (socket: UdpSocket, from: Endpoint, immediate: boolean): void => {
       if (hs.connected || stream === null) return
+      mark("S.connected")
       hs.connected = true
       hs.stopTimer?.()
       hs.stopTimer = null
@@ -624,10 +632,13 @@ export class ServerCore {
       // holepunching: our side of the punch, its socket sampling our NAT now
       hs.secret = Derive.holepunchSecret(host.crypto, split.handshakeHash)
       hs.localSecret = host.crypto.randomBytes(32)
+      mark("S.punch.make")
       hs.attempt = HolepunchAttempt.make(host, { initiator: false, remoteFirewall: remotePayload.firewall })
+      mark("S.punch.made")
       // same host as the client (a LAN): reply from our usual socket, the client tries our LAN address
       if (hs.attempt !== null && !lan) hs.replySocket = hs.attempt.socket
     }
+    mark("S.reply")
     reply()
     // wait for the client's first packet (it connects to us: we are OPEN, by LAN, or punched)
     this.abortAfter(hs, HANDSHAKE_INITIAL_TIMEOUT)
@@ -648,6 +659,7 @@ export class ServerCore {
 
   /** A client's holepunch message (connect.md §6.6), answered from our attempt's socket. */
   private onHolepunch(id: number, payload: Uint8Array, info: HolepunchInfo, respond: (reply: ServerReply | null) => void): void {
+    mark("S.hp")
     const host = this.host
     const c = host.crypto
     const hs = this.slots[id] ?? null
@@ -729,6 +741,7 @@ export class ServerCore {
           token: isServerRelay ? token : null,
           remoteToken: remote.token
         })
+        mark("S.hp.reply")
         respond(value === null ? null : { value, socket: attempt.socket })
       })
     )
