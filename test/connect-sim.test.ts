@@ -237,6 +237,26 @@ describe("connect on the simulated network: server NAT x client NAT", () => {
       assert.isBelow(again.outcome.ms, PASSIVE_CONNECT_TIMEOUT, "no passive wait this time")
       assert.strictEqual(cp.conn.stats.connects.reachabilityRetries, 1, "no second retry")
     }), { timeout: 30_000 })
+
+  it.effect("a server that wrongly calls itself OPEN (behind a consistent NAT): the client connects to its public address, which the server's probe toward the client opened; bytes flow both ways", () =>
+    Effect.gen(function*() {
+      const sim = yield* buildConnectSim({ seed: 3 })
+      // `firewalled: false`: the node skips its reachability check and says it is OPEN, as one
+      // whose check passed through NAT state left by an earlier socket on the same port does
+      const sp = yield* sim.addPeer("consistent", { name: "server", config: { firewalled: false } })
+      const cp = yield* sim.addPeer("consistent", { name: "client" })
+      assert.isFalse(sp.handle.core.firewalled)
+      assert.isNotNull(sp.handle.core.remoteAddress(), "the server knows its public address: it says OPEN")
+      const server = yield* listen(sp)
+      const { dial, outcome } = yield* connect(sim, cp, server, { maxMs: 60_000 })
+      assert.isTrue(outcome.ok, `the dial opened (${describeFailure(outcome)})`)
+      assert.strictEqual(outcome.path, "direct", "the client dialled the server's public address")
+      yield* advanceUntil(() => server.connections.length > 0, 10_000, 10)
+      assert.strictEqual(server.connections.length, 1, "the client's packets reached the server")
+      const x = yield* exchange(sim, dial.socket, server.connections[0]!, SIZE, 1)
+      assert.isTrue(x.upIntact && x.downIntact, "bytes intact both ways")
+      console.log(`connect-sim: wrongly OPEN server: opened ${outcome.path} after ${outcome.ms} virtual ms`)
+    }), { timeout: 30_000 })
 })
 
 // ---- 2. random <-> random ----------------------------------------------------------------------
