@@ -166,13 +166,18 @@ export interface InitiatorOptions {
   readonly staticKeyPair: KeyPair
   readonly remoteStaticKey: Uint8Array
   readonly prologue: Uint8Array
-  /** Injected ephemeral key pair (tests); random otherwise. */
+  /**
+   * The ephemeral key pair: injected by tests (a reference transcript), or
+   * made ahead of time (`ConnectionHost.ephemeralKeyPair`); it must be fresh
+   * and used for this handshake only. A new random one otherwise.
+   */
   readonly ephemeralKeyPair?: KeyPair
 }
 
 export interface ResponderOptions {
   readonly staticKeyPair: KeyPair
   readonly prologue: Uint8Array
+  /** As the initiator's: fresh, for this handshake only; a new random one otherwise. */
   readonly ephemeralKeyPair?: KeyPair
 }
 
