@@ -135,6 +135,26 @@ const matrix: ReadonlyArray<readonly [server: NatKind, client: NatKind, path: Pa
   ["random", "consistent", "punched", RANDOM_PUNCH_BOUND]
 ]
 
+
+/**
+ * Two consistent-NAT peers, `which` of them wrongly calling itself OPEN, and
+ * the client's dial. `firewalled: false`: that node skips its reachability
+ * check and says it is OPEN, as one whose check passed through NAT state left
+ * by an earlier socket on the same port does.
+ */
+const wronglyOpen = (which: "server" | "client") =>
+  Effect.gen(function*() {
+    const sim = yield* buildConnectSim({ seed: 3 })
+    const sp = yield* sim.addPeer("consistent", { name: "server", ...(which === "server" ? { config: { firewalled: false } } : {}) })
+    const cp = yield* sim.addPeer("consistent", { name: "client", ...(which === "client" ? { config: { firewalled: false } } : {}) })
+    const wrong = which === "server" ? sp : cp
+    assert.isFalse(wrong.handle.core.firewalled)
+    assert.isNotNull(wrong.handle.core.remoteAddress(), `the ${which} knows its public address: it says OPEN`)
+    const server = yield* listen(sp)
+    const { dial, outcome } = yield* connect(sim, cp, server, { maxMs: 60_000 })
+    return { sim, sp, cp, server, dial, outcome }
+  })
+
 describe("connect on the simulated network: server NAT x client NAT", () => {
   for (const [serverNat, clientNat, path, bound] of matrix) {
     it.effect(`${serverNat} server <- ${clientNat} client: opens ${path}, bytes both ways, same handshake hash`, () =>
@@ -197,15 +217,7 @@ describe("connect on the simulated network: server NAT x client NAT", () => {
 
   it.effect("a client that wrongly calls itself OPEN (behind a consistent NAT): the server cannot reach it, the dial is redone as a firewalled client and punches; the node's next dial punches at once", () =>
     Effect.gen(function*() {
-      const sim = yield* buildConnectSim({ seed: 3 })
-      const sp = yield* sim.addPeer("consistent", { name: "server" })
-      // `firewalled: false`: the node skips its reachability check and says it is OPEN, as one
-      // whose check passed through NAT state left by an earlier socket on the same port does
-      const cp = yield* sim.addPeer("consistent", { name: "client", config: { firewalled: false } })
-      assert.isFalse(cp.handle.core.firewalled)
-      assert.isNotNull(cp.handle.core.remoteAddress(), "the client knows its public address: it says OPEN")
-      const server = yield* listen(sp)
-      const { dial, outcome } = yield* connect(sim, cp, server, { maxMs: 60_000 })
+      const { sim, cp, server, dial, outcome } = yield* wronglyOpen("client")
       assert.isTrue(outcome.ok, `the dial opened (${describeFailure(outcome)})`)
       assert.strictEqual(outcome.path, "punched", "client path")
       // the passive wait ran out first (PASSIVE_CONNECT_TIMEOUT), then one more round
@@ -240,15 +252,7 @@ describe("connect on the simulated network: server NAT x client NAT", () => {
 
   it.effect("a server that wrongly calls itself OPEN (behind a consistent NAT): the client connects to its public address, which the server's probe toward the client opened; bytes flow both ways", () =>
     Effect.gen(function*() {
-      const sim = yield* buildConnectSim({ seed: 3 })
-      // `firewalled: false`: the node skips its reachability check and says it is OPEN, as one
-      // whose check passed through NAT state left by an earlier socket on the same port does
-      const sp = yield* sim.addPeer("consistent", { name: "server", config: { firewalled: false } })
-      const cp = yield* sim.addPeer("consistent", { name: "client" })
-      assert.isFalse(sp.handle.core.firewalled)
-      assert.isNotNull(sp.handle.core.remoteAddress(), "the server knows its public address: it says OPEN")
-      const server = yield* listen(sp)
-      const { dial, outcome } = yield* connect(sim, cp, server, { maxMs: 60_000 })
+      const { sim, server, dial, outcome } = yield* wronglyOpen("server")
       assert.isTrue(outcome.ok, `the dial opened (${describeFailure(outcome)})`)
       assert.strictEqual(outcome.path, "direct", "the client dialled the server's public address")
       yield* advanceUntil(() => server.connections.length > 0, 10_000, 10)

@@ -485,11 +485,17 @@ export class Gateway extends EventEmitter {
         if (opts.relay !== undefined && opts.relay !== false) this.startRelay(h, opts.relay === true ? {} : opts.relay)
         // the connection host (UDX mux, punch state) is made as the node becomes ready, so that the
         // first connect() does not pay for it (the reference's node has its connection machinery
-        // from its constructor on)
-        // (a microtask: after the node's step that became ready, before ready()'s caller resumes)
+        // from its constructor on); in a microtask: after the node's step that became ready, before
+        // ready()'s caller resumes
         h.whenReady(() =>
           queueMicrotask(() => {
-            if (!this.destroyed && this.connHost === null && this.handle === h) this.hostOf(h)
+            if (this.destroyed || this.connHost !== null || this.handle !== h) return
+            try {
+              this.hostOf(h)
+            } catch {
+              // (the node closed meanwhile) never thrown from here: the first connect() or
+              // listen() makes the host and reports why it cannot
+            }
           })
         )
       },

@@ -201,6 +201,24 @@ export class HolepunchAttempt {
   }
 
   /**
+   * A request's bytes under a fresh tid, registered so that its response
+   * (from `to` only, `onDatagram`) goes to `done`; null when it does not
+   * encode. The caller sends it and removes the registration when it stops
+   * waiting.
+   */
+  private prepare(
+    to: Endpoint,
+    args: { readonly internal: boolean; readonly command: number; readonly target: Uint8Array | null; readonly value: Uint8Array | null },
+    done: (r: PoolResponse) => void
+  ): { readonly tid: number; readonly bytes: Uint8Array } | null {
+    const tid = this.nextTid = (this.nextTid + 1) & 0xffff
+    const bytes = Rpc.encodeRequest({ tid, to: { host: to.host, port: to.port }, id: null, token: null, ...args })
+    if (Result.isFailure(bytes)) return null
+    this.pending.set(tid, { to, done })
+    return { tid, bytes: bytes.success }
+  }
+
+  /**
    * A dht-rpc request from the attempt's socket `index` to `to`; fails
    * (None) after `tries` attempts of 1 s. Responses must come from `to`.
    */
@@ -215,14 +233,13 @@ export class HolepunchAttempt {
     return Effect.suspend(() => {
       const socket = this.sockets[index]
       if (socket === null || socket === undefined || this.stopped) return Effect.succeedNone
-      const tid = this.nextTid = (this.nextTid + 1) & 0xffff
-      const bytes = Rpc.encodeRequest({ tid, to: { host: to.host, port: to.port }, id: null, token: null, ...args })
-      if (Result.isFailure(bytes)) return Effect.succeedNone
       const got = Deferred.makeUnsafe<PoolResponse>()
-      this.pending.set(tid, { to, done: (r) => Deferred.doneUnsafe(got, Effect.succeed(r)) })
+      const sent = this.prepare(to, args, (r) => Deferred.doneUnsafe(got, Effect.succeed(r)))
+      if (sent === null) return Effect.succeedNone
+      const { tid, bytes } = sent
       let first = onSent
       const once = Effect.suspend(() => {
-        socket.send(to, bytes.success)
+        socket.send(to, bytes)
         if (first !== undefined) {
           const f = first
           first = undefined
@@ -462,12 +479,11 @@ export class HolepunchAttempt {
     }
     const socket = this.sockets[0]
     if (socket === null || socket === undefined || this.stopped) return result(null)
-    const tid = this.nextTid = (this.nextTid + 1) & 0xffff
-    const bytes = Rpc.encodeRequest({ tid, to: { host: node.host, port: node.port }, id: null, token: null, internal: true, command: PING, target: null, value: null })
-    if (Result.isFailure(bytes)) return result(null)
-    const entry = { to: node, done: (r: PoolResponse) => result(r.to) }
-    this.pending.set(tid, entry)
-    socket.send(node, bytes.success)
+    const sent = this.prepare(node, { internal: true, command: PING, target: null, value: null }, (r) => result(r.to))
+    if (sent === null) return result(null)
+    const { tid, bytes } = sent
+    const entry = this.pending.get(tid)
+    socket.send(node, bytes)
     cancelTimer = this.host.after(REQUEST_TIMEOUT, () => {
       if (this.pending.get(tid) === entry) this.pending.delete(tid)
       result(null)

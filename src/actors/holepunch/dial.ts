@@ -592,13 +592,13 @@ class Dial {
           pump()
         })
       }
-      // Without candidates the FIND_PEER requests left as the dial began (`PeerFinder`, a direct node
-      // step when the node is idle), and message 1 (two DH operations) is written while they fly. With candidates (the
-      // relays the server announced through, a cached route, or our own record of it) their
-      // handshakes go first and the query only when they all failed, or after CANDIDATE_GRACE
-      // (a candidate that does not answer): a full FIND_PEER walk for every dial of a Flock that
-      // found its peers by lookup filled the node's congestion window (26 requests a dial), and
-      // the handshakes of its later dials waited for the next drain, 750 ms
+      // Without candidates the FIND_PEER requests left as the dial began (`PeerFinder`, a direct
+      // node step when the node is idle), and message 1 (two DH operations) is written while they
+      // fly. With candidates (the relays the server announced through, a cached route, or our own
+      // record of it) their handshakes go first and the query only when they all failed, or after
+      // CANDIDATE_GRACE (a candidate that does not answer): a full FIND_PEER walk for every dial of
+      // a Flock that found its peers by lookup filled the node's congestion window (26 requests a
+      // dial), and the handshakes of its later dials waited for the next drain, 750 ms
       if (!hasCandidates) startQuery()
       else {
         stopGrace = host.spawn(Effect.andThen(Effect.sleep(CANDIDATE_GRACE), Effect.sync(() => {
