@@ -27,6 +27,18 @@ const relayOn = (sim: ConnectSim, options: Parameters<typeof serveBlindRelay>[1]
     return { peer, relay }
   })
 
+/** The step marks (src/layers/trace.ts) made while `effect` runs, in order. */
+const marked = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.suspend(() => {
+    const labels: Array<string> = []
+    const g = globalThis as { __omegaTrace?: (label: string) => void }
+    g.__omegaTrace = (label) => labels.push(label)
+    return effect.pipe(
+      Effect.map((value) => ({ value, labels })),
+      Effect.ensuring(Effect.sync(() => delete g.__omegaTrace))
+    )
+  })
+
 describe("blind relays on the simulated network", () => {
   it.effect("random <-> random connects through a relay the client names; bytes both ways", () =>
     Effect.gen(function*() {
@@ -44,6 +56,24 @@ describe("blind relays on the simulated network", () => {
       const ex = yield* exchange(sim, dial.socket, serverSide!, 32 * 1024)
       assert.isTrue(ex.upIntact && ex.downIntact, "bytes both ways through the relay")
       assert.isAtLeast(relay.stats().udx.forwarded, 1)
+    }), { timeout: 60_000 })
+
+  it.effect("the relay dials stay off the handshake's path: the client's begins once its handshake has left, the server's once its reply has", () =>
+    Effect.gen(function*() {
+      const sim = yield* buildConnectSim({ seed: 6 })
+      const { peer: relayPeer } = yield* relayOn(sim)
+      const sp = yield* sim.addPeer("random", { name: "server" })
+      const cp = yield* sim.addPeer("random", { name: "client" })
+      const server = yield* listen(sp)
+      const { value: { outcome }, labels } = yield* marked(connect(sim, cp, server, { relayThrough: relayPeer.keyPair.publicKey, maxMs: 30_000 }))
+      assert.isTrue(outcome.ok, `the dial opens (${outcome.code ?? ""})`)
+      // three dials: the client's to the server, then the client's and the server's to the relay
+      const dials = labels.flatMap((l, i) => (l === "dial" ? [i] : []))
+      assert.strictEqual(dials.length, 3, labels.join(" "))
+      const firstHandshake = labels.indexOf("hs.send")
+      assert.isTrue(firstHandshake > dials[0]! && firstHandshake < dials[1]!, `the client's relay dial follows its first handshake: ${labels.join(" ")}`)
+      // (the relay's own server marks S.* too: the server's relay dial comes right after its reply)
+      assert.strictEqual(labels[dials[2]! - 1], "S.reply", `the server's relay dial follows its reply: ${labels.join(" ")}`)
     }), { timeout: 60_000 })
 
   it.effect("consistent server <- random client with a relay: relayed first, then upgraded to the punched path", () =>

@@ -324,6 +324,8 @@ class PeerFinder {
 class Dial {
   private readonly attempts: Array<PathAttempt> = []
   private relaysTried = 0
+  /** Completed when our first handshake request has left (`attempt`). */
+  private readonly handshakeSent = Deferred.makeUnsafe<void>()
   private remoteFirewall: number | null = null
   private puncher: HolepunchAttempt | null = null
   /** The connection to the blind relay while the socket runs over it. */
@@ -418,16 +420,21 @@ class Dial {
       }
       // our own relay: dial it and ask for the pair now, beside the handshake (its answer comes once
       // the server, told the token in our handshake, pairs too); used unless the server names its own
+      // (once our first handshake is on its way: the relay's own lookup and handshake then do not
+      // delay ours, and are under way while the server answers)
       const offer = this.offer
       const early = offer === null ? null : yield* Effect.forkChild(
-        relayConnection(host, {
-          relayPublicKey: offer.publicKey,
-          keyPair: this.keyPair,
-          isInitiator: true,
-          token: offer.token,
-          localStream: this.stream,
-          keepAlive: this.opts.relayKeepAlive ?? RELAY_KEEPALIVE
-        }),
+        Effect.andThen(
+          Deferred.await(this.handshakeSent),
+          relayConnection(host, {
+            relayPublicKey: offer.publicKey,
+            keyPair: this.keyPair,
+            isInitiator: true,
+            token: offer.token,
+            localStream: this.stream,
+            keepAlive: this.opts.relayKeepAlive ?? RELAY_KEEPALIVE
+          })
+        ),
         { startImmediately: true }
       )
       const won = yield* this.findAndHandshake(ini, message1)
@@ -635,7 +642,11 @@ class Dial {
       const value = encode(C.handshake, { mode: C.FROM_CLIENT, noise: msg1, peerAddress: null, relayAddress: null })
       if (Result.isFailure(value)) return null
       mark("hs.send")
-      const res = yield* Effect.result(this.host.handle.request({ command: R.Command.PEER_HANDSHAKE, target: this.target, value: value.success }, node))
+      const res = yield* Effect.result(
+        this.host.handle.request({ command: R.Command.PEER_HANDSHAKE, target: this.target, value: value.success }, node, {
+          onSent: () => Deferred.doneUnsafe(this.handshakeSent, Exit.void)
+        })
+      )
       if (Result.isFailure(res)) {
         this.attempts.push({ path: "handshake", via, outcome: res.failure.code })
         return null

@@ -152,7 +152,13 @@ export interface NodeHandle {
   readonly request: (
     args: { readonly token?: Uint8Array | null; readonly command: number; readonly target?: Uint8Array | null; readonly value?: Uint8Array | null; readonly internal?: boolean },
     to: { readonly host: string; readonly port: number },
-    opts?: { readonly retry?: boolean; readonly socket?: SocketKind; readonly timeout?: number }
+    opts?: {
+      readonly retry?: boolean
+      readonly socket?: SocketKind
+      readonly timeout?: number
+      /** Called once the request is handed to the node's I/O (sent, or queued behind its congestion window). */
+      readonly onSent?: () => void
+    }
   ) => Effect.Effect<IncomingResponse, RequestError>
   readonly ping: (to: { readonly host: string; readonly port: number }, opts?: { readonly size?: number; readonly retry?: boolean }) => Effect.Effect<IncomingResponse, RequestError>
   readonly addNode: (node: { readonly host: string; readonly port: number }) => Effect.Effect<void>
@@ -664,7 +670,7 @@ class NodeActor implements NodeHandle {
   request(
     args: { readonly token?: Uint8Array | null; readonly command: number; readonly target?: Uint8Array | null; readonly value?: Uint8Array | null; readonly internal?: boolean },
     to: { readonly host: string; readonly port: number },
-    opts: { readonly retry?: boolean; readonly socket?: SocketKind; readonly timeout?: number } = {}
+    opts: { readonly retry?: boolean; readonly socket?: SocketKind; readonly timeout?: number; readonly onSent?: () => void } = {}
   ): Effect.Effect<IncomingResponse, RequestError> {
     return Effect.flatMap(Deferred.make<IncomingResponse, RequestError>(), (d) =>
       Effect.andThen(
@@ -678,7 +684,7 @@ class NodeActor implements NodeHandle {
           )
           if (r === null) {
             Deferred.doneUnsafe(d, Exit.fail(requestError("NODE_DESTROYED", to, args.command, args.internal === true)))
-          }
+          } else opts.onSent?.()
         }),
         Deferred.await(d)
       )

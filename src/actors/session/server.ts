@@ -565,10 +565,12 @@ export class ServerCore {
       this.clientRelayDialsTotal--
     }
     if (stream === null) relayDialDone()
-    if (plan !== null && stream !== null) {
+    // started once the reply has left: its dial's first steps (a FIND_PEER, a message 1) are not
+    // on the reply's path
+    const startRelay = (): void => {
+      if (plan === null || stream === null) return
       const relayStream = stream
       hs.relaying = true
-
       host.spawn(
         relayConnection(host, {
           relayPublicKey: plan.relayPublicKey,
@@ -624,6 +626,8 @@ export class ServerCore {
       reply()
       host.stats.punches.open++
       const socket = info.direct ? host.socketOf(info.socket) : host.dhtSocket()
+      // the client is reached directly, now: no relay (as the reference's server)
+      relayDialDone()
       onsocket(socket, info.clientAddress, true)
       return
     }
@@ -641,6 +645,7 @@ export class ServerCore {
     }
     mark("S.reply")
     reply()
+    startRelay()
     if (own !== null) {
       // we said OPEN, so the client connects to our public address. Our reachability check can
       // pass wrongly (NAT state that an earlier socket on our port left let the DHT's probes in):

@@ -45,7 +45,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type * as Fiber from "effect/Fiber"
+import * as Fiber from "effect/Fiber"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -758,7 +758,8 @@ class Mux implements UdxMux {
     const cfg = config === undefined ? this.defaults : { ...this.defaults, ...config }
     const s = new Session(id, cfg, this, Effect.runSync(Queue.unbounded<Mail>()), this.now())
     this.sessions.set(id, s)
-    this.runFork(Effect.forkIn(this.actor(s), this.scope, { startImmediately: true }))
+    // one fiber, started here and tied to the mux's scope (closing it interrupts the actor)
+    Fiber.runIn(this.runFork(this.actor(s)), this.scope)
     return s
   }
 
