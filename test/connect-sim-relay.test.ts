@@ -10,7 +10,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Option } from "effect"
 import { ServerCore } from "../src/actors/session/server.js"
 import { serveBlindRelay } from "../src/actors/session/relay-connection.js"
-import { advanceUntil, buildConnectSim, connect, drive, exchange, listen, serverSocketOf } from "./support/connect-sim.js"
+import { advanceUntil, buildConnectSim, connect, drive, exchange, listen, marked, serverSocketOf } from "./support/connect-sim.js"
 import type { ConnectSim, SimPeer } from "./support/connect-sim.js"
 
 /** An open peer serving as a blind relay: every connection to its key becomes a relay session. */
@@ -25,18 +25,6 @@ const relayOn = (sim: ConnectSim, options: Parameters<typeof serveBlindRelay>[1]
     const exit = yield* drive(core.listen(peer.keyPair), 60_000)
     assert.isTrue(Option.isSome(exit) && Exit.isSuccess(exit.value), "the relay listens")
     return { peer, relay }
-  })
-
-/** The step marks (src/layers/trace.ts) made while `effect` runs, in order. */
-const marked = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.suspend(() => {
-    const labels: Array<string> = []
-    const g = globalThis as { __omegaTrace?: (label: string) => void }
-    g.__omegaTrace = (label) => labels.push(label)
-    return effect.pipe(
-      Effect.map((value) => ({ value, labels })),
-      Effect.ensuring(Effect.sync(() => delete g.__omegaTrace))
-    )
   })
 
 describe("blind relays on the simulated network", () => {

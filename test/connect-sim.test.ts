@@ -41,6 +41,7 @@ import {
   exchange,
   firewallName,
   listen,
+  marked,
   type NatKind,
   serverSocketOf,
   type SimDial,
@@ -248,6 +249,24 @@ describe("connect on the simulated network: server NAT x client NAT", () => {
       assert.strictEqual(again.outcome.path, "punched")
       assert.isBelow(again.outcome.ms, PASSIVE_CONNECT_TIMEOUT, "no passive wait this time")
       assert.strictEqual(cp.conn.stats.connects.reachabilityRetries, 1, "no second retry")
+    }), { timeout: 30_000 })
+
+  it.effect("the client samples its NAT only when the server's probe has not connected it: none for consistent <- consistent, some for consistent <- random", () =>
+    Effect.gen(function*() {
+      const sampled = (clientNat: "consistent" | "random") =>
+        Effect.gen(function*() {
+          const sim = yield* buildConnectSim({ seed: 1 })
+          const sp = yield* sim.addPeer("consistent", { name: "server" })
+          const cp = yield* sim.addPeer(clientNat, { name: "client" })
+          const server = yield* listen(sp)
+          const { value: { outcome }, labels } = yield* marked(connect(sim, cp, server, { maxMs: 60_000 }))
+          assert.isTrue(outcome.ok, `the dial opened (${describeFailure(outcome)})`)
+          assert.strictEqual(outcome.path, "punched")
+          assert.include(labels, "S.sample", "the server sampled its NAT")
+          return labels.filter((l) => l === "sample").length
+        })
+      assert.strictEqual(yield* sampled("consistent"), 0, "the server's probe connected the client before it needed its NAT's class")
+      assert.isAtLeast(yield* sampled("random"), 1, "a random client learns its class to punch")
     }), { timeout: 30_000 })
 
   it.effect("a server that wrongly calls itself OPEN (behind a consistent NAT): the client connects to its public address, which the server's probe toward the client opened; bytes flow both ways", () =>

@@ -439,3 +439,15 @@ export const counters = (s: SimNetworkStats): Record<string, number> => ({
 /** hyperdht firewall class names. */
 export const FIREWALL_NAMES = ["UNKNOWN", "OPEN", "CONSISTENT", "RANDOM"] as const
 export const firewallName = (n: number | null): string => (n === null ? "null" : FIREWALL_NAMES[n] ?? String(n))
+
+/** The step marks (src/layers/trace.ts) made while `effect` runs, in order. */
+export const marked = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.suspend(() => {
+    const labels: Array<string> = []
+    const g = globalThis as { __omegaTrace?: (label: string) => void }
+    g.__omegaTrace = (label) => labels.push(label)
+    return effect.pipe(
+      Effect.map((value) => ({ value, labels })),
+      Effect.ensuring(Effect.sync(() => delete g.__omegaTrace))
+    )
+  })

@@ -32,6 +32,7 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Result from "effect/Result"
 import { BindError, type Datagram, type Endpoint, type OwnedSocket, type UdpSocket } from "../../layers/Transport.js"
+import { mark } from "../../layers/trace.js"
 import * as C from "../../protocol/connect.js"
 import * as Rpc from "../../protocol/dht-rpc.js"
 import type { IPv4Address } from "../../protocol/encoding.js"
@@ -458,6 +459,7 @@ export class HolepunchAttempt {
     const nodes = this.host.handle.core.toArray()
     const pings = this.plan.nextPings(nodes)
     this.checkAnalysis()
+    if (pings.length > 0) mark(this.options.initiator ? "sample" : "S.sample")
     for (const node of pings) this.samplePing(node)
   }
 

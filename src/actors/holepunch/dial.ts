@@ -107,6 +107,17 @@ const PARALLEL_HANDSHAKES = 2
  * take seconds).
  */
 const CANDIDATE_GRACE = 500
+/**
+ * Our NAT-sampling pings wait for the server's answer to our first
+ * holepunch message: when the server's probe connects us first (a NAT that
+ * maps consistently), no sampling is needed at all, and until then the
+ * pings (ours, and the DHT nodes' answers) would only delay that message and
+ * its answer. They go out when the answer comes, or when it is late: after
+ * twice the handshake's round trip through the same relay, within these
+ * bounds (ms).
+ */
+const SAMPLING_DELAY_MIN = 20
+const SAMPLING_DELAY_MAX = 1000
 
 interface Handshaken {
   readonly relayAddress: Endpoint
@@ -115,6 +126,8 @@ interface Handshaken {
   readonly clientAddress: Endpoint
   readonly payload: C.NoisePayload
   readonly split: Noise.NoiseSplit
+  /** The handshake's round trip (ms): request to reply, through the relay. */
+  readonly roundTrip: number
 }
 
 type Attempt = { readonly _tag: "Ok"; readonly value: Handshaken } | { readonly _tag: "Fatal"; readonly error: ConnectionError } | null
@@ -642,6 +655,7 @@ class Dial {
       const value = encode(C.handshake, { mode: C.FROM_CLIENT, noise: msg1, peerAddress: null, relayAddress: null })
       if (Result.isFailure(value)) return null
       mark("hs.send")
+      const sentAt = this.host.handle.clock.currentTimeMillisUnsafe()
       const res = yield* Effect.result(
         this.host.handle.request({ command: R.Command.PEER_HANDSHAKE, target: this.target, value: value.success }, node, {
           onSent: () => Deferred.doneUnsafe(this.handshakeSent, Exit.void)
@@ -685,7 +699,8 @@ class Dial {
           serverAddress: reply.peerAddress ?? node,
           clientAddress: { host: r.to.host, port: r.to.port },
           payload: p,
-          split: m2.success.split
+          split: m2.success.split,
+          roundTrip: this.host.handle.clock.currentTimeMillisUnsafe() - sentAt
         }
       }
     })
@@ -850,6 +865,10 @@ class Dial {
           addresses: null, remoteAddress: null, token: null, remoteToken: null
         }))
 
+      // our sampling pings: when the server answers our first holepunch message, or when that
+      // answer is late (an attempt that connected first never sends them)
+      const samplingDelay = Math.min(SAMPLING_DELAY_MAX, Math.max(SAMPLING_DELAY_MIN, 2 * won.roundTrip))
+      let sampleLater: (() => void) | null = null
       const probeRound = (to: Endpoint | null, retry: boolean): Effect.Effect<{ token: Uint8Array | null; peerAddress: Endpoint }, ConnectionError> =>
         Effect.gen({ self: this }, function*() {
           // the probe leaves before the holepunch message (the reference awaits it too)
@@ -857,7 +876,12 @@ class Dial {
           const reply = yield* update(serverRelay.peerAddress, serverRelay.relayAddress, {
             error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: false,
             addresses: attempt.nat.addresses, remoteAddress: to, token: null, remoteToken: null
-          }, () => attempt.startSampling()).pipe(Effect.ensuring(Effect.sync(() => attempt.startSampling())))
+          }, () => {
+            sampleLater ??= host.after(samplingDelay, () => attempt.startSampling())
+          }).pipe(Effect.ensuring(Effect.sync(() => {
+            sampleLater?.()
+            attempt.startSampling()
+          })))
           if (attempt.remoteFirewall === C.FIREWALL_UNKNOWN) yield* Effect.sleep(1000)
           // bounded: an analysis that never ends leaves our class unknown, and the dial fails typed below
           yield* Deferred.await(attempt.analyzed).pipe(Effect.timeoutOption(ANALYSIS_WAIT))
