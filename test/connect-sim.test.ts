@@ -138,16 +138,16 @@ const matrix: ReadonlyArray<readonly [server: NatKind, client: NatKind, path: Pa
 
 
 /**
- * Two consistent-NAT peers, `which` of them wrongly calling itself OPEN, and
- * the client's dial. `firewalled: false`: that node skips its reachability
- * check and says it is OPEN, as one whose check passed through NAT state left
- * by an earlier socket on the same port does.
+ * A consistent-NAT peer wrongly calling itself OPEN (`which`), the other
+ * behind `otherNat`, and the client's dial. `firewalled: false`: that node
+ * skips its reachability check and says it is OPEN, as one whose check passed
+ * through NAT state left by an earlier socket on the same port does.
  */
-const wronglyOpen = (which: "server" | "client") =>
+const wronglyOpen = (which: "server" | "client", otherNat: NatKind = "consistent") =>
   Effect.gen(function*() {
     const sim = yield* buildConnectSim({ seed: 3 })
-    const sp = yield* sim.addPeer("consistent", { name: "server", ...(which === "server" ? { config: { firewalled: false } } : {}) })
-    const cp = yield* sim.addPeer("consistent", { name: "client", ...(which === "client" ? { config: { firewalled: false } } : {}) })
+    const sp = yield* sim.addPeer(which === "server" ? "consistent" : otherNat, { name: "server", ...(which === "server" ? { config: { firewalled: false } } : {}) })
+    const cp = yield* sim.addPeer(which === "client" ? "consistent" : otherNat, { name: "client", ...(which === "client" ? { config: { firewalled: false } } : {}) })
     const wrong = which === "server" ? sp : cp
     assert.isFalse(wrong.handle.core.firewalled)
     assert.isNotNull(wrong.handle.core.remoteAddress(), `the ${which} knows its public address: it says OPEN`)
@@ -216,14 +216,27 @@ describe("connect on the simulated network: server NAT x client NAT", () => {
       rows[rows.indexOf(row)] = { ...row, exchangeMs }
     }), { timeout: 30_000 })
 
-  it.effect("a client that wrongly calls itself OPEN (behind a consistent NAT): the server cannot reach it, the dial is redone as a firewalled client and punches; the node's next dial punches at once", () =>
+  it.effect("a client that wrongly calls itself OPEN (behind a consistent NAT): its probe toward the server opened its NAT, the server's packets come in, the dial opens at once; bytes flow both ways", () =>
     Effect.gen(function*() {
       const { sim, cp, server, dial, outcome } = yield* wronglyOpen("client")
+      assert.isTrue(outcome.ok, `the dial opened (${describeFailure(outcome)})`)
+      assert.strictEqual(outcome.path, "direct", "the server connected to the client's public address")
+      assert.isAtMost(outcome.ms, DIRECT_BOUND, "no passive wait")
+      assert.strictEqual(cp.conn.stats.connects.reachabilityRetries, 0)
+      yield* advanceUntil(() => server.connections.length > 0, 10_000, 10)
+      assert.strictEqual(server.connections.length, 1)
+      const x = yield* exchange(sim, dial.socket, server.connections[0]!, SIZE, 1)
+      assert.isTrue(x.upIntact && x.downIntact, "bytes intact both ways")
+    }), { timeout: 30_000 })
+
+  it.effect("a client that wrongly calls itself OPEN, the server behind a NAT that randomizes ports (whose packets its probe cannot let in): the dial is redone as a firewalled client and punches; the node's next dial punches at once", () =>
+    Effect.gen(function*() {
+      const { sim, cp, server, dial, outcome } = yield* wronglyOpen("client", "random")
       assert.isTrue(outcome.ok, `the dial opened (${describeFailure(outcome)})`)
       assert.strictEqual(outcome.path, "punched", "client path")
       // the passive wait ran out first (PASSIVE_CONNECT_TIMEOUT), then one more round
       assert.isAtLeast(outcome.ms, PASSIVE_CONNECT_TIMEOUT)
-      assert.isAtMost(outcome.ms, PASSIVE_CONNECT_TIMEOUT + PUNCH_BOUND)
+      assert.isAtMost(outcome.ms, PASSIVE_CONNECT_TIMEOUT + RANDOM_PUNCH_BOUND)
       assert.strictEqual(cp.conn.stats.connects.reachabilityRetries, 1)
       // the server has this round's connection (punched, the client's handshake hash) and the
       // first round's, made at once for an OPEN client that it could never reach

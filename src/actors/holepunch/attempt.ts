@@ -88,6 +88,12 @@ export interface AttemptOptions {
    * server waits for; its pings follow it (`request`'s `onSent`).
    */
   readonly deferSampling?: boolean
+  /**
+   * Sample and classify our NAT even when the node believes it is reachable
+   * (default: the node's belief; an unfirewalled node's attempt says OPEN).
+   * A dial that punches said it was not OPEN: its class is what its pings show.
+   */
+  readonly sampleAnyway?: boolean
 }
 
 export class HolepunchAttempt {
@@ -124,7 +130,7 @@ export class HolepunchAttempt {
   ) {
     this.remoteFirewall = options.remoteFirewall
     this.remoteAddresses = options.remoteAddresses ?? []
-    this.nat = new NatAnalyzer({ firewalled: host.handle.core.firewalled })
+    this.nat = new NatAnalyzer({ firewalled: host.handle.core.firewalled || options.sampleAnyway === true })
     this.plan = new NatSamplingPlan(this.nat)
     this.core = new PunchCore({
       initiator: options.initiator,

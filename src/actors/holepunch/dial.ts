@@ -52,6 +52,7 @@ import {
 } from "../session/relay-connection.js"
 import { isBogon, isRandomPunch, isReserved, matchAddress, withVerified } from "./decide.js"
 import { ConnectionError, connectionError, type DialReport, type PathAttempt } from "./errors.js"
+import { LOW_TTL } from "./puncher.js"
 
 export interface ConnectOptions {
   /** Our identity for this connection (default: the node's key pair). */
@@ -745,7 +746,12 @@ class Dial {
         return
       }
       if (this.localFirewall === C.FIREWALL_OPEN) {
-        // the server connects to us
+        // the server connects to us. Our reachability check can pass wrongly (NAT state that an
+        // earlier socket on our port left let the DHT's probes in): a low-TTL probe toward the
+        // server's address, from the socket it will reach, opens a NAT that maps consistently to
+        // the server's packets (the server does the same when it says OPEN); an open client loses
+        // one datagram, which the server's node ignores
+        host.dhtSocket().send(serverAddress, C.HOLEPUNCH_PROBE, LOW_TTL)
         const got = yield* Deferred.await(this.firstPacket).pipe(Effect.timeoutOption(PASSIVE_CONNECT_TIMEOUT))
         if (Option.isNone(got)) {
           this.attempts.push({ path: "direct", outcome: "the server did not connect to us within 10 s" })
@@ -789,6 +795,9 @@ class Dial {
         initiator: true,
         // our pings follow our first holepunch message (the server waits for that one)
         deferSampling: true,
+        // a node that wrongly believed it was reachable redoes its dial as a firewalled client: its
+        // class is what its pings show, not OPEN
+        sampleAnyway: true,
         remoteFirewall: won.payload.firewall,
         remoteAddresses: withVerified(won.payload.addresses4, null, [])
       })
