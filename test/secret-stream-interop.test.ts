@@ -192,6 +192,28 @@ describe("interop with @hyperswarm/secret-stream over a Node duplex pair", () =>
     )
   })
 
+  forEachImpl("an initiator started with openNow opens in the start call (a dial's socket); without it, on the next tick; data flows either way", async (c) => {
+    for (const openNow of [true, false]) {
+      const keys = handshake(c)
+      const [rawA, rawB] = duplexPair()
+      const ours = new NoiseSecretStream(true, null, { autoStart: false, crypto: c, publicKey: keys.client.publicKey, remotePublicKey: keys.client.remotePublicKey })
+      const ref = new NoiseSecretStreamRef(false, rawB, { handshake: keys.server })
+      ref.on("error", () => {})
+      let opened = false
+      ours.on("open", () => (opened = true))
+      ours.start(rawA, { handshake: keys.client, openNow })
+      expect(opened).toBe(openNow)
+      expect(await ours.opened).toBe(true)
+      expect(opened).toBe(true)
+      const atRef = collect(ref)
+      ours.write(Buffer.from("first bytes after open"))
+      await atRef.until(22)
+      expect(Buffer.concat(atRef.chunks).toString()).toBe("first bytes after open")
+      ours.destroy()
+      ref.destroy()
+    }
+  })
+
   forEachImpl("roles swapped: ours as initiator, the reference as responder", async (c) => {
     const keys = handshake(c)
     const [rawA, rawB] = duplexPair()

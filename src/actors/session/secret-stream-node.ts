@@ -196,7 +196,19 @@ export class NoiseSecretStream extends Duplex {
   }
 
   /** Open the stream over `rawStream` with the finished handshake (once; later calls are ignored). */
-  start(rawStream: NodeDuplexLike | RawStream, params: { readonly handshake: NoiseHandshakeResult }): void {
+  start(
+    rawStream: NodeDuplexLike | RawStream,
+    params: {
+      readonly handshake: NoiseHandshakeResult
+      /**
+       * Emit an initiator's 'open' in this call, not on the next tick: for an
+       * owner whose listeners have been attached since before (a dial's
+       * socket, started on a datagram long after connect() returned it), so
+       * that 'open' does not wait for the rest of the step that started it.
+       */
+      readonly openNow?: boolean
+    }
+  ): void {
     if (this.coreValue !== null || this.destroyed) return
     const opts = this.opts
     const h = params.handshake
@@ -254,15 +266,27 @@ export class NoiseSecretStream extends Duplex {
     // A responder's stream is handed to a server's 'connection' listeners
     // (deferred out of the node's step) before it opens, as hyperdht's are:
     // its 'open' waits one turn of the event loop, so a listener attached in
-    // 'connection' sees it. The initiator's opens on the next tick.
+    // 'connection' sees it. The initiator's opens on the next tick, or at
+    // once with `openNow`.
     const emitOpen = () => {
       if (this.destroyed || this.coreValue === null || this.coreValue.closed) return
       this.resolveOpened(true)
       this.emit("open")
       this.emit("connect")
     }
-    if (this.isInitiator) process.nextTick(emitOpen)
-    else setImmediate(emitOpen)
+    if (!this.isInitiator) setImmediate(emitOpen)
+    else if (params.openNow !== true) process.nextTick(emitOpen)
+    else {
+      try {
+        emitOpen()
+      } catch (e) {
+        // a listener that throws does not throw into the caller's step: rethrown, uncaught, as
+        // from an event emitted on the next tick
+        process.nextTick(() => {
+          throw e
+        })
+      }
+    }
   }
 
   /**
