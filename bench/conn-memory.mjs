@@ -23,15 +23,15 @@
 import { execFile } from "node:child_process"
 import { createRequire } from "node:module"
 import { fileURLToPath } from "node:url"
+import { benchArgs } from "./lib/args.mjs"
 
 const require = createRequire(import.meta.url)
 const HOST = "127.0.0.1"
 process.env.OMEGA_BOOTSTRAP ??= "" // never the public nodes
 
-const args = process.argv.slice(2)
-const positional = args.filter((a) => !a.startsWith("--"))
-const only = args.find((a) => a.startsWith("--only="))?.slice("--only=".length)
-const child = args.includes("--child")
+const { positional, flag, option } = benchArgs()
+const only = option("only")
+const child = flag("child")
 const N = Number(positional[0] ?? 200)
 const C = Number(positional[1] ?? 10)
 const SETTLE_MS = 1500
