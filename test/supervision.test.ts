@@ -115,11 +115,11 @@ const stillCarries = (sim: ConnectSim, c: Opened, seed: number) =>
 // ---- a holepunch attempt -----------------------------------------------------------------------------
 
 /** Two consistent-NAT peers (they connect by punching), the server listening. */
-const punchingPair = (seed: number) =>
+const punchingPair = (seed: number, clientNat: "consistent" | "random" = "consistent") =>
   Effect.gen(function*() {
     const sim = yield* buildConnectSim({ seed })
     const sp = yield* sim.addPeer("consistent", { name: "server" })
-    const cp = yield* sim.addPeer("consistent", { name: "client" })
+    const cp = yield* sim.addPeer(clientNat, { name: "client" })
     const server = yield* listen(sp)
     return { sim, sp, cp, server }
   })
@@ -174,10 +174,11 @@ describe("a holepunch attempt under a defect", () => {
     }).pipe(Effect.provide(logs.layer))
   }, { timeout: 60_000 })
 
-  it.effect("the NAT analysis throws on the attempt's first step (sampling): on the Effect face Connections.connect fails with the typed error", () => {
+  it.effect("the NAT analysis throws as the attempt samples (a client behind a randomizing NAT, which must learn its class to punch): on the Effect face Connections.connect fails with the typed error", () => {
     const logs = captureLogs()
     return Effect.gen(function*() {
-      const { cp, server } = yield* punchingPair(2)
+      // (a consistent client is connected by the server's probe before it samples at all)
+      const { cp, server } = yield* punchingPair(2, "random")
       const injected = new Error("injected defect: sampling")
       const exit = yield* withAttempts((a, options) => {
         if (!options.initiator) return
