@@ -27,14 +27,21 @@ const relayOn = (sim: ConnectSim, options: Parameters<typeof serveBlindRelay>[1]
     return { peer, relay }
   })
 
+/** A simulated network with a relay, a server behind `serverNat` listening, and a client behind `clientNat`. */
+const relayedPair = (seed: number, serverNat: "random" | "consistent", clientNat: "random", relayOptions: Parameters<typeof serveBlindRelay>[1] = {}) =>
+  Effect.gen(function*() {
+    const sim = yield* buildConnectSim({ seed })
+    const { peer: relayPeer, relay } = yield* relayOn(sim, relayOptions)
+    const sp = yield* sim.addPeer(serverNat, { name: "server" })
+    const cp = yield* sim.addPeer(clientNat, { name: "client" })
+    const server = yield* listen(sp)
+    return { sim, relayPeer, relay, cp, server }
+  })
+
 describe("blind relays on the simulated network", () => {
   it.effect("random <-> random connects through a relay the client names; bytes both ways", () =>
     Effect.gen(function*() {
-      const sim = yield* buildConnectSim({ seed: 3 })
-      const { peer: relayPeer, relay } = yield* relayOn(sim)
-      const sp = yield* sim.addPeer("random", { name: "server" })
-      const cp = yield* sim.addPeer("random", { name: "client" })
-      const server = yield* listen(sp)
+      const { sim, relayPeer, relay, cp, server } = yield* relayedPair(3, "random", "random")
       const { dial, outcome } = yield* connect(sim, cp, server, { relayThrough: relayPeer.keyPair.publicKey, maxMs: 30_000 })
       assert.isTrue(outcome.ok, `the dial opens (${outcome.code ?? ""})`)
       assert.strictEqual(dial.socket.path, "relayed")
@@ -48,11 +55,7 @@ describe("blind relays on the simulated network", () => {
 
   it.effect("the relay dials stay off the handshake's path: the client's begins once its handshake has left, the server's once its reply has", () =>
     Effect.gen(function*() {
-      const sim = yield* buildConnectSim({ seed: 6 })
-      const { peer: relayPeer } = yield* relayOn(sim)
-      const sp = yield* sim.addPeer("random", { name: "server" })
-      const cp = yield* sim.addPeer("random", { name: "client" })
-      const server = yield* listen(sp)
+      const { sim, relayPeer, cp, server } = yield* relayedPair(6, "random", "random")
       const { value: { outcome }, labels } = yield* marked(connect(sim, cp, server, { relayThrough: relayPeer.keyPair.publicKey, maxMs: 30_000 }))
       assert.isTrue(outcome.ok, `the dial opens (${outcome.code ?? ""})`)
       // three dials: the client's to the server, then the client's and the server's to the relay
@@ -66,11 +69,7 @@ describe("blind relays on the simulated network", () => {
 
   it.effect("consistent server <- random client with a relay: relayed first, then upgraded to the punched path", () =>
     Effect.gen(function*() {
-      const sim = yield* buildConnectSim({ seed: 4 })
-      const { peer: relayPeer } = yield* relayOn(sim)
-      const sp = yield* sim.addPeer("consistent", { name: "server" })
-      const cp = yield* sim.addPeer("random", { name: "client" })
-      const server = yield* listen(sp)
+      const { sim, relayPeer, cp, server } = yield* relayedPair(4, "consistent", "random")
       const upgrades: Array<string> = []
       const { dial, outcome } = yield* connect(sim, cp, server, { relayThrough: relayPeer.keyPair.publicKey, maxMs: 30_000 })
       assert.isTrue(outcome.ok, `the dial opens (${outcome.code ?? ""})`)
@@ -91,11 +90,7 @@ describe("blind relays on the simulated network", () => {
 
   it.effect("random <-> random, the relay has no free pair slot: the dial fails (the punch's and the relay's reasons in its report)", () =>
     Effect.gen(function*() {
-      const sim = yield* buildConnectSim({ seed: 5 })
-      const { peer: relayPeer, relay } = yield* relayOn(sim, { maxPendingPerSession: 0 })
-      const sp = yield* sim.addPeer("random", { name: "server" })
-      const cp = yield* sim.addPeer("random", { name: "client" })
-      const server = yield* listen(sp)
+      const { sim, relayPeer, relay, cp, server } = yield* relayedPair(5, "random", "random", { maxPendingPerSession: 0 })
       const { dial, outcome } = yield* connect(sim, cp, server, { relayThrough: relayPeer.keyPair.publicKey, maxMs: 60_000 })
       assert.isFalse(outcome.ok, "no path")
       assert.strictEqual(outcome.code, "HOLEPUNCH_DOUBLE_RANDOMIZED_NATS")

@@ -29,6 +29,9 @@ import {
   RandomPunchLimiter,
   REFERENCE_PACE,
   type RemoteAddress,
+  SAMPLING_DELAY_MAX,
+  SAMPLING_DELAY_MIN,
+  samplingDelay,
   shouldFastOpen,
   strategyFor,
   withVerified
@@ -1013,6 +1016,15 @@ describe("decisions", () => {
     expect(second).toEqual([V("2.2.2.2", 3), V("1.1.1.1", 1, false)])
     expect(firstVerified(second)).toEqual(V("2.2.2.2", 3))
     expect(firstVerified(withVerified(null, "2.2.2.2", second))).toBe(null)
+  })
+
+  it("samplingDelay: twice the handshake's round trip, within its bounds", () => {
+    expect(samplingDelay(30)).toBe(60)
+    expect(samplingDelay(0)).toBe(SAMPLING_DELAY_MIN)
+    expect(samplingDelay(2)).toBe(SAMPLING_DELAY_MIN)
+    expect(samplingDelay(5000)).toBe(SAMPLING_DELAY_MAX)
+    expect(samplingDelay(Number.NaN)).toBe(SAMPLING_DELAY_MAX)
+    expect(samplingDelay(-5)).toBe(SAMPLING_DELAY_MIN)
   })
 
   it("shouldFastOpen: consistent/open with the client's remoteAddress among ours", () => {

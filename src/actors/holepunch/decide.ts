@@ -126,6 +126,21 @@ export const shouldFastOpen = (
   localAddresses !== null &&
   localAddresses.some((a) => a.host === remoteAddress.host && a.port === remoteAddress.port)
 
+/** Bounds of `samplingDelay` (ms). */
+export const SAMPLING_DELAY_MIN = 20
+export const SAMPLING_DELAY_MAX = 1000
+
+/**
+ * How long a client's NAT-sampling pings wait for the server's answer to its
+ * first holepunch message before they go out anyway (ms): twice the
+ * handshake's round trip through the same relay, within the bounds. They wait
+ * because a server's probe that connects us first (a NAT that maps
+ * consistently) makes sampling needless, and until then the pings and the
+ * DHT nodes' answers would only delay that message and its answer.
+ */
+export const samplingDelay = (handshakeRoundTrip: number): number =>
+  Number.isFinite(handshakeRoundTrip) ? Math.min(SAMPLING_DELAY_MAX, Math.max(SAMPLING_DELAY_MIN, 2 * handshakeRoundTrip)) : SAMPLING_DELAY_MAX
+
 // ---------------------------------------------------------------------------
 // Addresses
 // ---------------------------------------------------------------------------

@@ -50,7 +50,7 @@ import {
   type RelayThrough,
   relayThroughInfo
 } from "../session/relay-connection.js"
-import { isBogon, isRandomPunch, isReserved, matchAddress, withVerified } from "./decide.js"
+import { isBogon, isRandomPunch, isReserved, matchAddress, samplingDelay, withVerified } from "./decide.js"
 import { ConnectionError, connectionError, type DialReport, type PathAttempt } from "./errors.js"
 import { LOW_TTL } from "./puncher.js"
 
@@ -108,17 +108,6 @@ const PARALLEL_HANDSHAKES = 2
  * take seconds).
  */
 const CANDIDATE_GRACE = 500
-/**
- * Our NAT-sampling pings wait for the server's answer to our first
- * holepunch message: when the server's probe connects us first (a NAT that
- * maps consistently), no sampling is needed at all, and until then the
- * pings (ours, and the DHT nodes' answers) would only delay that message and
- * its answer. They go out when the answer comes, or when it is late: after
- * twice the handshake's round trip through the same relay, within these
- * bounds (ms).
- */
-const SAMPLING_DELAY_MIN = 20
-const SAMPLING_DELAY_MAX = 1000
 
 interface Handshaken {
   readonly relayAddress: Endpoint
@@ -876,7 +865,7 @@ class Dial {
 
       // our sampling pings: when the server answers our first holepunch message, or when that
       // answer is late (an attempt that connected first never sends them)
-      const samplingDelay = Math.min(SAMPLING_DELAY_MAX, Math.max(SAMPLING_DELAY_MIN, 2 * won.roundTrip))
+      const lateAfter = samplingDelay(won.roundTrip)
       let sampleLater: (() => void) | null = null
       const probeRound = (to: Endpoint | null, retry: boolean): Effect.Effect<{ token: Uint8Array | null; peerAddress: Endpoint }, ConnectionError> =>
         Effect.gen({ self: this }, function*() {
@@ -886,7 +875,7 @@ class Dial {
             error: C.ERROR_NONE, firewall: attempt.nat.firewall, round: round++, connected: false, punching: false,
             addresses: attempt.nat.addresses, remoteAddress: to, token: null, remoteToken: null
           }, () => {
-            sampleLater ??= host.after(samplingDelay, () => attempt.startSampling())
+            sampleLater ??= host.after(lateAfter, () => attempt.startSampling())
           }).pipe(Effect.ensuring(Effect.sync(() => {
             sampleLater?.()
             attempt.startSampling()
