@@ -49,20 +49,30 @@ const log = (...a) => process.stderr.write(`[${NAME}] ${a.join(" ")}\n`)
 // NATLAB_TRACE=DIR: the instants (ms since the epoch) of Omega's step marks (src/layers/trace.ts: a
 // dial's and a server's steps) and of every datagram an Omega socket sends or receives (node:dgram;
 // the reference's udx-native sockets are not seen), written to DIR/<agent>.trace.json at shutdown as
-// [t, label, t, label, ...]; bench/natlab/steps.mjs lines them up with the dials
+// [t, label, t, label, ...]; bench/natlab/steps.mjs lines them up with the dials. With
+// NATLAB_TRACE_CPU=1 each label also carries the process's CPU time then (process.cpuUsage, user +
+// system µs) as `label|cpu`: steps.mjs then shows how much of each step the process spent working
 const TRACE_DIR = process.env.NATLAB_TRACE ?? ""
 const traced = []
 if (TRACE_DIR !== "") {
   const now = () => performance.timeOrigin + performance.now()
-  globalThis.__omegaTrace = (label) => traced.push(now(), label)
+  const withCpu = process.env.NATLAB_TRACE_CPU === "1"
+  const record = withCpu
+    ? (label) => {
+      const t = now()
+      const u = process.cpuUsage()
+      traced.push(t, `${label}|${u.user + u.system}`)
+    }
+    : (label) => traced.push(now(), label)
+  globalThis.__omegaTrace = record
   const send = dgram.Socket.prototype.send
   dgram.Socket.prototype.send = function (msg, ...rest) {
-    traced.push(now(), `tx:${msg?.length}`)
+    record(`tx:${msg?.length}`)
     return send.call(this, msg, ...rest)
   }
   const emit = dgram.Socket.prototype.emit
   dgram.Socket.prototype.emit = function (event, ...args) {
-    if (event === "message") traced.push(now(), `rx:${args[0]?.length}`)
+    if (event === "message") record(`rx:${args[0]?.length}`)
     return emit.call(this, event, ...args)
   }
 }

@@ -31,6 +31,8 @@
 //                    datagrams (NATLAB_TRACE) into OUT/trace/<agent>.trace.json;
 //                    `node bench/natlab/steps.mjs OUT` then shows the time
 //                    between the steps inside the client and the server
+//                    (and, with NATLAB_TRACE_CPU=1 in the environment, the
+//                    CPU each process spent in each step)
 //
 // Needs root, iproute2 and iptables (installed with apt-get when missing);
 // says so and exits 2 when the machine cannot create network namespaces.

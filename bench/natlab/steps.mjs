@@ -15,6 +15,11 @@
 // CPU or for a datagram. The marks `*.start` → `*` around message 1, message
 // 2 (client) and S.m1, S.m2 (server) are Noise's crypto; their sum is printed
 // per side. The first dial of each cell is left out (cold code).
+//
+// With NATLAB_TRACE_CPU=1 in the environment of the run, each event also
+// carries the process's CPU time, and a column `cpu ms` shows the median CPU
+// the process spent in each step: a step much longer than its CPU waited
+// (for a datagram, or for the core another process held).
 import { existsSync, readdirSync, readFileSync } from "node:fs"
 import path from "node:path"
 
@@ -36,7 +41,11 @@ for (const f of readdirSync(traceDir)) {
   if (m === null) continue
   const flat = JSON.parse(readFileSync(path.join(traceDir, f), "utf8"))
   const evs = []
-  for (let i = 0; i + 1 < flat.length; i += 2) evs.push([flat[i], flat[i + 1]])
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    // `label|cpu` with NATLAB_TRACE_CPU=1: the process's CPU time (µs) at the event
+    const bar = flat[i + 1].lastIndexOf("|")
+    evs.push(bar < 0 ? [flat[i], flat[i + 1], null] : [flat[i], flat[i + 1].slice(0, bar), Number(flat[i + 1].slice(bar + 1))])
+  }
   traces.set(m[1], evs)
 }
 const lines = readFileSync(path.join(dir, "results.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l))
@@ -83,9 +92,10 @@ for (const r of dials) {
       if (seen.has(key)) continue
       seen.add(key)
       const steps = c.sides[side]
-      if (!steps.has(key)) steps.set(key, { at: [], ms: [] })
+      if (!steps.has(key)) steps.set(key, { at: [], ms: [], cpu: [] })
       steps.get(key).at.push(evs[i - 1][0] - r.at.connect)
       steps.get(key).ms.push(evs[i][0] - evs[i - 1][0])
+      if (evs[i][2] !== null && evs[i - 1][2] !== null) steps.get(key).cpu.push((evs[i][2] - evs[i - 1][2]) / 1000)
     }
   }
 }
@@ -94,11 +104,18 @@ for (const [cell, c] of cells) {
   for (const side of ["C", "S"]) {
     const steps = [...c.sides[side]].filter(([, s]) => s.ms.length >= 0.6 * c.n)
     if (steps.length === 0) continue
-    const rows = steps.map(([key, s]) => ({ key, at: median(s.at), ms: median(s.ms) })).sort((a, b) => a.at - b.at)
+    const rows = steps
+      .map(([key, s]) => ({ key, at: median(s.at), ms: median(s.ms), cpu: s.cpu.length > 0 ? median(s.cpu) : null }))
+      .sort((a, b) => a.at - b.at)
     const crypto = rows.filter((x) => CRYPTO.has(x.key)).reduce((a, x) => a + x.ms, 0)
+    const withCpu = rows.some((x) => x.cpu !== null)
     console.log(`\n${cell}: ${side === "C" ? "client" : "server"} (${c.n} dials; Noise crypto steps ${crypto.toFixed(2)} ms)`)
-    console.log("| at | step | ms |")
-    console.log("|---|---|---|")
-    for (const x of rows) if (x.ms >= minMs) console.log(`| ${x.at.toFixed(2)} | ${x.key} | ${x.ms.toFixed(3)} |`)
+    console.log(withCpu ? "| at | step | ms | cpu ms |" : "| at | step | ms |")
+    console.log(withCpu ? "|---|---|---|---|" : "|---|---|---|")
+    for (const x of rows) {
+      if (x.ms < minMs) continue
+      const cpu = withCpu ? ` ${x.cpu === null ? "—" : x.cpu.toFixed(3)} |` : ""
+      console.log(`| ${x.at.toFixed(2)} | ${x.key} | ${x.ms.toFixed(3)} |${cpu}`)
+    }
   }
 }
