@@ -52,7 +52,6 @@ import {
 } from "../session/relay-connection.js"
 import { isBogon, isRandomPunch, isReserved, matchAddress, samplingDelay, withVerified } from "./decide.js"
 import { ConnectionError, connectionError, type DialReport, type PathAttempt } from "./errors.js"
-import { LOW_TTL } from "./puncher.js"
 
 export interface ConnectOptions {
   /** Our identity for this connection (default: the node's key pair). */
@@ -735,12 +734,8 @@ class Dial {
         return
       }
       if (this.localFirewall === C.FIREWALL_OPEN) {
-        // the server connects to us. Our reachability check can pass wrongly (NAT state that an
-        // earlier socket on our port left let the DHT's probes in): a low-TTL probe toward the
-        // server's address, from the socket it will reach, opens a NAT that maps consistently to
-        // the server's packets (the server does the same when it says OPEN); an open client loses
-        // one datagram, which the server's node ignores
-        host.dhtSocket().send(serverAddress, C.HOLEPUNCH_PROBE, LOW_TTL)
+        // the server connects to us (in case our NAT still needs opening toward it)
+        host.openNatToward(serverAddress)
         const got = yield* Deferred.await(this.firstPacket).pipe(Effect.timeoutOption(PASSIVE_CONNECT_TIMEOUT))
         if (Option.isNone(got)) {
           this.attempts.push({ path: "direct", outcome: "the server did not connect to us within 10 s" })

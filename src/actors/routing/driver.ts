@@ -156,7 +156,11 @@ export interface NodeHandle {
       readonly retry?: boolean
       readonly socket?: SocketKind
       readonly timeout?: number
-      /** Called once the request is handed to the node's I/O (sent, or queued behind its congestion window). */
+      /**
+       * Called once the request is handed to the node's I/O (sent, or queued
+       * behind its congestion window), inside the node's step: the rest of
+       * the step (other sends) waits for it, so it should only hand over.
+       */
       readonly onSent?: () => void
     }
   ) => Effect.Effect<IncomingResponse, RequestError>

@@ -26,7 +26,9 @@ import type { CryptoImpl, KeyPair } from "../../layers/crypto/types.js"
 import * as Noise from "../../layers/crypto/noise.js"
 import type { Datagram, Endpoint, UdpSocket } from "../../layers/Transport.js"
 import { namespaces, type Namespaces } from "../../protocol/records.js"
+import * as C from "../../protocol/connect.js"
 import { RandomPunchLimiter, type RandomPunchLimiterOptions } from "../holepunch/decide.js"
+import { LOW_TTL } from "../holepunch/puncher.js"
 import { CLIENT, SERVER, type SocketKind } from "../routing/rpc.js"
 import { type NoiseHandshakeResult, NoiseSecretStream } from "./secret-stream-node.js"
 import { fromUdxStream, type SecretStreamClock } from "./secret-stream.js"
@@ -298,6 +300,18 @@ export class ConnectionHost {
   dhtSocket(): UdpSocket {
     const s = this.handle.sockets()
     return this.handle.core.firewalled ? s.client : s.server
+  }
+
+  /**
+   * One low-TTL probe from the DHT socket toward `to`, for a side that said
+   * OPEN and so waits for the other to reach that socket. Our reachability
+   * check can pass wrongly (NAT state that an earlier socket on our port
+   * left let the DHT's probes in): the probe opens a NAT that maps
+   * consistently toward `to`, whose packets then come in as replies. An open
+   * host loses one datagram, which the other side's node ignores.
+   */
+  openNatToward(to: Endpoint): void {
+    this.dhtSocket().send(to, C.HOLEPUNCH_PROBE, LOW_TTL)
   }
 
   socketOf(kind: SocketKind): UdpSocket {

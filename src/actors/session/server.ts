@@ -32,7 +32,6 @@ import * as R from "../../protocol/records.js"
 import * as Derive from "../../layers/crypto/derive.js"
 import { equalBytes } from "../../protocol/encoding.js"
 import { HolepunchAttempt } from "../holepunch/attempt.js"
-import { LOW_TTL } from "../holepunch/puncher.js"
 import { isPrivate, isRandomPunch, matchAddress, type RandomPunchGrant, shouldFastOpen, withVerified } from "../holepunch/decide.js"
 import { connectionError, type ConnectionError } from "../holepunch/errors.js"
 import { isLocalSource } from "../routing/limits.js"
@@ -646,14 +645,8 @@ export class ServerCore {
     mark("S.reply")
     reply()
     startRelay()
-    if (own !== null) {
-      // we said OPEN, so the client connects to our public address. Our reachability check can
-      // pass wrongly (NAT state that an earlier socket on our port left let the DHT's probes in):
-      // a low-TTL probe from the socket the client will reach opens our NAT toward the client's
-      // address, and a NAT that maps consistently then lets the client's packets in as replies.
-      // An open server loses nothing (one datagram; the client's node ignores it)
-      host.dhtSocket().send(info.clientAddress, C.HOLEPUNCH_PROBE, LOW_TTL)
-    }
+    // we said OPEN, so the client connects to our public address (in case our NAT still needs opening)
+    if (own !== null) host.openNatToward(info.clientAddress)
     // wait for the client's first packet (it connects to us: we are OPEN, by LAN, or punched)
     this.abortAfter(hs, HANDSHAKE_INITIAL_TIMEOUT)
   }
